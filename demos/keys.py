@@ -1,0 +1,155 @@
+"""The play window's key map and its input layer.
+
+Input is read once per displayed frame, through an object with one method,
+``poll() -> (events, held)``: ``events`` are the pygame events since the last
+frame (key presses, typed text), ``held`` answers ``held[key] -> bool`` for the
+keys down now. :class:`PygameInput` reads the real keyboard; :class:`ScriptedInput`
+replays a fixed script (headless runs, tests) through the very same UI code.
+
+Movement is *held*: a movement key down now moves the player this frame, so a
+held key repeats every frame. With several movement keys down, the one pressed
+most recently wins; keys already down when the window got focus (their press
+was never seen) rank UP > DOWN > LEFT > RIGHT. USE fires once per press of
+space and wins over movement in the frame it is pressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from demos._pygame import import_pygame
+from demos.source import DOWN, LEFT, NOOP, RIGHT, UP, USE
+
+# (keys, what they do) — the F1 overlay and the README both show this table.
+KEY_HELP: tuple[tuple[str, str], ...] = (
+    ("Arrows / WASD", "move (hold to keep moving)"),
+    ("Space", "use: chop / place in front"),
+    ("T", "type a new prompt (Enter apply, Esc cancel)"),
+    ("F1", "this help"),
+    ("F2", "HUD: fps, timing, frame, position, gems, caption"),
+    ("F12", "screenshot PNG"),
+    ("R", "start / stop recording mp4 + action log"),
+    ("F5 / F9", "save / load the world (world model)"),
+    ("Backspace", "rewind a few seconds (world model)"),
+    ("Esc", "quit"),
+)
+
+# Movement actions in fallback priority order, each with its two keys.
+_MOVE_KEY_NAMES = ((UP, ("K_UP", "K_w")), (DOWN, ("K_DOWN", "K_s")), (LEFT, ("K_LEFT", "K_a")), (RIGHT, ("K_RIGHT", "K_d")))
+
+
+def key_code(name: str) -> int:
+    """The pygame key code for a constant name such as ``"K_UP"`` or ``"K_t"``."""
+    return getattr(import_pygame(), name)
+
+
+def move_keys() -> dict[int, int]:
+    """pygame key code -> movement action."""
+    return {key_code(name): action for action, names in _MOVE_KEY_NAMES for name in names}
+
+
+class Movement:
+    """Turns held keys into one movement action per frame (most recent press wins)."""
+
+    def __init__(self) -> None:
+        self.keys = move_keys()
+        self._order: list[int] = []  # key codes of movement keys, oldest press first
+
+    def observe(self, event: Any) -> None:
+        """Track press order from KEYDOWN/KEYUP events."""
+        pygame = import_pygame()
+        key = getattr(event, "key", None)
+        if key not in self.keys:
+            return
+        if key in self._order:
+            self._order.remove(key)
+        if event.type == pygame.KEYDOWN:
+            self._order.append(key)
+
+    def action(self, held: Any) -> int:
+        """The movement action for this frame, NOOP when no movement key is down."""
+        self._order = [k for k in self._order if held[k]]
+        if self._order:
+            return self.keys[self._order[-1]]
+        for key, action in self.keys.items():  # dict order = fallback priority
+            if held[key]:
+                return action
+        return NOOP
+
+
+class HeldKeys:
+    """``held[key]`` for a fixed set of key codes (the scripted counterpart of get_pressed)."""
+
+    def __init__(self, keys: Iterable[int] = ()):
+        self.keys = frozenset(keys)
+
+    def __getitem__(self, key: int) -> bool:
+        return key in self.keys
+
+
+class PygameInput:
+    """The real keyboard: the event queue plus ``pygame.key.get_pressed()``."""
+
+    def poll(self) -> tuple[list[Any], Any]:
+        pygame = import_pygame()
+        return pygame.event.get(), pygame.key.get_pressed()
+
+
+class ScriptedInput:
+    """Replays a script: one ``(held key names, events)`` pair per frame, then nothing."""
+
+    def __init__(self, frames: Iterable[tuple[Iterable[str], list[Any]]]):
+        self._frames: Iterator[tuple[Iterable[str], list[Any]]] = iter(frames)
+        self.done = False
+
+    def poll(self) -> tuple[list[Any], Any]:
+        try:
+            names, events = next(self._frames)
+        except StopIteration:
+            self.done = True
+            names, events = (), []
+        return list(events), HeldKeys(key_code(n) for n in names)
+
+
+def key_event(name: str, down: bool = True, text: str = "") -> Any:
+    """A synthetic KEYDOWN/KEYUP event for the key constant ``name`` (e.g. ``"K_F12"``)."""
+    pygame = import_pygame()
+    kind = pygame.KEYDOWN if down else pygame.KEYUP
+    return pygame.event.Event(kind, key=key_code(name), mod=0, unicode=text, scancode=0)
+
+
+def text_event(text: str) -> Any:
+    """A synthetic TEXTINPUT event (what typing produces while the prompt box is open)."""
+    pygame = import_pygame()
+    return pygame.event.Event(pygame.TEXTINPUT, text=text)
+
+
+def type_prompt(text: str) -> list[list[Any]]:
+    """Events, frame by frame, that open the prompt box, type ``text`` and press Enter."""
+    return [[key_event("K_t", text="t")], [text_event(text)], [key_event("K_RETURN")]]
+
+
+HEADLESS_PROMPT = "a snowy forest at night"
+
+
+def headless_script(frames: int, prompt: str = HEADLESS_PROMPT) -> Iterator[tuple[tuple[str, ...], list[Any]]]:
+    """A deterministic walk for ``--headless``: square loops with USE, HUD on,
+    the help overlay shown once, and one live prompt change half-way."""
+    walk = [(key,) for key in ("K_RIGHT", "K_DOWN", "K_LEFT", "K_UP") for _ in range(12)]
+    prompt_at = frames // 2
+    typing = type_prompt(prompt)
+    for i in range(frames):
+        events: list[Any] = []
+        if i == 0:
+            events.append(key_event("K_F2"))  # HUD on, so the HUD path is exercised
+        if i in (5, 15):
+            events.append(key_event("K_F1"))  # help overlay on, then off
+        if i % 24 == 23:
+            events.append(key_event("K_SPACE"))  # USE at every other corner
+        if prompt_at <= i < prompt_at + len(typing):
+            events.extend(typing[i - prompt_at])
+            yield (), events  # no movement while typing
+            continue
+        yield walk[i % len(walk)], events
+

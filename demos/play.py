@@ -1,0 +1,537 @@
+"""The play window: walk the world with the keyboard, in real time.
+
+``echo-infinity play`` (what ``make play`` runs). Until the world model lands
+the window shows the teacher game (``--source teacher``); the UI only talks to
+a :class:`demos.source.FrameSource`, so the model session plugs in as another
+source without changes here.
+
+One frame of the loop (:meth:`PlayApp.tick`), held at ``--fps`` by
+``pygame.time.Clock``:
+
+    poll input -> handle keys -> source.step(action) -> draw -> flip -> wait
+
+Input read at the top of a frame is on screen at the end of that same frame:
+input-to-screen latency is one frame. Key map: :data:`demos.keys.KEY_HELP`
+(F1 in the window). When an episode ends (a hazard), the last frame stays up
+for 1.5 s with a message, then the world restarts from the **same seed** with
+the current prompt (the same infinite world, collected gems back in place), so
+a player can retry the same place.
+
+``--headless --frames N`` runs the same loop with SDL's dummy video driver,
+unthrottled, under a scripted walk (:func:`demos.keys.headless_script`: loops
+with USE, HUD and help on once, one live prompt change), prints one summary
+line and exits 0: the smoke test of ``make play ARGS="--headless --frames 300"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demos.source import ACTION_MEANINGS, NOOP, SOURCES, USE, FrameSource
+
+RESOLUTIONS = (64, 128, 256)
+WINDOW = 512  # default window side; --scale overrides
+END_PAUSE_S = 1.5  # how long the end-of-episode message holds before the reset
+TOAST_S = 2.5  # how long a notice stays up
+LATER = "available with the world model"
+
+
+@dataclass
+class PlayConfig:
+    """Everything a play session is started with (one field per CLI option)."""
+
+    seed: int = 0
+    """World seed; the world restarts from it after a hazard."""
+    prompt: str | None = None
+    """Initial style prompt (None: the source's default style)."""
+    fps: float = 20.0
+    """Target frames per second (the frame budget); 0 = unthrottled."""
+    scale: int | None = None
+    """Integer window scale factor; None picks 512 / resolution."""
+    smooth: bool = False
+    """Smooth (bilinear) scaling instead of nearest-neighbour."""
+    resolution: int = 64
+    """Side of the source frames in pixels: 64, 128 or 256."""
+    source: str = "teacher"
+    """What generates the frames (see demos.source.SOURCES)."""
+    headless: bool = False
+    """No screen: SDL dummy driver, scripted input, unthrottled."""
+    frames: int | None = None
+    """Stop after this many frames (None: until Esc / window close)."""
+    hud: bool = False
+    """Start with the HUD shown (F2 toggles it)."""
+    screenshot_dir: Path = Path("screenshots")
+    """Where F12 writes PNGs."""
+    record_dir: Path = Path("recordings")
+    """Where R writes mp4 recordings and their action logs."""
+
+    @property
+    def window_scale(self) -> int:
+        return self.scale if self.scale else max(1, WINDOW // self.resolution)
+
+
+@dataclass
+class PlaySummary:
+    """What a run did; ``line()`` is what ``--headless`` prints."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    gems: int = 0  # collected over the whole run, all episodes
+    episodes_ended: int = 0
+    prompts: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self, source: str, resolution: int) -> str:
+        return (
+            f"play: {self.frames} frames in {self.seconds:.2f} s ({self.fps:.0f} fps), gems {self.gems}, "
+            f"episodes ended {self.episodes_ended}, prompt changes {len(self.prompts)}, "
+            f"source {source} {resolution}x{resolution}"
+        )
+
+
+class NoDisplay(RuntimeError):
+    """The window cannot open (no X/Wayland display, or SDL refused)."""
+
+
+class PlayApp:
+    """The window and its loop; one :meth:`tick` per displayed frame.
+
+    ``input`` is anything with ``poll() -> (events, held)`` (see ``demos/keys.py``);
+    tests hand in a scripted one, or post events to the real queue.
+    """
+
+    def __init__(self, source: FrameSource, config: PlayConfig, input: Any = None):
+        from demos.keys import Movement, PygameInput
+
+        self.source = source
+        self.config = config
+        self.input = input if input is not None else PygameInput()
+        self.movement = Movement()
+        self.summary = PlaySummary()
+        self.running = False
+        # UI state
+        self.show_help = False
+        self.show_hud = config.hud
+        self.typing: str | None = None  # the prompt being typed; None = box closed
+        self.toast_list: list[tuple[float, str, bool]] = []  # (expires at, text, warning)
+        self.end_frames = 0  # frames left showing the end-of-episode banner
+        self.end_reason = ""
+        # world state as last seen
+        self.prompt = config.prompt
+        self.frame: np.ndarray | None = None
+        self.info: dict[str, Any] = {}
+        self.episode_events: list[list[Any]] = []  # since the last reset: ["step", a] / ["prompt", text]
+        self.recorder = None
+        self.last_screenshot: Path | None = None
+        self._use_pending = False
+        self._screenshot_pending = False
+        # timing
+        self._shown_at: deque[float] = deque(maxlen=30)
+        self._step_ms: deque[float] = deque(maxlen=30)
+        self._work_ms: deque[float] = deque(maxlen=30)
+        self._t0: float | None = None
+        self._closed = False
+
+    # -- lifetime ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the window and start the world."""
+        from demos._pygame import import_pygame
+        from demos.overlay import Overlay
+
+        pygame = import_pygame()
+        if self.config.headless:
+            os.environ["SDL_VIDEODRIVER"] = "dummy"
+        elif problem := display_problem():
+            raise NoDisplay(problem)
+        try:
+            pygame.display.init()
+            side = self.config.resolution * self.config.window_scale
+            self.screen = pygame.display.set_mode((side, side))
+        except pygame.error as e:
+            raise NoDisplay(f"SDL could not open a window ({e})") from e
+        pygame.display.set_caption(f"Echo-Infinity - {self.source.name} (seed {self.config.seed})")
+        pygame.key.stop_text_input()  # text input only while the prompt box is open
+        self.size = self.screen.get_size()
+        self.overlay = Overlay(self.size)
+        self.clock = pygame.time.Clock()
+        self.frame = self.source.reset(self.config.seed, self.prompt)
+        self.running = True
+        self._t0 = time.perf_counter()
+
+    def close(self) -> None:
+        """Finish a recording, release the source and the window; safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.recorder is not None:
+            self._stop_recording()
+        if self._t0 is not None:
+            self.summary.seconds = time.perf_counter() - self._t0
+        self.running = False
+        self.source.close()
+        from demos._pygame import import_pygame
+
+        import_pygame().display.quit()
+
+    def run(self) -> PlaySummary:
+        """Open, tick until quit (or ``config.frames``), close; returns the summary."""
+        try:
+            self.open()
+            while self.tick():
+                if self.config.frames is not None and self.summary.frames >= self.config.frames:
+                    break
+        finally:
+            self.close()
+        return self.summary
+
+    # -- one frame --------------------------------------------------------------------
+    def tick(self) -> bool:
+        """Read input, advance the world one frame, draw it; False once the player quit."""
+        from demos._pygame import import_pygame
+
+        pygame = import_pygame()
+        start = time.perf_counter()
+        events, held = self.input.poll()
+        for event in events:
+            self._handle(event)
+        if not self.running:
+            return False
+
+        action = self._advance(held)
+        stepped = time.perf_counter()
+        self._draw()
+        if self._screenshot_pending:
+            self._screenshot_pending = False
+            self._save_screenshot()
+        if self.recorder is not None:
+            self._record(action)
+        pygame.display.flip()
+        done = time.perf_counter()
+        self.summary.frames += 1
+        self._step_ms.append((stepped - start) * 1e3)
+        self._work_ms.append((done - start) * 1e3)
+        self._shown_at.append(done)
+        throttle = self.config.fps > 0 and not self.config.headless
+        self.clock.tick(self.config.fps if throttle else 0)
+        return True
+
+    def _advance(self, held: Any) -> int | None:
+        """Step the source with this frame's action (None while the end banner holds)."""
+        if self.end_frames > 0:
+            self.end_frames -= 1
+            if self.end_frames == 0:
+                self._reset_world()
+            return None
+        if self._use_pending:
+            action = USE
+        elif self.typing is not None:
+            action = NOOP  # letters go to the prompt box, not to WASD
+        else:
+            action = self.movement.action(held)
+        self._use_pending = False
+        self.frame, reward, done, self.info = self.source.step(action)
+        self.episode_events.append(["step", action])
+        if reward > 0:
+            self.summary.gems += int(round(reward))
+        if done:
+            self.summary.episodes_ended += 1
+            self.end_reason = self.info.get("end_reason", "The episode ended")
+            self.end_frames = max(1, round(END_PAUSE_S * (self.config.fps or 20)))
+        return action
+
+    def _reset_world(self) -> None:
+        self.frame = self.source.reset(self.config.seed, self.prompt)
+        self.info = {}
+        self.episode_events = []
+        if self.recorder is not None:
+            self.recorder.event("reset", seed=self.config.seed, prompt=self.prompt)
+
+    # -- input ------------------------------------------------------------------------
+    def _handle(self, event: Any) -> None:
+        from demos._pygame import import_pygame
+
+        pygame = import_pygame()
+        if event.type == pygame.QUIT:
+            self.running = False
+        elif event.type == pygame.TEXTINPUT:
+            if self.typing is not None:
+                self.typing += event.text
+        elif event.type == pygame.KEYUP:
+            self.movement.observe(event)
+        elif event.type == pygame.KEYDOWN:
+            self.movement.observe(event)
+            if self.typing is not None:
+                self._handle_typing_key(event.key)
+            else:
+                self._handle_key(event.key)
+
+    def _handle_typing_key(self, key: int) -> None:
+        from demos._pygame import import_pygame
+
+        pygame = import_pygame()
+        if key in (pygame.K_RETURN, pygame.K_KP_ENTER):
+            text, self.typing = self.typing.strip(), None
+            pygame.key.stop_text_input()
+            if text:
+                self.apply_prompt(text)
+        elif key == pygame.K_ESCAPE:
+            self.typing = None
+            pygame.key.stop_text_input()
+            self.toast("prompt cancelled")
+        elif key == pygame.K_BACKSPACE:
+            self.typing = self.typing[:-1]
+
+    def _handle_key(self, key: int) -> None:
+        from demos._pygame import import_pygame
+
+        pygame = import_pygame()
+        if key == pygame.K_ESCAPE:
+            if self.show_help:
+                self.show_help = False  # Esc closes the help first, then quits
+            else:
+                self.running = False
+        elif key == pygame.K_SPACE:
+            self._use_pending = True
+        elif key == pygame.K_t:
+            self.typing = ""
+            pygame.key.start_text_input()  # after the T press, so no stray "t" is typed
+        elif key == pygame.K_F1:
+            self.show_help = not self.show_help
+        elif key == pygame.K_F2:
+            self.show_hud = not self.show_hud
+        elif key == pygame.K_F12:
+            self._screenshot_pending = True
+        elif key == pygame.K_r:
+            if self.recorder is None:
+                self._start_recording()
+            else:
+                self._stop_recording()
+        elif key in (pygame.K_F5, pygame.K_F9, pygame.K_BACKSPACE):
+            what = {pygame.K_F5: "F5 save", pygame.K_F9: "F9 load", pygame.K_BACKSPACE: "Backspace rewind"}[key]
+            if not self.source.can_snapshot:
+                self.toast(f"{what}: {LATER}", warn=True)
+
+    # -- actions ----------------------------------------------------------------------
+    def apply_prompt(self, text: str) -> bool:
+        """Change the world's style live; a bad prompt leaves the world as it was."""
+        try:
+            self.source.set_prompt(text)
+        except ValueError as e:
+            self.toast(f"prompt not applied: {e}", warn=True)
+            return False
+        self.prompt = text
+        self.summary.prompts.append(text)
+        self.episode_events.append(["prompt", text])
+        if self.recorder is not None:
+            self.recorder.event("prompt", text=text)
+        self.toast(f"prompt: {text}")
+        return True
+
+    def toast(self, text: str, warn: bool = False) -> None:
+        self.toast_list.append((time.monotonic() + TOAST_S, text, warn))
+        del self.toast_list[:-3]  # at most three at once
+
+    def _save_screenshot(self) -> None:
+        from demos._pygame import import_pygame
+        from demos.recorder import stamp
+
+        directory = Path(self.config.screenshot_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"echo-infinity-{stamp()}-f{self.summary.frames:06d}.png"
+        import_pygame().image.save(self.screen, str(path))
+        self.last_screenshot = path
+        self.toast(f"screenshot saved: {path}")
+
+    def _start_recording(self) -> None:
+        from demos.recorder import VideoRecorder, stamp
+
+        path = Path(self.config.record_dir) / f"echo-infinity-{stamp()}.mp4"
+        header = {
+            "source": self.source.name,
+            "seed": self.config.seed,
+            "resolution": self.config.resolution,
+            "action_meanings": list(ACTION_MEANINGS),
+            "start": {"prompt": self.config.prompt, "before": list(self.episode_events)},
+        }
+        try:
+            self.recorder = VideoRecorder(path, self.config.fps or 20, self.size, header)
+        except RuntimeError as e:
+            self.toast(str(e), warn=True)
+            return
+        self.toast(f"recording: {path}")
+
+    def _stop_recording(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        recorder.close()
+        self.toast(f"saved {recorder.frames} frames: {recorder.path}")
+
+    def _record(self, action: int | None) -> None:
+        import cv2
+
+        interp = cv2.INTER_LINEAR if self.config.smooth else cv2.INTER_NEAREST
+        picture = cv2.resize(np.ascontiguousarray(self.frame), self.size, interpolation=interp)
+        entry = {"action": action, "world_frame": self.info.get("frame")}
+        self.recorder.write(picture, entry)
+
+    # -- drawing ----------------------------------------------------------------------
+    def _draw(self) -> None:
+        from demos._pygame import import_pygame
+        from demos.keys import KEY_HELP
+
+        pygame = import_pygame()
+        frame = np.ascontiguousarray(self.frame)
+        h, w = frame.shape[:2]
+        small = pygame.image.frombuffer(frame.tobytes(), (w, h), "RGB")
+        scale = pygame.transform.smoothscale if self.config.smooth else pygame.transform.scale
+        self.screen.blit(scale(small, self.size), (0, 0))
+
+        ov = self.overlay
+        if self.show_hud and not self.show_help:  # the help panel would cover it
+            ov.hud(self.screen, self.hud_fields(), self.info.get("caption", ""))
+        if self.end_frames > 0:
+            ov.banner(self.screen, self.end_reason, "the world restarts from the same seed")
+        if self.show_help:
+            footer = (
+                f"source: {self.source.name}, seed {self.config.seed}. "
+                "Movement repeats while held; the key pressed last wins. Esc closes this help."
+            )
+            ov.help(self.screen, KEY_HELP, "Echo-Infinity - keys", footer)
+        bottom = self.size[1]
+        if self.typing is not None:
+            ov.prompt_box(self.screen, self.typing, cursor=(self.summary.frames // 8) % 2 == 0)
+            bottom -= (len(ov.wrap("Prompt: " + self.typing + "_", self.size[0] - 4 * ov.pad)) + 1) * ov.line + 3 * ov.pad
+        now = time.monotonic()
+        self.toast_list = [t for t in self.toast_list if t[0] > now]
+        if self.recorder is not None:
+            pygame.draw.circle(self.screen, (230, 40, 40), (self.size[0] - 14, 14), 7)  # REC dot
+        ov.toasts(self.screen, [(text, warn) for _, text, warn in self.toast_list], bottom)
+
+    def hud_fields(self) -> list[tuple[str, str]]:
+        """The HUD's label/value lines: timing first, then what the source reports."""
+        shown = self._shown_at
+        fps = (len(shown) - 1) / (shown[-1] - shown[0]) if len(shown) > 1 and shown[-1] > shown[0] else 0.0
+        step_ms = sum(self._step_ms) / len(self._step_ms) if self._step_ms else 0.0
+        work_ms = sum(self._work_ms) / len(self._work_ms) if self._work_ms else 0.0
+        target = f" / {self.config.fps:g}" if self.config.fps and not self.config.headless else ""
+        fields = [
+            ("fps", f"{fps:.1f}{target}"),
+            ("frame time", f"{work_ms:.1f} ms (step {step_ms:.1f})"),
+            ("frame", str(self.info.get("frame", 0))),
+            *self.source.hud_fields(self.info),
+            ("source", f"{self.source.name} {self.config.resolution}px, seed {self.config.seed}"),
+        ]
+        if self.prompt:
+            fields.append(("prompt", _clip(self.prompt, 34)))
+        if self.recorder is not None:
+            fields.append(("recording", f"{self.recorder.frames} frames"))
+        return fields
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def display_problem() -> str | None:
+    """Why no window can open here, when that is knowable before trying (Linux without a display)."""
+    if os.environ.get("SDL_VIDEODRIVER"):
+        return None  # the user chose a driver (dummy, x11, wayland, ...): let SDL try it
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    return None
+
+
+# -- command line ---------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``echo-infinity play`` options."""
+    parser.add_argument("--source", choices=SOURCES, default="teacher",
+                        help="what draws the world: the teacher game (the world model comes later)")
+    parser.add_argument("--seed", type=int, default=0, help="world seed; the world restarts from it after a hazard (default 0)")
+    parser.add_argument("--prompt", default=None,
+                        help="initial style prompt, e.g. 'snowy forest at night in the fog' (default: the source's own)")
+    parser.add_argument("--fps", type=float, default=20.0, help="target frames per second; 0 = unthrottled (default 20)")
+    parser.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=64, help="frame side in pixels (default 64)")
+    parser.add_argument("--scale", type=int, default=None,
+                        help=f"integer window scale factor (default: {WINDOW} / resolution, a {WINDOW}x{WINDOW} window)")
+    parser.add_argument("--smooth", action="store_true", help="smooth (bilinear) scaling instead of sharp nearest-neighbour pixels")
+    parser.add_argument("--hud", action="store_true", help="start with the HUD shown (F2 toggles it)")
+    parser.add_argument("--screenshot-dir", type=Path, default=Path("screenshots"), help="where F12 saves PNGs (default ./screenshots)")
+    parser.add_argument("--record-dir", type=Path, default=Path("recordings"),
+                        help="where R saves mp4 recordings and their .actions.json logs (default ./recordings)")
+    parser.add_argument("--headless", action="store_true",
+                        help="no screen: SDL dummy driver, a scripted walk (USE, one prompt change), unthrottled; prints a summary")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="stop after N frames (default: until Esc; with --headless: 300)")
+
+
+def config_from_args(args: argparse.Namespace) -> PlayConfig:
+    frames = args.frames if args.frames is not None else (300 if args.headless else None)
+    if frames is not None and frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {frames}")
+    if args.scale is not None and args.scale < 1:
+        raise ValueError(f"--scale must be a positive integer, got {args.scale}")
+    if args.fps < 0:
+        raise ValueError(f"--fps must be >= 0 (0 = unthrottled), got {args.fps:g}")
+    return PlayConfig(
+        seed=args.seed, prompt=args.prompt, fps=args.fps, scale=args.scale, smooth=args.smooth,
+        resolution=args.resolution, source=args.source, headless=args.headless, frames=frames,
+        hud=args.hud, screenshot_dir=args.screenshot_dir, record_dir=args.record_dir,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the play window; returns the exit code (2 on bad options or no display)."""
+    from demos.keys import ScriptedInput, headless_script
+    from demos.source import make_source
+
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"echo-infinity play: {e}", file=sys.stderr)
+        return 2
+    if not config.headless and (problem := display_problem()):
+        return _no_display(problem)
+    source = make_source(config.source, resolution=config.resolution)
+    if config.prompt:
+        try:  # a bad --prompt is a usage error, not a traceback
+            source.reset(config.seed, config.prompt)
+        except ValueError as e:
+            print(f"echo-infinity play: --prompt: {e}", file=sys.stderr)
+            return 2
+    scripted = ScriptedInput(headless_script(config.frames)) if config.headless else None
+    app = PlayApp(source, config, input=scripted)
+    try:
+        summary = app.run()
+    except NoDisplay as e:
+        return _no_display(str(e))
+    except KeyboardInterrupt:
+        summary = app.summary
+    print(summary.line(config.source, config.resolution))
+    return 0
+
+
+def _no_display(problem: str) -> int:
+    print(
+        f"echo-infinity play: cannot open a window: {problem}.\n"
+        "  without a screen:        echo-infinity play --headless --frames 300\n"
+        "  in a virtual display:    xvfb-run -a echo-infinity play",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":  # python -m demos.play
+    _parser = argparse.ArgumentParser(prog="python -m demos.play", description=__doc__.split("\n\n")[0])
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

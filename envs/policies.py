@@ -1,0 +1,381 @@
+"""Action policies for recording episodes from any Discrete-action env.
+
+The world model only learns (and can only be measured on) long-range memory if
+the data leaves places and comes back to them, so besides plain random play
+there is a `revisit` policy made of excursions: walk away for a while, then
+come back to the exact starting position 20-200 frames after leaving it
+(out-and-back along the same path, or a square loop).
+
+Every policy is seeded by a `np.random.Generator` and draws nothing else, so a
+recording is reproducible from its seed. Interface::
+
+    policy = make_policy("revisit", env, rng)
+    obs, info = env.reset(seed=...)
+    policy.reset(info)
+    action = policy.act(info)          # once per frame, after reset/step
+    policy.revisits                    # [(leave_frame, return_frame), ...]
+
+`StyleSwitcher` is separate from the action policies: it changes the teacher
+world's style mid-episode (through `set_style`) so recordings contain prompt
+switches, and remembers when it did so the episode can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+MOVES = ("UP", "DOWN", "LEFT", "RIGHT")
+INVERSE = {"UP": "DOWN", "DOWN": "UP", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+# World-direction guesses (x right, y down); replaced by what the env shows.
+DEFAULT_DIRECTIONS = {"UP": (0, -1), "DOWN": (0, 1), "LEFT": (-1, 0), "RIGHT": (1, 0)}
+
+
+def action_meanings(env) -> tuple[str, ...] | None:
+    """The env's action names (`get_action_meanings()`, as ALE and the teacher have), else None."""
+    get = getattr(env.unwrapped, "get_action_meanings", None)
+    if get is None:
+        return None
+    return tuple(str(m).upper() for m in get())
+
+
+def _num_actions(env) -> int:
+    space = env.action_space
+    n = getattr(space, "n", None)
+    if n is None or not hasattr(space, "start"):
+        raise ValueError(f"policies need a Discrete action space, got {space}")
+    return int(n)
+
+
+def _move_actions(env) -> dict[str, int] | None:
+    """{"UP": a, "DOWN": a, "LEFT": a, "RIGHT": a} if the env has all four moves, else None."""
+    meanings = action_meanings(env)
+    if meanings is None or not all(m in meanings for m in MOVES):
+        return None
+    start = int(env.action_space.start)
+    return {m: start + meanings.index(m) for m in MOVES}
+
+
+def _position(info: dict) -> tuple[int, int] | None:
+    pos = info.get("position") if info else None
+    return None if pos is None else (int(pos[0]), int(pos[1]))
+
+
+class HazardGuard:
+    """Steers around the teacher's hazards most of the time (episode ends stay in the data).
+
+    It looks one move ahead in the teacher's tile map (the teacher has no public
+    "what is there" query, so it reads `env.unwrapped.tilemap`); for any other
+    env it does nothing. `slip_prob` is the chance of walking in anyway.
+    """
+
+    def __init__(self, env, rng: np.random.Generator, slip_prob: float = 0.02):
+        self.env, self.rng, self.slip_prob = env.unwrapped, rng, slip_prob
+        try:
+            from envs.teacher import SPEED
+            from envs.tiles import BASE_TILE, HAZARD
+        except ImportError:
+            self.active = False
+            return
+        self.active = hasattr(self.env, "tilemap")
+        self.speed, self.tile, self.hazard = SPEED, BASE_TILE, HAZARD
+
+    def deadly(self, info: dict, move: str) -> bool:
+        """Would `move` from here step onto a hazard (and may we not slip)?"""
+        pos = _position(info)
+        if not self.active or pos is None or self.env.tilemap is None:
+            return False
+        dx, dy = DEFAULT_DIRECTIONS[move]
+        x, y = pos[0] + dx * self.speed, pos[1] + dy * self.speed
+        if self.env.tilemap.cls(x // self.tile, y // self.tile) != self.hazard:
+            return False
+        return self.rng.random() >= self.slip_prob
+
+    def safe(self, info: dict, move: str, moves=MOVES) -> str:
+        """`move` if it is safe, else a random safe one of `moves` (or `move` if none is)."""
+        if not self.deadly(info, move):
+            return move
+        options = [m for m in moves if m != move and not self.deadly(info, m)]
+        return options[int(self.rng.integers(len(options)))] if options else move
+
+
+class Policy:
+    """Base class: `reset(info)` at episode start, then `act(info) -> int` once per frame."""
+
+    name = "policy"
+
+    def __init__(self, env, rng: np.random.Generator):
+        self.n = _num_actions(env)
+        self.start = int(env.action_space.start)
+        self.rng = rng
+        self.frame = 0                                   # index of the frame being acted on
+        self.revisits: list[tuple[int, int]] = []        # (leave_frame, return_frame)
+
+    def reset(self, info: dict) -> None:
+        self.frame = 0
+        self.revisits = []
+
+    def act(self, info: dict) -> int:
+        action = self._act(info)
+        self.frame += 1
+        return int(action)
+
+    def _act(self, info: dict) -> int:
+        raise NotImplementedError
+
+
+class RandomPolicy(Policy):
+    """Uniform random actions, independent per frame."""
+
+    name = "random"
+
+    def _act(self, info):
+        return self.start + int(self.rng.integers(self.n))
+
+
+class ExplorePolicy(Policy):
+    """Sticky random walk.
+
+    With move actions (the teacher): hold one move for a geometric number of
+    frames (mean `mean_hold`), with an occasional USE or NOOP frame. Other
+    envs: repeat the previous action with probability `repeat_prob`.
+    """
+
+    name = "explore"
+
+    def __init__(self, env, rng, mean_hold: float = 12.0, use_prob: float = 0.03,
+                 noop_prob: float = 0.02, repeat_prob: float = 0.75):
+        super().__init__(env, rng)
+        self.moves = _move_actions(env)
+        meanings = action_meanings(env) or ()
+        self.use = self.start + meanings.index("USE") if "USE" in meanings else None
+        self.noop = self.start + meanings.index("NOOP") if "NOOP" in meanings else None
+        self.mean_hold, self.use_prob, self.noop_prob = mean_hold, use_prob, noop_prob
+        self.repeat_prob = repeat_prob
+        self.guard = HazardGuard(env, rng)
+        self.current: int | None = None
+        self.hold = 0
+
+    def reset(self, info):
+        super().reset(info)
+        self.current, self.hold = None, 0
+
+    def _act(self, info):
+        if self.moves is None:                            # generic env: sticky uniform
+            if self.current is None or self.rng.random() >= self.repeat_prob:
+                self.current = self.start + int(self.rng.integers(self.n))
+            return self.current
+        u = self.rng.random()
+        if self.use is not None and u < self.use_prob:
+            return self.use
+        if self.noop is not None and u < self.use_prob + self.noop_prob:
+            return self.noop
+        if self.hold <= 0:
+            self.current = list(self.moves.values())[int(self.rng.integers(4))]
+            self.hold = int(self.rng.geometric(1.0 / self.mean_hold))
+        self.hold -= 1
+        move = MOVES[list(self.moves.values()).index(self.current)]
+        safe = self.guard.safe(info, move)
+        if safe != move:                                  # turn away and keep the new heading
+            self.current, self.hold = self.moves[safe], int(self.rng.geometric(1.0 / self.mean_hold))
+        return self.current
+
+
+class RevisitPolicy(Policy):
+    """Excursions that leave a place and return to it 20-200 frames later.
+
+    Cycle: travel (a sticky walk of 0-`max_travel` frames, so the world keeps
+    changing) -> excursion from the start point S, one of
+      * out-and-back: a sticky walk of L in [10, 100] moves, then retrace it;
+      * loop: a square of side s in [5, 50] moves (3 sides out, the 4th back).
+    With `info["position"]` the way back is steered by positions (a blocked
+    move is not on the trail, so it is not "undone"), and a revisit is logged
+    in `revisits` only when the player is back on S exactly; without positions
+    the way back is the inverse moves, and the return is assumed.
+    """
+
+    name = "revisit"
+    MIN_GAP, MAX_GAP = 20, 200
+
+    def __init__(self, env, rng, max_travel: int = 60, loop_prob: float = 0.4, mean_hold: float = 8.0):
+        super().__init__(env, rng)
+        moves = _move_actions(env)
+        if moves is None:
+            raise ValueError(
+                f"the revisit policy needs move actions {'/'.join(MOVES)} to find its way back; "
+                f"this env's action meanings are {action_meanings(env)} "
+                "(use --policy explore or random for it)")
+        self.moves = moves
+        self.action_to_move = {a: m for m, a in moves.items()}
+        self.explore = ExplorePolicy(env, rng, mean_hold=mean_hold)
+        self.max_travel, self.loop_prob, self.mean_hold = max_travel, loop_prob, mean_hold
+        self.reset({})
+
+    # --- state machine ---------------------------------------------------
+    def reset(self, info):
+        super().reset(info)
+        self.explore.reset(info)
+        self.directions = dict(DEFAULT_DIRECTIONS)
+        self.step_size: int | None = None        # pixels per move, learnt from positions
+        self.last_pos, self.last_move = _position(info), None
+        self._begin_travel()
+
+    def _begin_travel(self):
+        self.phase = "travel"
+        self.todo = int(self.rng.integers(0, self.max_travel + 1))
+
+    def _begin_excursion(self, pos):
+        self.phase = "out"
+        self.leave_frame, self.home = self.frame, pos
+        self.trail = [pos] if pos is not None else []   # positions to retrace, oldest first
+        self.undo: list[str] = []                        # inverse moves, for position-less envs
+        if self.rng.random() < self.loop_prob:           # square: 3 sides out, the 4th closes it
+            side = int(self.rng.integers(5, 51))
+            first = MOVES[int(self.rng.integers(4))]
+            turn = [m for m in MOVES if m not in (first, INVERSE[first])][int(self.rng.integers(2))]
+            self.plan = [first] * side + [turn] * side + [INVERSE[first]] * side
+            self.back_plan = [INVERSE[turn]] * side
+            self.mode = "direct"
+        else:                                            # sticky walk out, retrace back
+            length, plan, move = int(self.rng.integers(10, 101)), [], None
+            while len(plan) < length:
+                options = [m for m in MOVES if move is None or m != INVERSE[move]]
+                move = options[int(self.rng.integers(len(options)))]
+                plan += [move] * int(self.rng.geometric(1.0 / self.mean_hold))
+            self.plan, self.back_plan, self.mode = plan[:length], None, "retrace"
+        self.plan.reverse()                              # pop() from the end
+
+    def _observe(self, info):
+        """Learn move directions/size from the last step; extend the outbound trail."""
+        pos = _position(info)
+        if pos is not None and self.last_pos is not None and self.last_move is not None:
+            dx, dy = pos[0] - self.last_pos[0], pos[1] - self.last_pos[1]
+            if (dx, dy) != (0, 0):
+                self.directions[self.last_move] = (int(np.sign(dx)), int(np.sign(dy)))
+                size = max(abs(dx), abs(dy))
+                self.step_size = size if self.step_size is None else max(self.step_size, size)
+                if self.phase == "out":
+                    self.trail.append(pos)
+        elif pos is None and self.phase == "out" and self.last_move is not None:
+            self.undo.append(INVERSE[self.last_move])
+        self.last_pos = pos
+        return pos
+
+    def _toward(self, pos, target) -> str | None:
+        """The move that brings `pos` closer to `target` along the larger gap, or None if there."""
+        d = (target[0] - pos[0], target[1] - pos[1])
+        if d == (0, 0):
+            return None
+        best = max(MOVES, key=lambda m: self.directions[m][0] * d[0] + self.directions[m][1] * d[1])
+        return best
+
+    def _back_move(self, pos) -> str | None:
+        """Next move home; None when home, or as close as moves of this size can get."""
+        if pos is None:                                  # blind: inverse moves / closing side
+            plan = self.back_plan if self.back_plan is not None else self.undo
+            return plan.pop() if plan else None
+        tol = (self.step_size or 1) - 1                  # a partial (blocked) move can't be hit exactly
+        near = lambda p: max(abs(p[0] - pos[0]), abs(p[1] - pos[1])) <= tol
+        target = self.home
+        if self.mode == "retrace":
+            while len(self.trail) > 1 and near(self.trail[-1]):
+                self.trail.pop()
+            target = self.trail[-1]
+        if target == self.home and (pos == self.home or near(self.home)):
+            return None
+        return self._toward(pos, target)
+
+    def _act(self, info):
+        pos = self._observe(info)
+        while True:                                      # a phase may end and the next begin this frame
+            if self.phase == "travel":
+                if self.todo > 0:
+                    self.todo -= 1
+                    action = self.explore.act(info)
+                    self.last_move = self.action_to_move.get(action)
+                    return action
+                self._begin_excursion(pos)
+            if self.phase == "out":
+                if self.plan:
+                    planned = self.plan.pop()
+                    move = self.explore.guard.safe(info, planned)
+                    k = len(self.plan)
+                    while move != planned and k > 0 and self.plan[k - 1] == planned:
+                        k -= 1
+                        self.plan[k] = move              # the rest of this run turns away too
+                    break
+                self.phase, self.back_prev = "back", None
+                if self.back_plan is not None:
+                    self.back_plan.reverse()
+            blocked = pos is not None and pos == self.back_prev   # last move home went nowhere
+            if blocked and self.mode == "direct":        # loop's closing side is blocked: retrace
+                self.mode, self.back_prev, blocked = "retrace", None, False
+            move = self._back_move(pos)
+            if move is not None and self.mode == "direct":
+                move = self.explore.guard.safe(info, move)
+            elapsed = self.frame - self.leave_frame
+            if move is not None and elapsed < self.MAX_GAP and not blocked:
+                self.back_prev = pos
+                break
+            if move is None and elapsed >= self.MIN_GAP and (pos is None or pos == self.home):
+                self.revisits.append((self.leave_frame, self.frame))
+            self._begin_travel()
+        self.last_move = move
+        return self.moves[move]
+
+
+POLICIES: dict[str, type[Policy]] = {
+    "random": RandomPolicy,
+    "explore": ExplorePolicy,
+    "revisit": RevisitPolicy,
+}
+
+
+def make_policy(name: str, env, rng: np.random.Generator, **kwargs) -> Policy:
+    """Build policy `name` (one of POLICIES) for `env`, drawing only from `rng`."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; valid policies: {', '.join(POLICIES)}")
+    return POLICIES[name](env, rng, **kwargs)
+
+
+class StyleSwitcher:
+    """Switches the teacher world's style mid-episode with probability `prob` per frame.
+
+    `maybe_switch(frame)` is called before each step; each switch is logged in
+    `events` as {"frame": f, "style": dict} (the style takes effect on the
+    step out of frame f), so `replay_style_events` can re-apply them exactly.
+    """
+
+    def __init__(self, env, rng: np.random.Generator, prob: float,
+                 sample: Callable[[np.random.Generator], Any] | None = None):
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"style switch probability must be in [0, 1], got {prob}")
+        if prob > 0 and not hasattr(env.unwrapped, "set_style"):
+            raise ValueError("style switches need an env with set_style() (the teacher world)")
+        self.env, self.rng, self.prob = env, rng, prob
+        self.sample = sample
+        self.events: list[dict] = []
+
+    def reset(self) -> None:
+        self.events = []
+
+    def maybe_switch(self, frame: int) -> dict | None:
+        if self.prob == 0.0 or self.rng.random() >= self.prob:
+            return None
+        if self.sample is None:
+            from envs.style import sample_style  # the teacher's style space
+            self.sample = sample_style
+        style = self.sample(self.rng)
+        style = style.to_dict() if hasattr(style, "to_dict") else dict(style)
+        self.env.unwrapped.set_style(style)
+        event = {"frame": int(frame), "style": style}
+        self.events.append(event)
+        return event
+
+
+def replay_style_events(env, events: list[dict], frame: int) -> None:
+    """Apply the recorded style switches made at `frame` (call before stepping out of it)."""
+    for event in events:
+        if event["frame"] == frame:
+            env.unwrapped.set_style(event["style"])

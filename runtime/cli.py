@@ -1,0 +1,106 @@
+"""`echo-infinity`: one command line for every way of using the world.
+
+Each subcommand imports its module only when it runs, so `--help` is instant
+and a missing optional dependency only affects the command that needs it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def _add_play(sub) -> None:
+    from demos import play
+
+    p = sub.add_parser(
+        "play",
+        help="play the world in a pygame window (the teacher game until the model ships)",
+        description="Open a window and walk through the world with the keyboard. "
+        "Keys: arrows/WASD move, space use, T prompt, F1 help, F2 HUD, F12 screenshot, R record, Esc quit. "
+        "Use --headless --frames N for a scripted smoke run without a screen.",
+    )
+    play.add_arguments(p)
+    p.set_defaults(func=play.main)
+
+
+def _add_record(sub) -> None:
+    from envs import record
+
+    p = sub.add_parser(
+        "record",
+        help="record episodes of the teacher (or any image Gymnasium env) to shards",
+        description="Run a policy in an env and write one .npz shard per episode "
+        "(uint8 frames, actions, rewards, terminations, captions, positions) plus manifest.json.",
+    )
+    record.add_arguments(p)
+    p.set_defaults(func=record.main)
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure speed and write JSON (teacher game or world model)",
+        description="Benchmarks are commands, not tests: run one, keep the JSON, "
+        "and compare figures measured in the same run.",
+    )
+    p.add_argument("--target", choices=["teacher", "model"], default="model",
+                   help="teacher: the procedural game's frames/s; model: the world model's streaming step (default)")
+    p.add_argument("--frames", type=int, default=20_000, help="frames to step (default 20000)")
+    p.add_argument("--resolution", type=int, default=64, help="teacher: frame size 64, 128 or 256 (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the world and the random actions")
+    p.add_argument("--json", type=Path, default=None, help="write the result to this JSON file too")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    if args.frames < 1:
+        raise UserError(f"--frames must be >= 1, got {args.frames}")
+    if args.target == "teacher":
+        from envs.bench import bench_teacher
+
+        if args.resolution not in (64, 128, 256):
+            raise UserError(f"--resolution must be 64, 128 or 256, got {args.resolution}")
+        result = bench_teacher(args.frames, args.resolution, args.seed, progress=not args.no_progress)
+    else:
+        raise UserError("--target model needs the world model (world.bench), which this build does not have yet")
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="echo-infinity",
+        description="Echo-Infinity: an endless world drawn frame by frame by a video diffusion "
+        "transformer with evolving memory. Run a subcommand with --help for its options.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_play, _add_record, _add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        # Bad input gets one clear line, not a traceback from deep inside.
+        print(f"echo-infinity {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Typed model configuration with named presets (gpt-fast `ModelArgs` style).
+
+One dataclass per component, nested in `ModelConfig`. A config is saved as
+JSON beside the weights (`config.json` next to `model.safetensors`) and read
+back with `ModelConfig.from_dict`, which rejects unknown keys and bad values
+with a `ValueError` that names the field.
+
+Token arithmetic of the default `tiny` preset (CPU, 64x64):
+  frame 64x64x3 -> conv autoencoder (2 stride-2 stages) -> latent 16x16x8
+  -> patchify 2x2 -> 8x8 = 64 tokens of 32 values per frame.
+  Attention keys per step: 1 sink frame (64) + 32 memory tokens
+  + 8 window frames incl. the current one (512) = 608 keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+MEMORY_POLICIES = ("window", "sink", "compress", "evolving", "full")
+ROPE_RECIPES = ("unified_relative", "absolute", "window_relative")
+PROMPT_MODES = ("pooled", "cross_attention")
+
+
+@dataclass
+class TokenizerConfig:
+    """Per-frame convolutional autoencoder + patchify."""
+
+    image_size: int = 64
+    """Frame height = width in pixels (RGB uint8)."""
+    channels: tuple[int, ...] = (16, 32)
+    """Conv widths, one stride-2 stage each: latent side = image_size / 2**len."""
+    latent_channels: int = 8
+    """Channels of the latent map."""
+    patch_size: int = 2
+    """Latent patch side; tokens per frame = (latent side / patch_size)**2."""
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** len(self.channels)
+
+    @property
+    def grid_size(self) -> int:
+        """Tokens per side of one frame."""
+        return self.latent_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def token_dim(self) -> int:
+        """Values per token (what the DiT denoises)."""
+        return self.patch_size**2 * self.latent_channels
+
+    def validate(self) -> None:
+        _check(self.image_size > 0, "tokenizer.image_size", self.image_size, "must be > 0")
+        _check(len(self.channels) >= 1 and all(c > 0 for c in self.channels),
+               "tokenizer.channels", self.channels, "must be a non-empty list of positive ints")
+        down = 2 ** len(self.channels)
+        _check(self.image_size % down == 0, "tokenizer.image_size", self.image_size,
+               f"must be divisible by 2**len(channels) = {down}")
+        _check(self.latent_channels > 0, "tokenizer.latent_channels", self.latent_channels, "must be > 0")
+        _check(self.patch_size > 0 and self.latent_size % self.patch_size == 0,
+               "tokenizer.patch_size", self.patch_size,
+               f"must divide the latent side {self.latent_size}")
+
+
+@dataclass
+class DiTConfig:
+    """Causal diffusion transformer over frame tokens."""
+
+    dim: int = 128
+    """Hidden width D."""
+    depth: int = 4
+    """Number of transformer blocks."""
+    heads: int = 4
+    """Attention heads; head dim = dim / heads, split into (t, h, w) for 3D RoPE."""
+    mlp_ratio: float = 4.0
+    """FFN hidden width = mlp_ratio * dim."""
+    num_actions: int = 8
+    """Size of the discrete action space (actions are int64 in [0, num_actions))."""
+    prompt_dim: int = 384
+    """Width of the text encoder's embeddings (all-MiniLM-L6-v2: 384)."""
+    prompt_mode: str = "pooled"
+    """'pooled': prompt embedding added to the adaLN condition (tiny);
+    'cross_attention': a cross-attention layer per block over prompt tokens."""
+    prompt_tokens: int = 16
+    """Fixed number of prompt tokens kept in the world state (padded/truncated)."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    def validate(self) -> None:
+        _check(self.dim > 0, "dit.dim", self.dim, "must be > 0")
+        _check(self.depth > 0, "dit.depth", self.depth, "must be > 0")
+        _check(self.heads > 0 and self.dim % self.heads == 0, "dit.heads", self.heads,
+               f"must divide dit.dim = {self.dim}")
+        _check(self.head_dim % 2 == 0 and self.head_dim >= 8, "dit.heads", self.heads,
+               f"head dim {self.head_dim} must be even and >= 8 for 3D RoPE")
+        _check(self.mlp_ratio > 0, "dit.mlp_ratio", self.mlp_ratio, "must be > 0")
+        _check(self.num_actions > 0, "dit.num_actions", self.num_actions, "must be > 0")
+        _check(self.prompt_dim > 0, "dit.prompt_dim", self.prompt_dim, "must be > 0")
+        _check(self.prompt_mode in PROMPT_MODES, "dit.prompt_mode", self.prompt_mode,
+               f"must be one of {PROMPT_MODES}")
+        _check(self.prompt_tokens > 0, "dit.prompt_tokens", self.prompt_tokens, "must be > 0")
+        _check(self.rope_theta > 1, "dit.rope_theta", self.rope_theta, "must be > 1")
+
+
+@dataclass
+class MemoryConfig:
+    """Context layout: [sink frames | memory tokens | local window]."""
+
+    policy: str = "evolving"
+    """One of window, sink, compress, evolving, full."""
+    rope: str = "unified_relative"
+    """Temporal RoPE recipe: unified_relative (the paper's), absolute, window_relative."""
+    chunk_frames: int = 1
+    """Frames generated per step (1 = one frame of input lag)."""
+    window_frames: int = 8
+    """Local window W in frames, including the current chunk."""
+    sink_frames: int = 1
+    """First S frames kept forever (policies sink, compress, evolving)."""
+    memory_frames: int = 2
+    """Memory 'frames' Fm left of the window (evolving queries / compress slots)."""
+    memory_tokens_per_frame: int = 16
+    """Tokens per memory frame; must be a square (laid on a coarse grid for RoPE)."""
+    encoder_layers: int = 2
+    """Cross-attention layers of the evolving-memory encoder."""
+    gate_bias: float = 2.0
+    """Initial gate bias b: g = sigmoid(W [Q_old; Q~] + b) ~= 0.88 keeps memory at first."""
+    bptt_updates: int = 4
+    """Truncated BPTT: gradients flow through at most this many memory updates."""
+    full_capacity: int = 512
+    """Frames the `full` policy can hold (reference runs only)."""
+
+    @property
+    def memory_tokens(self) -> int:
+        return self.memory_frames * self.memory_tokens_per_frame
+
+    @property
+    def max_temporal_id(self) -> int:
+        """F_max: the largest temporal id of the unified recipe (the whole span)."""
+        return self.sink_frames + self.memory_frames + self.window_frames - 1
+
+    def validate(self) -> None:
+        _check(self.policy in MEMORY_POLICIES, "memory.policy", self.policy,
+               f"must be one of {MEMORY_POLICIES}")
+        _check(self.rope in ROPE_RECIPES, "memory.rope", self.rope, f"must be one of {ROPE_RECIPES}")
+        _check(self.chunk_frames >= 1, "memory.chunk_frames", self.chunk_frames, "must be >= 1")
+        _check(self.window_frames >= 2 * self.chunk_frames
+               and self.window_frames % self.chunk_frames == 0,
+               "memory.window_frames", self.window_frames,
+               f"must be a multiple of chunk_frames ({self.chunk_frames}) holding at least 2 chunks")
+        _check(self.sink_frames >= 0 and self.sink_frames % self.chunk_frames == 0,
+               "memory.sink_frames", self.sink_frames,
+               f"must be >= 0 and a multiple of chunk_frames ({self.chunk_frames})")
+        _check(self.memory_frames >= 1, "memory.memory_frames", self.memory_frames, "must be >= 1")
+        side = math.isqrt(self.memory_tokens_per_frame)
+        _check(self.memory_tokens_per_frame > 0 and side * side == self.memory_tokens_per_frame,
+               "memory.memory_tokens_per_frame", self.memory_tokens_per_frame, "must be a perfect square")
+        _check(self.encoder_layers >= 1, "memory.encoder_layers", self.encoder_layers, "must be >= 1")
+        _check(self.bptt_updates >= 1, "memory.bptt_updates", self.bptt_updates, "must be >= 1")
+        _check(self.full_capacity >= self.window_frames, "memory.full_capacity", self.full_capacity,
+               "must be >= window_frames")
+
+
+@dataclass
+class SamplerConfig:
+    """Few-step rectified-flow sampler."""
+
+    steps: int = 2
+    """Default denoising steps per frame (1-4 at play time)."""
+    context_noise: float = 0.0
+    """Noise level t_c of the context pass that writes a finished chunk's K/V."""
+
+    def validate(self) -> None:
+        _check(1 <= self.steps <= 64, "sampler.steps", self.steps, "must be in [1, 64]")
+        _check(0.0 <= self.context_noise < 1.0, "sampler.context_noise", self.context_noise,
+               "must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a `WorldModel` (saved as config.json)."""
+
+    name: str = "tiny"
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _check(isinstance(self.name, str), "name", self.name, "must be a string")
+        self.tokenizer.validate()
+        self.dit.validate()
+        self.memory.validate()
+        self.sampler.validate()
+        side = math.isqrt(self.memory.memory_tokens_per_frame)
+        _check(self.tokenizer.grid_size % side == 0, "memory.memory_tokens_per_frame",
+               self.memory.memory_tokens_per_frame,
+               f"its side ({side}) must divide the token grid side ({self.tokenizer.grid_size})")
+
+    def replace(self, **sections: dict[str, Any]) -> "ModelConfig":
+        """Copy with some fields changed, e.g. `cfg.replace(memory={"policy": "sink"})`."""
+        d = self.to_dict()
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(d.get(key), dict):
+                d[key].update(value)
+            else:
+                d[key] = value
+        return ModelConfig.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tokenizer"]["channels"] = list(self.tokenizer.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"model config must be a JSON object, got {type(d).__name__}")
+        sections = {"tokenizer": TokenizerConfig, "dit": DiTConfig,
+                    "memory": MemoryConfig, "sampler": SamplerConfig}
+        _reject_unknown(d, {"name", *sections}, "")
+        kwargs: dict[str, Any] = {}
+        if "name" in d:
+            kwargs["name"] = d["name"]
+        for key, sub_cls in sections.items():
+            if key in d:
+                kwargs[key] = _build_section(sub_cls, d[key], key)
+        return cls(**kwargs)
+
+
+def _build_section(sub_cls: type, d: Any, prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"config field '{prefix}' must be an object, got {d!r}")
+    fields = {f.name: f for f in dataclasses.fields(sub_cls)}
+    _reject_unknown(d, set(fields), prefix + ".")
+    kwargs = {}
+    for key, value in d.items():
+        default = fields[key].default
+        kwargs[key] = _coerce(value, default, f"{prefix}.{key}")
+    return sub_cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    """Check a JSON value against the type of the field's default."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, tuple) or default is dataclasses.MISSING:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value)
+        value = tuple(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"config field '{name}' has a bad value {value!r} "
+                         f"(expected {type(default).__name__})")
+    return value
+
+
+def _reject_unknown(d: dict, known: set[str], prefix: str) -> None:
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {[prefix + k for k in unknown]}; "
+                         f"known: {sorted(prefix + k for k in known)}")
+
+
+def _check(ok: bool, name: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ValueError(f"config field '{name}' = {value!r} {why}")
+
+
+# Named presets (DiT-style factory table). `tiny` is the CPU default.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "small": {
+        "tokenizer": {"image_size": 128, "channels": [32, 64, 128], "latent_channels": 16},
+        "dit": {"dim": 384, "depth": 8, "heads": 6, "prompt_mode": "cross_attention"},
+        "memory": {"window_frames": 12, "memory_frames": 2, "memory_tokens_per_frame": 16},
+        # 128px -> latent 16x16x16 -> 64 tokens of 64 values
+    },
+    "base": {
+        "tokenizer": {"image_size": 256, "channels": [64, 128, 256], "latent_channels": 16},
+        "dit": {"dim": 768, "depth": 12, "heads": 12, "prompt_mode": "cross_attention",
+                "prompt_tokens": 32},
+        "memory": {"chunk_frames": 3, "window_frames": 12, "sink_frames": 3,
+                   "memory_frames": 2, "memory_tokens_per_frame": 64},
+        # 256px -> latent 32x32x16 -> 256 tokens of 64 values; chunks of 3 frames (paper)
+    },
+}
+
+
+def from_preset(name: str, **overrides: dict[str, Any]) -> ModelConfig:
+    """Build a preset config, optionally overriding sections:
+    `from_preset("tiny", memory={"policy": "sink"})`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    d = ModelConfig().to_dict()
+    for key, value in PRESETS[name].items():
+        d[key].update(value)
+    for key, value in overrides.items():
+        if key not in d or not isinstance(d[key], dict):
+            raise ValueError(f"unknown config section {key!r} in overrides")
+        if not isinstance(value, dict):
+            raise ValueError(f"override for section {key!r} must be a dict")
+        d[key].update(value)
+    d["name"] = name
+    return ModelConfig.from_dict(d)
