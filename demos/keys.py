@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from demos._pygame import import_pygame
-from demos.source import DOWN, LEFT, NOOP, RIGHT, UP, USE
+from demos.source import DOWN, LEFT, NOOP, RIGHT, UP
 
 # (keys, what they do) — the F1 overlay and the README both show this table.
 KEY_HELP: tuple[tuple[str, str], ...] = (
@@ -32,7 +32,7 @@ KEY_HELP: tuple[tuple[str, str], ...] = (
     ("R", "start / stop recording mp4 + action log"),
     ("F5 / F9", "save / load the world (world model)"),
     ("Backspace", "rewind a few seconds (world model)"),
-    ("Esc", "quit"),
+    ("Esc", "close the help or prompt box, else quit"),
 )
 
 # Movement actions in fallback priority order, each with its two keys.
@@ -127,7 +127,7 @@ def text_event(text: str) -> Any:
 
 def type_prompt(text: str) -> list[list[Any]]:
     """Events, frame by frame, that open the prompt box, type ``text`` and press Enter."""
-    return [[key_event("K_t", text="t")], [text_event(text)], [key_event("K_RETURN")]]
+    return [[key_event("K_t", text="t"), text_event("t")], [text_event(text)], [key_event("K_RETURN")]]
 
 
 HEADLESS_PROMPT = "a snowy forest at night"

@@ -100,8 +100,8 @@ class Overlay:
             self.text(surface, line, (x, y), DIM)
             y += self.line
 
-    def prompt_box(self, surface, typed: str, cursor: bool) -> None:
-        """The text box at the bottom while a prompt is typed."""
+    def prompt_box(self, surface, typed: str, cursor: bool) -> int:
+        """The text box at the bottom while a prompt is typed; returns its top y."""
         pygame = import_pygame()
         hint = "Enter: apply    Esc: cancel"
         lines = self.wrap("Prompt: " + typed + ("_" if cursor else " "), self.w - 4 * self.pad)
@@ -113,6 +113,7 @@ class Overlay:
             self.text(surface, line, (rect.x + self.pad, y))
             y += self.line
         self.text(surface, hint, (rect.x + self.pad, y), DIM)
+        return rect.y
 
     def toasts(self, surface, messages: Sequence[tuple[str, bool]], bottom: int) -> None:
         """Short notices stacked upwards from ``bottom``; ``(text, is_warning)``."""
@@ -130,15 +131,16 @@ class Overlay:
                 self.text(surface, line, ((self.w - lw) // 2, y + self.pad // 2 + i * self.line), WARN if warn else TEXT)
 
     def banner(self, surface, text: str, sub: str) -> None:
-        """A big centred message (end of episode)."""
+        """A big message in the upper third (end of episode), clear of the player."""
         pygame = import_pygame()
         shade = pygame.Surface((self.w, self.h), pygame.SRCALPHA)
-        shade.fill((60, 0, 0, 110))
+        shade.fill((90, 0, 0, 90))
         surface.blit(shade, (0, 0))
-        tw, th = self.big.size(text)
-        if tw > self.w - 2 * self.pad:  # long reasons fall back to the normal font
-            self.text(surface, text, ((self.w - self.font.size(text)[0]) // 2, self.h // 2 - self.line), WARN)
-        else:
-            self.text(surface, text, ((self.w - tw) // 2, self.h // 2 - th), WARN, self.big)
+        font = self.big if self.big.size(text)[0] <= self.w - 6 * self.pad else self.font
+        tw, th = font.size(text)
         sw = self.font.size(sub)[0]
-        self.text(surface, sub, ((self.w - sw) // 2, self.h // 2 + self.pad), TEXT)
+        rect = pygame.Rect(0, 0, max(tw, sw) + 4 * self.pad, th + self.line + 3 * self.pad)
+        rect.center = (self.w // 2, self.h // 4)
+        self.panel(surface, rect)
+        self.text(surface, text, ((self.w - tw) // 2, rect.y + self.pad), WARN, font)
+        self.text(surface, sub, ((self.w - sw) // 2, rect.y + 2 * self.pad + th), TEXT)

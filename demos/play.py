@@ -41,6 +41,7 @@ from demos.source import ACTION_MEANINGS, NOOP, SOURCES, USE, FrameSource
 RESOLUTIONS = (64, 128, 256)
 WINDOW = 512  # default window side; --scale overrides
 END_PAUSE_S = 1.5  # how long the end-of-episode message holds before the reset
+REWIND_S = 3.0  # how far Backspace goes back (sources that can snapshot)
 TOAST_S = 2.5  # how long a notice stays up
 LATER = "available with the world model"
 
@@ -73,6 +74,8 @@ class PlayConfig:
     """Where F12 writes PNGs."""
     record_dir: Path = Path("recordings")
     """Where R writes mp4 recordings and their action logs."""
+    save_dir: Path = Path("saves")
+    """Where F5 saves the world (sources that can snapshot)."""
 
     @property
     def window_scale(self) -> int:
@@ -132,11 +135,12 @@ class PlayApp:
         self.prompt = config.prompt
         self.frame: np.ndarray | None = None
         self.info: dict[str, Any] = {}
-        self.episode_events: list[list[Any]] = []  # since the last reset: ["step", a] / ["prompt", text]
+        self.episode_events: list[list[Any]] = []  # since the last reset: ["step", a, n] / ["prompt", text]
         self.recorder = None
         self.last_screenshot: Path | None = None
         self._use_pending = False
         self._screenshot_pending = False
+        self._t_echo_frames = 0  # frames left in which a "t" TEXTINPUT is the echo of the T press
         # timing
         self._shown_at: deque[float] = deque(maxlen=30)
         self._step_ms: deque[float] = deque(maxlen=30)
@@ -161,12 +165,17 @@ class PlayApp:
             self.screen = pygame.display.set_mode((side, side))
         except pygame.error as e:
             raise NoDisplay(f"SDL could not open a window ({e})") from e
+        driver = pygame.display.get_driver()
+        if driver in ("offscreen", "dummy") and not self.config.headless and not os.environ.get("SDL_VIDEODRIVER"):
+            pygame.display.quit()  # SDL fell back to an invisible window: nobody could see or play it
+            raise NoDisplay(f"no screen reachable (DISPLAY={os.environ.get('DISPLAY', '')!r}; SDL fell back to {driver!r})")
         pygame.display.set_caption(f"Echo-Infinity - {self.source.name} (seed {self.config.seed})")
-        pygame.key.stop_text_input()  # text input only while the prompt box is open
+        pygame.key.start_text_input()  # on all the time; TEXTINPUT is ignored while the box is closed
         self.size = self.screen.get_size()
         self.overlay = Overlay(self.size)
         self.clock = pygame.time.Clock()
         self.frame = self.source.reset(self.config.seed, self.prompt)
+        self._episode_prompt = self.prompt  # what the current episode was reset with
         self.running = True
         self._t0 = time.perf_counter()
 
@@ -206,9 +215,11 @@ class PlayApp:
         events, held = self.input.poll()
         for event in events:
             self._handle(event)
+        self._t_echo_frames = max(0, self._t_echo_frames - 1)
         if not self.running:
             return False
 
+        stepping = time.perf_counter()
         action = self._advance(held)
         stepped = time.perf_counter()
         self._draw()
@@ -220,7 +231,7 @@ class PlayApp:
         pygame.display.flip()
         done = time.perf_counter()
         self.summary.frames += 1
-        self._step_ms.append((stepped - start) * 1e3)
+        self._step_ms.append((stepped - stepping) * 1e3)
         self._work_ms.append((done - start) * 1e3)
         self._shown_at.append(done)
         throttle = self.config.fps > 0 and not self.config.headless
@@ -242,7 +253,7 @@ class PlayApp:
             action = self.movement.action(held)
         self._use_pending = False
         self.frame, reward, done, self.info = self.source.step(action)
-        self.episode_events.append(["step", action])
+        self._log_step(action)
         if reward > 0:
             self.summary.gems += int(round(reward))
         if done:
@@ -251,8 +262,17 @@ class PlayApp:
             self.end_frames = max(1, round(END_PAUSE_S * (self.config.fps or 20)))
         return action
 
+    def _log_step(self, action: int) -> None:
+        """Run-length log of the episode: ``["step", action, repeat]`` entries."""
+        last = self.episode_events[-1] if self.episode_events else None
+        if last is not None and last[0] == "step" and last[1] == action:
+            last[2] += 1
+        else:
+            self.episode_events.append(["step", action, 1])
+
     def _reset_world(self) -> None:
         self.frame = self.source.reset(self.config.seed, self.prompt)
+        self._episode_prompt = self.prompt
         self.info = {}
         self.episode_events = []
         if self.recorder is not None:
@@ -266,8 +286,13 @@ class PlayApp:
         if event.type == pygame.QUIT:
             self.running = False
         elif event.type == pygame.TEXTINPUT:
-            if self.typing is not None:
-                self.typing += event.text
+            if self.typing is None:
+                return
+            if self._t_echo_frames and event.text in ("t", "T"):
+                self._t_echo_frames = 0  # the text of the T press that opened the box
+                return
+            self._t_echo_frames = 0
+            self.typing += event.text
         elif event.type == pygame.KEYUP:
             self.movement.observe(event)
         elif event.type == pygame.KEYDOWN:
@@ -283,12 +308,10 @@ class PlayApp:
         pygame = import_pygame()
         if key in (pygame.K_RETURN, pygame.K_KP_ENTER):
             text, self.typing = self.typing.strip(), None
-            pygame.key.stop_text_input()
             if text:
                 self.apply_prompt(text)
         elif key == pygame.K_ESCAPE:
             self.typing = None
-            pygame.key.stop_text_input()
             self.toast("prompt cancelled")
         elif key == pygame.K_BACKSPACE:
             self.typing = self.typing[:-1]
@@ -306,7 +329,7 @@ class PlayApp:
             self._use_pending = True
         elif key == pygame.K_t:
             self.typing = ""
-            pygame.key.start_text_input()  # after the T press, so no stray "t" is typed
+            self._t_echo_frames = 2  # SDL also sends the T press as text: swallow that "t"
         elif key == pygame.K_F1:
             self.show_help = not self.show_help
         elif key == pygame.K_F2:
@@ -319,9 +342,8 @@ class PlayApp:
             else:
                 self._stop_recording()
         elif key in (pygame.K_F5, pygame.K_F9, pygame.K_BACKSPACE):
-            what = {pygame.K_F5: "F5 save", pygame.K_F9: "F9 load", pygame.K_BACKSPACE: "Backspace rewind"}[key]
-            if not self.source.can_snapshot:
-                self.toast(f"{what}: {LATER}", warn=True)
+            what = {pygame.K_F5: "save", pygame.K_F9: "load", pygame.K_BACKSPACE: "rewind"}[key]
+            self._snapshot(what)
 
     # -- actions ----------------------------------------------------------------------
     def apply_prompt(self, text: str) -> bool:
@@ -338,6 +360,30 @@ class PlayApp:
             self.recorder.event("prompt", text=text)
         self.toast(f"prompt: {text}")
         return True
+
+    def _snapshot(self, what: str) -> None:
+        """F5 save / F9 load / Backspace rewind, on sources that can snapshot."""
+        label = {"save": "F5 save", "load": "F9 load", "rewind": "Backspace rewind"}[what]
+        if not self.source.can_snapshot:
+            self.toast(f"{label}: {LATER}", warn=True)
+            return
+        path = Path(self.config.save_dir) / f"quicksave-{self.source.name}.snapshot"
+        try:
+            if what == "save":
+                self.toast(f"saved the world: {self.source.save(path)}")
+                return
+            if what == "load":
+                self.frame = self.source.load(path)
+            else:
+                self.frame = self.source.rewind(REWIND_S)
+        except (OSError, ValueError) as e:
+            self.toast(f"{label} failed: {e}", warn=True)
+            return
+        self.end_frames = 0
+        self.episode_events.append([what, str(path) if what == "load" else REWIND_S])
+        if self.recorder is not None:
+            self.recorder.event(what)
+        self.toast("loaded the world" if what == "load" else f"rewound {REWIND_S:g} s")
 
     def toast(self, text: str, warn: bool = False) -> None:
         self.toast_list.append((time.monotonic() + TOAST_S, text, warn))
@@ -363,7 +409,7 @@ class PlayApp:
             "seed": self.config.seed,
             "resolution": self.config.resolution,
             "action_meanings": list(ACTION_MEANINGS),
-            "start": {"prompt": self.config.prompt, "before": list(self.episode_events)},
+            "start": {"prompt": self._episode_prompt, "before": [list(e) for e in self.episode_events]},
         }
         try:
             self.recorder = VideoRecorder(path, self.config.fps or 20, self.size, header)
@@ -410,11 +456,10 @@ class PlayApp:
             ov.help(self.screen, KEY_HELP, "Echo-Infinity - keys", footer)
         bottom = self.size[1]
         if self.typing is not None:
-            ov.prompt_box(self.screen, self.typing, cursor=(self.summary.frames // 8) % 2 == 0)
-            bottom -= (len(ov.wrap("Prompt: " + self.typing + "_", self.size[0] - 4 * ov.pad)) + 1) * ov.line + 3 * ov.pad
+            bottom = ov.prompt_box(self.screen, self.typing, cursor=(self.summary.frames // 8) % 2 == 0)
         now = time.monotonic()
         self.toast_list = [t for t in self.toast_list if t[0] > now]
-        if self.recorder is not None:
+        if self.recorder is not None and not self.show_hud:  # the HUD says "recording" itself
             pygame.draw.circle(self.screen, (230, 40, 40), (self.size[0] - 14, 14), 7)  # REC dot
         ov.toasts(self.screen, [(text, warn) for _, text, warn in self.toast_list], bottom)
 
@@ -469,6 +514,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--screenshot-dir", type=Path, default=Path("screenshots"), help="where F12 saves PNGs (default ./screenshots)")
     parser.add_argument("--record-dir", type=Path, default=Path("recordings"),
                         help="where R saves mp4 recordings and their .actions.json logs (default ./recordings)")
+    parser.add_argument("--save-dir", type=Path, default=Path("saves"),
+                        help="where F5 saves the world (sources that can snapshot; default ./saves)")
     parser.add_argument("--headless", action="store_true",
                         help="no screen: SDL dummy driver, a scripted walk (USE, one prompt change), unthrottled; prints a summary")
     parser.add_argument("--frames", type=int, default=None,
@@ -486,7 +533,7 @@ def config_from_args(args: argparse.Namespace) -> PlayConfig:
     return PlayConfig(
         seed=args.seed, prompt=args.prompt, fps=args.fps, scale=args.scale, smooth=args.smooth,
         resolution=args.resolution, source=args.source, headless=args.headless, frames=frames,
-        hud=args.hud, screenshot_dir=args.screenshot_dir, record_dir=args.record_dir,
+        hud=args.hud, screenshot_dir=args.screenshot_dir, record_dir=args.record_dir, save_dir=args.save_dir,
     )
 
 

@@ -4,7 +4,9 @@ The video holds the game picture only (scaled to the window size, no HUD), one
 video frame per displayed frame at the window's fps. Beside it,
 ``<name>.actions.json`` lists per video frame the action that produced it, so a
 recording of the teacher can be replayed exactly: ``reset(seed, prompt)``, then
-the ``before`` events, then the frames' actions (prompt changes are events too).
+the ``start.before`` events (``["step", action, repeat]`` / ``["prompt", text]``
+since the last reset), then the frames' actions; prompt changes and resets
+during the recording are in ``events``, at the video frame they happened.
 """
 
 from __future__ import annotations

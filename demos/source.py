@@ -4,13 +4,14 @@ The window (``demos/play.py``) only talks to a :class:`FrameSource`; it never
 imports the game or the model. Today the one source is :class:`TeacherSource`,
 the procedural teacher game of ``envs/teacher.py`` (ground truth, no network).
 The world-model session of ``runtime/`` plugs in later as a second source with
-the same four calls, plus the optional snapshot/restore that F5/F9/Backspace
-use, without touching the UI loop (the layering of DIAMOND's
+the same calls, plus the optional save/load/rewind of :class:`SnapshotSource`
+that F5/F9/Backspace use, without touching the UI loop (the layering of DIAMOND's
 ``envs/world_model_env.py`` -> ``game/game.py``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -32,7 +33,7 @@ class FrameSource(Protocol):
 
     name: str
     resolution: int
-    can_snapshot: bool  # True when snapshot()/restore() exist (save, load, rewind)
+    can_snapshot: bool  # True for a SnapshotSource (F5 save, F9 load, Backspace rewind)
 
     def reset(self, seed: int, prompt: str | None = None) -> np.ndarray:
         """Start a fresh world; returns its first frame."""
@@ -48,6 +49,24 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release whatever the source holds; safe to call twice."""
+
+
+@runtime_checkable
+class SnapshotSource(FrameSource, Protocol):
+    """A source whose world can be saved, loaded and rewound (``can_snapshot = True``).
+
+    The world-model session implements these (its state is constant-size); the
+    window binds them to F5, F9 and Backspace.
+    """
+
+    def save(self, path: Path) -> Path:
+        """Write the world state to ``path``; returns the file written."""
+
+    def load(self, path: Path) -> np.ndarray:
+        """Restore a state written by :meth:`save`; returns the frame to show."""
+
+    def rewind(self, seconds: float) -> np.ndarray:
+        """Go back about ``seconds`` of play; returns the frame to show."""
 
 
 class TeacherSource:

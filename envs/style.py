@@ -85,7 +85,7 @@ _PARSE_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
         "grassland": ("grass", "meadow", "plains", "prairie", "field"),
         "forest": ("woods", "trees", "jungle", "pines"),
         "desert": ("sand", "dunes", "sandy", "arid"),
-        "snow": ("snowy", "tundra", "arctic", "frozen", "ice", "icy", "snow"),
+        "snow": ("tundra", "arctic", "frozen", "ice", "icy", "snow"),
         "swamp": ("marsh", "bog", "wetland", "fen", "bayou"),
         "volcanic": ("volcano", "lava", "magma", "ash", "ashen", "volcanic"),
     },
@@ -98,7 +98,7 @@ _PARSE_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
     "weather": {
         "clear": ("clear", "sunny", "cloudless"),
         "rain": ("rain", "rainy", "raining", "rainstorm", "storm", "showers", "drizzle", "downpour"),
-        "snow": ("snowing", "snowfall", "snowflakes", "blizzard", "flurries", "snowstorm"),
+        "snow": ("snowy", "snowing", "snowfall", "snowflakes", "blizzard", "flurries", "snowstorm"),
         "fog": ("fog", "foggy", "mist", "misty", "haze", "hazy"),
     },
 }
@@ -208,6 +208,6 @@ def parse_prompt(text: str, default: Style | None = None) -> Style:
         raise ValueError(
             f"prompt {text!r} names no biome, time of day or weather the teacher knows; "
             f"biomes: {', '.join(BIOMES)}; times: {', '.join(TIMES_OF_DAY)}; "
-            f"weather: {', '.join(WEATHERS)} (e.g. 'snowy forest at night in the fog')"
+            f"weather: {', '.join(WEATHERS)} (e.g. 'pine forest at night in the fog')"
         )
     return default.replace(**found)

@@ -206,7 +206,8 @@ def test_prompt_parsing_keeps_unnamed_fields_and_rejects_nonsense():
     base = Style("forest", "dawn", "rain")
     assert parse_prompt("night", default=base) == Style("forest", "night", "rain")
     assert parse_prompt("", default=base) == base
-    assert parse_prompt("snowy tundra in a blizzard") == Style("snow", "noon", "snow")
+    assert parse_prompt("frozen tundra in a blizzard") == Style("snow", "noon", "snow")
+    assert parse_prompt("a snowy forest at night") == Style("forest", "night", "snow")
     with pytest.raises(ValueError, match="biomes: grassland"):
         parse_prompt("a purple spaceship")
 

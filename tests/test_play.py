@@ -1,0 +1,298 @@
+"""The play window under SDL's dummy video driver, driven by synthetic key events.
+
+Key presses go through the real pygame event queue (``pygame.event.post``);
+held keys through a patched ``pygame.key.get_pressed``, the one call the
+window reads them from. Everything runs on the teacher source, on CPU, in a
+few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+pygame = pytest.importorskip("pygame")
+cv2 = pytest.importorskip("cv2")
+
+from demos import play  # noqa: E402
+from demos.keys import HeldKeys, Movement, key_event, text_event  # noqa: E402
+from demos.source import LEFT, NOOP, RIGHT, UP, FrameSource, TeacherSource  # noqa: E402
+
+
+@pytest.fixture
+def make_app(tmp_path, monkeypatch):
+    """Open PlayApps on the dummy driver; the held keys are whatever ``held`` holds."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    held: set[int] = set()
+    monkeypatch.setattr(pygame.key, "get_pressed", lambda: HeldKeys(held))
+    apps = []
+
+    def make(source=None, **config):
+        config.setdefault("seed", 0)
+        config.setdefault("prompt", "green meadow at noon under clear skies")
+        config.setdefault("fps", 0)  # unthrottled: the tests need no real time
+        cfg = play.PlayConfig(screenshot_dir=tmp_path / "shots", record_dir=tmp_path / "rec", save_dir=tmp_path / "saves", **config)
+        app = play.PlayApp(source or TeacherSource(cfg.resolution), cfg)
+        app.held = held
+        app.open()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+def press(*events):
+    for event in events:
+        pygame.event.post(event)
+
+
+def ticks(app, n):
+    for _ in range(n):
+        assert app.tick()
+
+
+def test_teacher_source_is_a_frame_source():
+    assert isinstance(TeacherSource(), FrameSource)
+
+
+def test_moving_changes_the_frame(make_app):
+    still = make_app()
+    ticks(still, 6)
+    still_frame, still_info = still.frame.copy(), dict(still.info)
+    still.close()
+
+    walker = make_app()
+    walker.held.add(pygame.K_RIGHT)  # held: repeats every frame
+    ticks(walker, 6)
+    assert walker.info["facing"] == "RIGHT"
+    assert walker.info["frame"] == still_info["frame"] == 6
+    assert not np.array_equal(walker.frame, still_frame)  # same frame index, same weather: only the move differs
+    x0, _ = still_info["position"]
+    x1, _ = walker.info["position"]
+    assert x1 >= x0  # blocked by a tree at worst, never moved the wrong way
+
+
+def test_most_recent_movement_key_wins():
+    pygame.init()
+    movement = Movement()
+    held = HeldKeys({pygame.K_UP, pygame.K_RIGHT})
+    assert movement.action(held) == UP  # presses not seen: fixed order UP > DOWN > LEFT > RIGHT
+    movement.observe(key_event("K_UP"))
+    movement.observe(key_event("K_RIGHT"))
+    assert movement.action(held) == RIGHT
+    movement.observe(key_event("K_a"))
+    assert movement.action(HeldKeys({pygame.K_UP, pygame.K_RIGHT, pygame.K_a})) == LEFT
+    assert movement.action(HeldKeys({pygame.K_UP})) == UP  # released keys drop out
+    assert movement.action(HeldKeys()) == NOOP
+
+
+def test_prompt_box_applies_a_prompt_live(make_app):
+    app = make_app()
+    ticks(app, 2)
+    assert app.info["style"]["biome"] == "grassland"
+    press(key_event("K_t", text="t"), text_event("t"))  # SDL sends a T press as a key and as text
+    ticks(app, 1)
+    assert app.typing == ""  # the T that opened the box is not typed into it
+    position = app.info["position"]
+    app.held.add(pygame.K_d)  # typing "d" must not walk the player
+    press(text_event("volcanic lava fields at night"), key_event("K_d", text="d"))
+    ticks(app, 1)
+    app.held.clear()
+    press(key_event("K_RETURN"))
+    ticks(app, 3)
+    assert app.typing is None
+    assert app.info["position"] == position and app.info["facing"] == "DOWN"
+    assert app.info["style"] == {"biome": "volcanic", "time_of_day": "night", "weather": "clear"}
+    assert app.prompt == "volcanic lava fields at night"
+    assert app.info["frame"] == 7  # no reset: the same world went on
+
+
+def test_bad_prompt_is_reported_and_changes_nothing(make_app):
+    app = make_app()
+    ticks(app, 1)
+    style = app.info["style"]
+    press(key_event("K_t"), text_event("qwerty zxcv"), key_event("K_RETURN"))
+    ticks(app, 2)
+    assert app.info["style"] == style
+    assert any(warn and "prompt not applied" in text for _, text, warn in app.toast_list)
+    press(key_event("K_t"), text_event("desert"), key_event("K_ESCAPE"))  # Esc cancels, does not quit
+    assert app.tick()
+    assert app.info["style"] == style
+
+
+def test_f12_writes_a_screenshot(make_app, tmp_path):
+    app = make_app(hud=True)
+    ticks(app, 3)
+    press(key_event("K_F12"))
+    ticks(app, 1)
+    shots = list((tmp_path / "shots").glob("*.png"))
+    assert shots == [app.last_screenshot]
+    assert pygame.image.load(str(shots[0])).get_size() == (512, 512)
+
+
+def test_r_records_an_mp4_and_an_action_log(make_app, tmp_path):
+    app = make_app()
+    ticks(app, 2)
+    press(key_event("K_r"))
+    app.held.add(pygame.K_RIGHT)
+    ticks(app, 12)
+    press(key_event("K_r"))
+    ticks(app, 2)
+    videos = list((tmp_path / "rec").glob("*.mp4"))
+    assert len(videos) == 1
+    cap = cv2.VideoCapture(str(videos[0]))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    assert len(frames) == 12
+    assert frames[0].shape == (512, 512, 3)
+    log = json.loads(videos[0].with_suffix(".actions.json").read_text())
+    assert [f["action"] for f in log["frames"]] == [RIGHT] * 12
+    assert log["seed"] == 0 and log["start"]["before"] == [["step", NOOP, 2]]
+
+
+def test_world_model_keys_say_they_come_later(make_app):
+    app = make_app()
+    press(key_event("K_F5"), key_event("K_BACKSPACE"))
+    ticks(app, 1)
+    notes = [text for _, text, _ in app.toast_list]
+    assert any("F5" in t and "world model" in t for t in notes)
+    assert any("rewind" in t and "world model" in t for t in notes)
+
+
+class _HazardAtStep3:
+    """A tiny frame source whose episode ends on its third step."""
+
+    name, resolution, can_snapshot = "fake", 64, False
+
+    def __init__(self):
+        self.resets: list[tuple[int, str | None]] = []
+
+    def reset(self, seed, prompt=None):
+        self.resets.append((seed, prompt))
+        self.t = 0
+        return np.zeros((64, 64, 3), np.uint8)
+
+    def step(self, action):
+        self.t += 1
+        return np.full((64, 64, 3), self.t, np.uint8), 0.0, self.t == 3, {"frame": self.t, "end_reason": "lava!"}
+
+    def set_prompt(self, text):
+        pass
+
+    def hud_fields(self, info):
+        return []
+
+    def close(self):
+        pass
+
+
+class _Snapshotting(_HazardAtStep3):
+    """The fake source with save/load/rewind, recording what the window asked for."""
+
+    can_snapshot = True
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def save(self, path):
+        self.calls.append(("save", path.name))
+        return path
+
+    def load(self, path):
+        self.calls.append(("load", path.name))
+        if ("save", path.name) not in self.calls:
+            raise ValueError("nothing saved yet")
+        return np.full((64, 64, 3), 200, np.uint8)
+
+    def rewind(self, seconds):
+        self.calls.append(("rewind", seconds))
+        return np.full((64, 64, 3), 100, np.uint8)
+
+
+def test_hazard_shows_a_message_then_restarts_the_same_seed(make_app):
+    source = _HazardAtStep3()
+    app = make_app(source=source, seed=7, prompt=None, hud=True)
+    ticks(app, 3)
+    assert app.end_frames > 0 and app.end_reason == "lava!"
+    ticks(app, app.end_frames)
+    assert source.resets == [(7, None), (7, None)]
+    assert app.summary.episodes_ended == 1
+    ticks(app, 1)
+    assert app.end_frames == 0 and source.t == 1
+
+
+def test_save_load_rewind_reach_a_source_that_can_snapshot(make_app):
+    source = _Snapshotting()
+    app = make_app(source=source, prompt=None)
+    press(key_event("K_F9"))  # nothing saved: the failure is shown, the window goes on
+    ticks(app, 1)
+    assert any(warn and "F9 load failed" in text for _, text, warn in app.toast_list)
+    press(key_event("K_F5"))
+    ticks(app, 1)
+    app.toast_list.clear()
+    press(key_event("K_F9"))
+    assert app.tick() and source.calls[-1] == ("load", "quicksave-fake.snapshot")
+    assert [text for _, text, _ in app.toast_list] == ["loaded the world"]
+    press(key_event("K_BACKSPACE"))
+    assert app.tick() and source.calls[-1] == ("rewind", play.REWIND_S)
+
+
+def test_esc_quits(make_app):
+    app = make_app()
+    press(key_event("K_F1"), key_event("K_ESCAPE"))
+    assert app.tick() and not app.show_help  # first Esc closes the help
+    press(key_event("K_ESCAPE"))
+    assert not app.tick()
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    play.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_headless_run_of_50_frames(monkeypatch, capsys):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # restored after the test
+    assert play.main(_parse(["--headless", "--frames", "50"])) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("play: 50 frames") and "prompt changes 1" in out
+
+
+def test_no_display_is_a_clear_error(monkeypatch, capsys):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert play.main(_parse([])) == 2
+    err = capsys.readouterr().err
+    assert "--headless" in err and "xvfb-run" in err and "Traceback" not in err
+
+
+def test_bad_options_exit_2(monkeypatch, capsys):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    assert play.main(_parse(["--headless", "--frames", "0"])) == 2
+    assert play.main(_parse(["--headless", "--prompt", "xyzzy plugh"])) == 2
+    assert "--prompt" in capsys.readouterr().err
+
+
+def test_options_do_not_import_pygame():
+    code = (
+        "import argparse, sys; from demos import play; "
+        "p = argparse.ArgumentParser(); play.add_arguments(p); p.parse_args(['--seed', '3']); "
+        "assert 'pygame' not in sys.modules, 'pygame imported by the options'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
