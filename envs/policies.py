@@ -1,10 +1,14 @@
 """Action policies for recording episodes from any Discrete-action env.
 
-The world model only learns (and can only be measured on) long-range memory if
-the data leaves places and comes back to them, so besides plain random play
-there is a `revisit` policy made of excursions: walk away for a while, then
-come back to the exact starting position 20-200 frames after leaving it
-(out-and-back along the same path, or a square loop).
+- `random`: uniform actions.
+- `explore`: a sticky random walk (moves held for several frames, occasional
+  USE/NOOP); on envs without move actions, sticky random actions.
+- `revisit`: excursions that leave a place and come back to the exact same
+  position 20-200 frames later (out-and-back along the same path, or a square
+  loop), because the world model only learns (and can only be measured on)
+  long-range memory if the data returns to places it has seen.
+On the teacher, `explore` and `revisit` steer around hazards (HazardGuard)
+except for a small slip chance, so episodes last but still sometimes end.
 
 Every policy is seeded by a `np.random.Generator` and draws nothing else, so a
 recording is reproducible from its seed. Interface::
@@ -40,6 +44,11 @@ def action_meanings(env) -> tuple[str, ...] | None:
     return tuple(str(m).upper() for m in get())
 
 
+def _describe_actions(env) -> str:
+    meanings = action_meanings(env)
+    return f"{env.action_space} without names" if meanings is None else ", ".join(meanings)
+
+
 def _num_actions(env) -> int:
     space = env.action_space
     n = getattr(space, "n", None)
@@ -70,7 +79,7 @@ class HazardGuard:
     env it does nothing. `slip_prob` is the chance of walking in anyway.
     """
 
-    def __init__(self, env, rng: np.random.Generator, slip_prob: float = 0.02):
+    def __init__(self, env, rng: np.random.Generator, slip_prob: float):
         self.env, self.rng, self.slip_prob = env.unwrapped, rng, slip_prob
         try:
             from envs.teacher import SPEED
@@ -138,14 +147,15 @@ class ExplorePolicy(Policy):
     """Sticky random walk.
 
     With move actions (the teacher): hold one move for a geometric number of
-    frames (mean `mean_hold`), with an occasional USE or NOOP frame. Other
-    envs: repeat the previous action with probability `repeat_prob`.
+    frames (mean `mean_hold`), with an occasional USE or NOOP frame, turning
+    away from hazards except with probability `slip_prob` (see HazardGuard).
+    Other envs: repeat the previous action with probability `repeat_prob`.
     """
 
     name = "explore"
 
     def __init__(self, env, rng, mean_hold: float = 12.0, use_prob: float = 0.03,
-                 noop_prob: float = 0.02, repeat_prob: float = 0.75):
+                 noop_prob: float = 0.02, repeat_prob: float = 0.75, slip_prob: float = 0.01):
         super().__init__(env, rng)
         self.moves = _move_actions(env)
         meanings = action_meanings(env) or ()
@@ -153,7 +163,7 @@ class ExplorePolicy(Policy):
         self.noop = self.start + meanings.index("NOOP") if "NOOP" in meanings else None
         self.mean_hold, self.use_prob, self.noop_prob = mean_hold, use_prob, noop_prob
         self.repeat_prob = repeat_prob
-        self.guard = HazardGuard(env, rng)
+        self.guard = HazardGuard(env, rng, slip_prob)
         self.current: int | None = None
         self.hold = 0
 
@@ -188,27 +198,29 @@ class RevisitPolicy(Policy):
     Cycle: travel (a sticky walk of 0-`max_travel` frames, so the world keeps
     changing) -> excursion from the start point S, one of
       * out-and-back: a sticky walk of L in [10, 100] moves, then retrace it;
-      * loop: a square of side s in [5, 50] moves (3 sides out, the 4th back).
+      * loop: a square of side s in [10, 50] moves (3 sides out, the 4th back).
     With `info["position"]` the way back is steered by positions (a blocked
     move is not on the trail, so it is not "undone"), and a revisit is logged
-    in `revisits` only when the player is back on S exactly; without positions
+    in `revisits` only when the player went >= MIN_AWAY pixels from S and is
+    back on S exactly. A move into a wall turns the outbound walk. Without positions
     the way back is the inverse moves, and the return is assumed.
     """
 
     name = "revisit"
-    MIN_GAP, MAX_GAP = 20, 200
+    MIN_GAP, MAX_GAP = 20, 200      # frames between leaving a place and being back on it
+    MIN_AWAY = 16                   # pixels (2 teacher tiles) it must have gone to count as a revisit
 
-    def __init__(self, env, rng, max_travel: int = 60, loop_prob: float = 0.4, mean_hold: float = 8.0):
+    def __init__(self, env, rng, max_travel: int = 60, loop_prob: float = 0.4, mean_hold: float = 8.0,
+                 slip_prob: float = 0.01):
         super().__init__(env, rng)
         moves = _move_actions(env)
         if moves is None:
             raise ValueError(
                 f"the revisit policy needs move actions {'/'.join(MOVES)} to find its way back; "
-                f"this env's action meanings are {action_meanings(env)} "
-                "(use --policy explore or random for it)")
+                f"this env's actions are {_describe_actions(env)} (use the explore or random policy)")
         self.moves = moves
         self.action_to_move = {a: m for m, a in moves.items()}
-        self.explore = ExplorePolicy(env, rng, mean_hold=mean_hold)
+        self.explore = ExplorePolicy(env, rng, mean_hold=mean_hold, slip_prob=slip_prob)
         self.max_travel, self.loop_prob, self.mean_hold = max_travel, loop_prob, mean_hold
         self.reset({})
 
@@ -227,11 +239,11 @@ class RevisitPolicy(Policy):
 
     def _begin_excursion(self, pos):
         self.phase = "out"
-        self.leave_frame, self.home = self.frame, pos
+        self.leave_frame, self.home, self.away = self.frame, pos, 0
         self.trail = [pos] if pos is not None else []   # positions to retrace, oldest first
         self.undo: list[str] = []                        # inverse moves, for position-less envs
         if self.rng.random() < self.loop_prob:           # square: 3 sides out, the 4th closes it
-            side = int(self.rng.integers(5, 51))
+            side = int(self.rng.integers(10, 51))
             first = MOVES[int(self.rng.integers(4))]
             turn = [m for m in MOVES if m not in (first, INVERSE[first])][int(self.rng.integers(2))]
             self.plan = [first] * side + [turn] * side + [INVERSE[first]] * side
@@ -249,8 +261,12 @@ class RevisitPolicy(Policy):
     def _observe(self, info):
         """Learn move directions/size from the last step; extend the outbound trail."""
         pos = _position(info)
+        self.out_blocked = False
         if pos is not None and self.last_pos is not None and self.last_move is not None:
             dx, dy = pos[0] - self.last_pos[0], pos[1] - self.last_pos[1]
+            self.out_blocked = (dx, dy) == (0, 0) and self.phase == "out"
+            if self.phase in ("out", "back"):
+                self.away = max(self.away, abs(pos[0] - self.home[0]), abs(pos[1] - self.home[1]))
             if (dx, dy) != (0, 0):
                 self.directions[self.last_move] = (int(np.sign(dx)), int(np.sign(dy)))
                 size = max(abs(dx), abs(dy))
@@ -262,13 +278,10 @@ class RevisitPolicy(Policy):
         self.last_pos = pos
         return pos
 
-    def _toward(self, pos, target) -> str | None:
-        """The move that brings `pos` closer to `target` along the larger gap, or None if there."""
+    def _toward(self, pos, target) -> str:
+        """The move that brings `pos` closest to `target` (along the larger gap)."""
         d = (target[0] - pos[0], target[1] - pos[1])
-        if d == (0, 0):
-            return None
-        best = max(MOVES, key=lambda m: self.directions[m][0] * d[0] + self.directions[m][1] * d[1])
-        return best
+        return max(MOVES, key=lambda m: self.directions[m][0] * d[0] + self.directions[m][1] * d[1])
 
     def _back_move(self, pos) -> str | None:
         """Next move home; None when home, or as close as moves of this size can get."""
@@ -298,27 +311,28 @@ class RevisitPolicy(Policy):
                 self._begin_excursion(pos)
             if self.phase == "out":
                 if self.plan:
-                    planned = self.plan.pop()
-                    move = self.explore.guard.safe(info, planned)
+                    planned = move = self.plan.pop()
+                    if self.out_blocked and planned == self.last_move:  # walking into a wall: turn
+                        move = [m for m in MOVES if m != planned][int(self.rng.integers(3))]
+                    move = self.explore.guard.safe(info, move)
                     k = len(self.plan)
                     while move != planned and k > 0 and self.plan[k - 1] == planned:
                         k -= 1
                         self.plan[k] = move              # the rest of this run turns away too
                     break
                 self.phase, self.back_prev = "back", None
-                if self.back_plan is not None:
-                    self.back_plan.reverse()
             blocked = pos is not None and pos == self.back_prev   # last move home went nowhere
             if blocked and self.mode == "direct":        # loop's closing side is blocked: retrace
                 self.mode, self.back_prev, blocked = "retrace", None, False
             move = self._back_move(pos)
-            if move is not None and self.mode == "direct":
+            if move is not None:                         # off the trail (loops, detours): mind hazards
                 move = self.explore.guard.safe(info, move)
             elapsed = self.frame - self.leave_frame
             if move is not None and elapsed < self.MAX_GAP and not blocked:
                 self.back_prev = pos
                 break
-            if move is None and elapsed >= self.MIN_GAP and (pos is None or pos == self.home):
+            home = pos is None or (pos == self.home and self.away >= self.MIN_AWAY)
+            if move is None and home and elapsed >= self.MIN_GAP:
                 self.revisits.append((self.leave_frame, self.frame))
             self._begin_travel()
         self.last_move = move

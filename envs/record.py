@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.dataset import FORMAT, FORMAT_VERSION, MANIFEST, shard_name, write_episode
+from envs.shards import FORMAT, FORMAT_VERSION, MANIFEST, SHARD_GLOB, shard_name, write_episode
 from envs.policies import POLICIES, StyleSwitcher, action_meanings, make_policy
 
 TEACHER_ID = "envs:EchoInfinity/Teacher-v0"
@@ -84,8 +84,10 @@ def make_env(env: str, resolution: int = 64, max_episode_steps: int | None = Non
     try:
         e = gym.make(env_id, **kwargs)
     except gym.error.Error as err:                        # NameNotFound, VersionNotFound, ...
-        raise RecordError(f"unknown env {env!r}: {err}. Valid: 'teacher' or a registered "
-                          "Gymnasium id with Discrete actions and image output, e.g. CartPole-v1") from None
+        raise RecordError(f"unknown env {env!r}: {err}. Valid: 'teacher' or a registered Gymnasium id "
+                          "with Discrete actions and image output, e.g. CartPole-v1; ids from plugin "
+                          "packages need the package installed and its module prefix, e.g. "
+                          "'ale_py:ALE/Pong-v5'") from None
     except ModuleNotFoundError as err:
         raise RecordError(f"env {env!r} needs a package that is not installed: {err}") from None
     if not isinstance(e.action_space, spaces.Discrete):
@@ -109,13 +111,16 @@ def make_env(env: str, resolution: int = 64, max_episode_steps: int | None = Non
 
 def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir,
                     resolution: int = 64, seed: int = 0, progress: bool = True,
-                    style_switch_prob: float = 0.0) -> dict:
+                    style_switch_prob: float = 0.002, overwrite: bool = False) -> dict:
     """Record `episodes` episodes of at most `steps` steps into `out_dir`; returns stats.
 
-    Episode i resets with seed `episode_seeds(seed, episodes)[i]` and its policy
-    draws from a generator spawned from the same SeedSequence, so a dataset is
-    reproducible from (env, policy, seed). An episode that terminates early is
-    kept with its shorter length.
+    `env_id` is "teacher" or a Gymnasium id. Episode i resets with a seed drawn
+    from `SeedSequence(seed).spawn(episodes)[i]` (kept as meta "env_seed") and
+    its policy and style switches draw from a generator on the same child, so a
+    dataset is reproducible from (env, policy, seed). An episode that terminates early is
+    kept with its shorter length. `style_switch_prob` (teacher only) is the
+    chance per frame of a switch to a random style. An `out_dir` that already
+    holds shards is refused unless `overwrite` (which deletes them first).
     """
     from tqdm import tqdm
 
@@ -123,12 +128,17 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
         raise RecordError(f"unknown policy {policy!r}; valid policies: {', '.join(POLICIES)}")
     if episodes < 1 or steps < 1:
         raise RecordError(f"--episodes and --steps must be >= 1, got {episodes} and {steps}")
+    if not 0.0 <= style_switch_prob <= 1.0:
+        raise RecordError(f"--style-switch-prob must be in [0, 1], got {style_switch_prob}")
     teacher = ENV_ALIASES.get(env_id, env_id) == TEACHER_ID
     env, full_id, to_frame = make_env(env_id, resolution, max_episode_steps=steps if teacher else None)
     try:
         meanings = action_meanings(env)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            make_policy(policy, env, np.random.default_rng(0))   # bad policy/env pairs fail before any write
+        except ValueError as err:
+            raise RecordError(str(err)) from None
+        out = _prepare_out_dir(Path(out_dir), overwrite)
         children = np.random.SeedSequence(seed).spawn(episodes)
         frames = np.zeros((steps + 1, resolution, resolution, 3), np.uint8)  # reused per episode
         stats = {"env_id": full_id, "policy": policy, "resolution": resolution, "seed": seed,
@@ -143,10 +153,7 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
         for i, child in enumerate(children):
             env_seed = int(child.generate_state(1)[0])
             rng = np.random.default_rng(child)
-            try:
-                pol = make_policy(policy, env, rng)
-            except ValueError as err:
-                raise RecordError(str(err)) from None
+            pol = make_policy(policy, env, rng)
             switcher = StyleSwitcher(env, rng, style_switch_prob if teacher else 0.0)
             ep = _run_episode(env, pol, switcher, to_frame, frames, env_seed, steps, bar)
             meta = {"env_id": full_id, "policy": policy, "resolution": resolution, "seed": seed,
@@ -174,8 +181,21 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
     finally:
         env.close()
     stats.update(seconds=round(seconds, 3), frames_per_s=round(stats["frames"] / seconds, 1),
-                 mean_length=stats["steps"] / episodes, out_dir=str(out))
+                 mean_length=round(stats["steps"] / episodes, 1), out_dir=str(out))
     return stats
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not out.is_dir():
+        raise RecordError(f"--out {out} is a file; give a directory")
+    old = sorted(out.glob(SHARD_GLOB)) + ([out / MANIFEST] if (out / MANIFEST).exists() else [])
+    if old and not overwrite:
+        raise RecordError(f"--out {out} already holds a recording ({len(old)} files); choose an empty "
+                          "directory or pass --overwrite to replace it")
+    for path in old:
+        path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _run_episode(env, policy, switcher, to_frame, frames, env_seed, steps, bar) -> dict:
@@ -231,11 +251,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="steps per episode (fewer if the episode ends); teacher episodes truncate here")
     parser.add_argument("--out", required=True, help="output directory for shards and manifest.json")
     parser.add_argument("--resolution", type=int, default=64,
-                        help=f"frame size R of R x R x 3 frames, one of {RESOLUTIONS} (default 64)")
+                        help="frame size R of R x R x 3 frames: 64, 128 or 256 (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (episode seeds derive from it)")
     parser.add_argument("--style-switch-prob", type=float, default=0.002,
                         help="teacher only: chance per frame of switching to a random style "
                              "mid-episode (default 0.002, about 2 per 1000 frames)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a recording already in --out (its shards and manifest are deleted)")
     parser.add_argument("--json", default=None, help="also write the stats as JSON to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -247,7 +269,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         stats = record_episodes(args.env, args.policy, args.episodes, args.steps, args.out,
                                 resolution=args.resolution, seed=args.seed,
-                                progress=not args.no_progress, style_switch_prob=args.style_switch_prob)
+                                progress=not args.no_progress, style_switch_prob=args.style_switch_prob,
+                                overwrite=args.overwrite)
     except (RecordError, ShardError) as err:
         print(f"echo-infinity record: error: {err}", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ from gymnasium import spaces
 
 from .style import Style, caption, parse_prompt, sample_style
 from .terrain import MAX_COORD, TileMap
-from .tiles import BASE_TILE, BLOCK, GEM, GROUND, HAZARD, N_VARIANTS, OBSTACLE, SOLID, STUMP, Atlas
+from .tiles import BASE_TILE, BLOCK, GEM, GROUND, HAZARD, OBSTACLE, SOLID, STUMP, Atlas
 
 ACTION_MEANINGS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT", "USE")
 NOOP, UP, DOWN, LEFT, RIGHT, USE = range(6)
@@ -181,6 +181,7 @@ class TeacherEnv(gym.Env):
 
     def _set_style_now(self, style: Style) -> None:
         self.style = style
+        self._style_dict = style.to_dict()  # built once: asdict() per frame is a third of step()
         self.caption = caption(style, self.np_random)
         self._atlas = self._atlas_for(style)
 
@@ -255,7 +256,7 @@ class TeacherEnv(gym.Env):
             "position": (int(self.x), int(self.y)),
             "tile": (int(self.x // BASE_TILE), int(self.y // BASE_TILE)),
             "facing": ACTION_MEANINGS[self.facing],
-            "style": self.style.to_dict(),
+            "style": dict(self._style_dict),
             "caption": self.caption,
             "frame": self.frame_index,
             "gems": self.gems,
