@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 
@@ -40,6 +41,56 @@ def _add_record(sub) -> None:
     )
     record.add_arguments(p)
     p.set_defaults(func=record.main)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the world model on recorded episodes (tokenizer, stage 1, stage 2; resumable)",
+        description="Train tokenizer -> stage 1 (parallel clips) -> stage 2 (streamed clips with memory) "
+        "on shards written by `echo-infinity record`. Re-running with the same --out resumes where it "
+        "stopped. Every TrainConfig field is a flag; --config reads them from a JSON file first.",
+    )
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="dataset directories (from `record`)")
+    p.add_argument("--config", type=Path, default=None, help="JSON file of TrainConfig fields (flags override it)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from world.train import TrainConfig  # light: imports torch only when the command runs anyway
+
+    for f in fields(TrainConfig):
+        if f.name == "model":
+            continue  # nested preset overrides: --config JSON only
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
+                       help=f"(default: {f.default})")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    import torch
+
+    from envs.dataset import ClipDataset, collate_clips, list_shards
+    from world.train import TrainConfig, Trainer, init_distributed
+
+    values = json.loads(args.config.read_text()) if args.config else {}
+    known = {f.name for f in fields(TrainConfig)}
+    if set(values) - known:
+        raise UserError(f"unknown fields in {args.config}: {sorted(set(values) - known)}")
+    values.update({k: getattr(args, k) for k in known if getattr(args, k, None) is not None})
+    cfg = TrainConfig(**values)
+    shards = [str(p) for d in args.data for p in list_shards(d)]  # ShardError names a bad directory
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, world_size = init_distributed()
+
+    def batches(clip_len: int, batch: int):
+        data = ClipDataset(shards, clip_len, stride=max(1, clip_len // 2),
+                           seed=cfg.seed, epochs=None, rank=rank, world_size=world_size)
+        return iter(torch.utils.data.DataLoader(data, batch_size=batch, collate_fn=collate_clips))
+
+    out = Trainer(cfg, batches, rank=rank, world_size=world_size, progress=not args.no_progress).run()
+    if rank == 0:
+        print(f"trained: {out}/model.safetensors + config.json; metrics in {out}/metrics.jsonl")
+    return 0
 
 
 def _add_bench(sub) -> None:
@@ -85,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transformer with evolving memory. Run a subcommand with --help for its options.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_play, _add_record, _add_bench):
+    for add in (_add_play, _add_record, _add_train, _add_bench):
         add(sub)
     return parser
 

@@ -1,0 +1,162 @@
+"""Training: all three stages run, resume exactly where they stopped, DDP keeps ranks in sync."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from envs.dataset import ClipDataset, collate_clips, list_shards
+from envs.record import record_episodes
+from world.config import from_preset
+from world.model import WorldModel
+from world.train import (TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer, load_optimizer,
+                         revisit_weights, shift_actions)
+
+# A model small enough to train a few steps per second on CPU, on real 64x64 teacher frames.
+MICRO = {"tokenizer": {"channels": [8, 8], "patch_size": 4},
+         "dit": {"dim": 32, "depth": 1, "heads": 2},
+         "memory": {"window_frames": 4, "memory_tokens_per_frame": 4}}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    record_episodes("teacher", "revisit", episodes=2, steps=80, out_dir=out, seed=3, progress=False)
+    return [str(p) for p in list_shards(out)]
+
+
+def batches_for(shards, seed=0):
+    def batches(clip_len, batch):
+        ds = ClipDataset(shards, clip_len, stride=max(1, clip_len // 2), seed=seed, epochs=None)
+        return iter(torch.utils.data.DataLoader(ds, batch_size=batch, collate_fn=collate_clips))
+    return batches
+
+
+def small_config(out, **kw):
+    base = dict(out=str(out), model=MICRO, text_encoder="hash", tok_steps=4, tok_batch=4, s1_steps=3,
+                s1_batch=2, s2_steps=2, s2_batch=2, s2_clip=10, warmup=1, log_every=1, ckpt_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_all_stages_run_and_write_a_loadable_checkpoint(tmp_path, dataset):
+    out = Trainer(small_config(tmp_path), batches_for(dataset), progress=False).run()
+    steps = {(r["stage"], r["step"]) for r in rows(out) if "loss" in r}
+    assert steps == {("tokenizer", i) for i in range(4)} | {("stage1", i) for i in range(3)} | {("stage2", i) for i in range(2)}
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(out) if "loss" in r)
+    assert (out / "loss_curves.png").stat().st_size > 1000
+    model = WorldModel.load(out)
+    assert model.cfg.dit.dim == 32
+    state = model.init_state(1)
+    frame = model.step(state, torch.tensor([1])).frame
+    assert frame.shape == (1, 64, 64, 3) and frame.dtype == torch.uint8
+
+
+def test_resume_continues_from_the_last_step(tmp_path, dataset):
+    Trainer(small_config(tmp_path, s1_steps=2, s2_steps=0), batches_for(dataset), progress=False).run()
+    first = rows(tmp_path)
+    Trainer(small_config(tmp_path, s1_steps=4, s2_steps=0), batches_for(dataset), progress=False).run()
+    second = rows(tmp_path)[len(first):]
+    assert [r["step"] for r in second if r.get("stage") == "stage1"] == [2, 3]
+    assert not [r for r in second if r.get("stage") == "tokenizer" and "loss" in r]  # not retrained
+    meta = json.loads((tmp_path / "trainer.json").read_text())
+    assert meta["done"] == {"tokenizer": 4, "stage1": 4, "stage2": 0}
+
+
+def test_resume_refuses_another_model(tmp_path, dataset):
+    Trainer(small_config(tmp_path, s1_steps=1, s2_steps=0), batches_for(dataset), progress=False).run()
+    other = dict(MICRO, dit={"dim": 64, "depth": 1, "heads": 2})
+    with pytest.raises(ValueError, match="does not match the model config"):
+        Trainer(small_config(tmp_path, model=other), batches_for(dataset), progress=False).run()
+
+
+def test_latent_calibration_keeps_reconstructions(dataset):
+    torch.manual_seed(0)
+    model = WorldModel(from_preset("tiny", **MICRO))
+    frames = next(batches_for(dataset)(1, 16))["frames"][:, 0]
+    with torch.no_grad():
+        before = model.tokenizer.decode_float(model.tokenizer.encode(frames))
+    calibrate_latent_scale(model, frames)
+    with torch.no_grad():
+        assert float(model.tokenizer.encode(frames).std()) == pytest.approx(1.0, rel=1e-4)
+        assert torch.allclose(model.tokenizer.decode_float(model.tokenizer.encode(frames)), before, atol=1e-5)
+
+
+def test_actions_shift_onto_the_frames_they_cause():
+    batch = {"actions": torch.tensor([[4, 1, 2]]), "rewards": torch.tensor([[0.0, 1.0, 0.0]]),
+             "terminated": torch.tensor([[False, False, True]])}
+    a, r, d = shift_actions(batch, "cpu")
+    assert a.tolist() == [[0, 4, 1]] and r.tolist() == [[0.0, 0.0, 1.0]] and d.tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_revisit_weights_mark_returns_after_the_window():
+    # out 40 px to the right and back, 2 px per frame: frame 40 is back at frame 0's place
+    xs = list(range(0, 42, 2)) + list(range(38, -2, -2))
+    pos = torch.tensor([[[x, 0] for x in xs]])
+    w = revisit_weights(pos, window=8, weight=3.0)
+    assert w[0, 40] == 3.0 and w[0, 38] == 3.0  # within 4 px of frames seen >= 8 frames before
+    assert (w[0, :22] == 1.0).all()  # going out: nothing seen before
+    short = torch.tensor([[[x, 0] for x in [0, 2, 4, 2, 0, 0, 0, 0, 0, 0, 0, 0]]])
+    assert (revisit_weights(short, window=8, weight=3.0) == 1.0).all()  # never went 32 px away
+
+
+def test_optimizer_state_round_trips_without_pickle():
+    p = torch.nn.Parameter(torch.randn(3))
+    opt = torch.optim.AdamW([p], lr=0.1)
+    p.grad = torch.ones(3)
+    opt.step()
+    tensors, groups = flatten_optimizer(opt)
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = torch.optim.AdamW([q], lr=0.5)
+    load_optimizer(opt2, tensors, json.loads(json.dumps(groups)))
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert opt2.param_groups[0]["lr"] == 0.1
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="caption_dropout"):
+        TrainConfig(caption_dropout=2.0).validate()
+    with pytest.raises(ValueError, match="text_encoder"):
+        TrainConfig(text_encoder="gpt").validate()
+
+
+DDP_WORKER = """
+import json, sys, torch, torch.distributed as dist
+sys.path.insert(0, {root!r})
+from tests.test_train import batches_for, small_config
+from world.train import Trainer, init_distributed
+rank, world = init_distributed()
+shards = json.loads(sys.argv[1])
+cfg = small_config(sys.argv[2], tok_steps=2, s1_steps=2, s2_steps=1)
+trainer = Trainer(cfg, batches_for(shards[rank::world], seed=rank), rank=rank, world_size=world, progress=False)
+trainer.run()
+flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+gathered = [torch.zeros_like(flat) for _ in range(world)]
+dist.all_gather(gathered, flat)
+if rank == 0:
+    print("MAXDIFF", max(float((g - flat).abs().max()) for g in gathered))
+    print("CHANGED", float((flat - torch.cat([p.flatten() for p in trainer.initial])).abs().max()))
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_processes_stay_in_sync(tmp_path, dataset):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER.format(root=root).replace(
+        "trainer.run()", "trainer.initial = [p.detach().clone() for p in trainer.model.parameters()]\ntrainer.run()"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), json.dumps(dataset), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("MAXDIFF", "CHANGED")))
+    assert float(lines["MAXDIFF"]) == 0.0, "ranks diverged"
+    assert float(lines["CHANGED"]) > 0.0, "training changed nothing"

@@ -1,0 +1,480 @@
+"""Training, top to bottom: tokenizer, stage 1 (parallel clips), stage 2 (streamed clips).
+
+Readable in one pass, cleanrl style; every knob is a field of `TrainConfig`.
+
+Stage 0, tokenizer: the per-frame autoencoder learns to reconstruct teacher
+  frames (MSE), then its latent is rescaled to unit variance (folded into the
+  weights, so nothing else changes) and frozen.
+Stage 1, teacher-forced clips inside the window: the block-causal parallel
+  forward denoises every frame of a clip at once, each frame at its own noise
+  level (diffusion forcing), context frames slightly noised, captions dropped
+  at random so the model also runs unconditionally. Reward and episode-end
+  heads learn from the teacher's rewards and terminations.
+Stage 2, streamed clips several windows long, through the *same* streaming
+  code as inference (`prepare` / `velocity` / `commit`): frames leave the
+  window and enter memory, gradients flow back through memory updates
+  (truncated after `memory.bptt_updates`), part of the context is the model's
+  own sampled frames (self-rollout, against drift), and frames that return to
+  a place seen before the window weigh more (that is what memory is for).
+
+The data comes from the caller as `batches(clip_len, batch) -> iterator of
+dicts` (see `envs.dataset.ClipDataset`: frames uint8 [B, L, H, W, 3],
+actions/rewards/terminated [B, L], positions [B, L, 2], captions [B][L]), so
+`world` stays independent of where frames come from.
+
+Checkpoints: model.safetensors + config.json (the model), optimizer.safetensors
++ trainer.json (resume). Nothing is pickled; resuming never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import sampler
+from .config import from_preset
+from .model import WorldModel
+from .text import build_text_encoder
+
+Batches = Callable[[int, int], Iterator[dict]]
+STAGES = ("tokenizer", "stage1", "stage2")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides data; saved as trainer.json."""
+
+    preset: str = "tiny"
+    """Model preset (world.config.PRESETS)."""
+    model: dict = field(default_factory=dict)
+    """Overrides of the preset, by section: {"dit": {"depth": 2}} (JSON config only)."""
+    out: str = "runs/train"
+    """Run directory: checkpoints, metrics.jsonl, loss curves."""
+    seed: int = 0
+    text_encoder: str = "minilm"
+    """'minilm' (the real sentence encoder) or 'hash' (tests only)."""
+    tok_steps: int = 2000
+    tok_batch: int = 32
+    tok_lr: float = 2e-3
+    s1_steps: int = 3000
+    s1_batch: int = 8
+    s1_lr: float = 6e-4
+    s2_steps: int = 300
+    s2_batch: int = 4
+    s2_clip: int = 32
+    """Stage 2 clip length in frames (several windows: memory has to carry the rest)."""
+    s2_lr: float = 2e-4
+    warmup: int = 100
+    """Linear LR warm-up steps at the start of every stage, then cosine decay to 10%."""
+    caption_dropout: float = 0.1
+    """Share of clips trained with the empty prompt (unconditional)."""
+    context_noise_max: float = 0.1
+    """Context frames are noised to t ~ U(0, this): robustness to imperfect own frames."""
+    self_rollout: float = 0.3
+    """Stage 2: share of frames whose context is the model's own 2-step sample."""
+    revisit_weight: float = 3.0
+    """Stage 2: loss weight of frames that return to a place last seen before the window."""
+    reward_weight: float = 0.5
+    done_weight: float = 0.1
+    grad_clip: float = 1.0
+    log_every: int = 20
+    ckpt_every: int = 250
+
+    def validate(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise ValueError(f"train config {f.name} must be >= 0, got {v}")
+        for name in ("caption_dropout", "self_rollout", "context_noise_max"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.text_encoder not in ("minilm", "hash"):
+            raise ValueError(f"text_encoder must be 'minilm' or 'hash', got {self.text_encoder!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Losses, one module each so DDP sees one forward per backward.
+
+
+class TokenizerLoss(nn.Module):
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        self.tokenizer = model.tokenizer
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames uint8 [B, H, W, 3] -> reconstruction MSE in [-1, 1] units."""
+        loss = self.tokenizer.reconstruction_loss(frames)
+        return {"loss": loss, "psnr": 10 * torch.log10(4.0 / loss.detach().clamp_min(1e-10))}
+
+
+def shift_actions(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-frame conditioning: frame j is caused by action j-1 (frame 0 by NOOP, as at reset).
+
+    -> action_in int64 [B, L], reward_in, done_in float [B, L] (targets of the heads).
+    """
+    a, r, d = batch["actions"].to(device), batch["rewards"].to(device), batch["terminated"].to(device)
+    zero = torch.zeros_like(a[:, :1])
+    action_in = torch.cat([zero, a[:, :-1]], 1)
+    reward_in = torch.cat([zero.float(), r[:, :-1].float()], 1)
+    done_in = torch.cat([zero.float(), d[:, :-1].float()], 1)
+    return action_in, reward_in, done_in
+
+
+class Stage1Loss(nn.Module):
+    """Teacher-forced clip, every frame at its own noise level (diffusion forcing)."""
+
+    def __init__(self, model: WorldModel, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen) -> dict[str, torch.Tensor]:
+        """x0 [B, T, N, C] clean latent tokens; prompts: list of B PromptEmbedding."""
+        B, T = x0.shape[:2]
+        dev = x0.device
+        t = torch.rand(B, T, generator=gen, device=dev)  # [B, T] independent per frame
+        eps = torch.randn(x0.shape, generator=gen, device=dev)
+        t_ctx = torch.rand(B, T, generator=gen, device=dev) * self.cfg.context_noise_max
+        x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=gen, device=dev), t_ctx)
+        v, reward, done = self.model.forward_parallel(sampler.add_noise(x0, eps, t), t, action_in, x_ctx, t_ctx, prompts)
+        flow = F.mse_loss(v, sampler.velocity_target(x0, eps))
+        rew = F.mse_loss(reward, reward_in)
+        end = F.binary_cross_entropy_with_logits(done, done_in)
+        loss = flow + self.cfg.reward_weight * rew + self.cfg.done_weight * end
+        return {"loss": loss, "flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
+
+
+def revisit_weights(positions: torch.Tensor, window: int, weight: float, near: int = 4, away: int = 32) -> torch.Tensor:
+    """[B, L, 2] positions -> [B, L] loss weights: `weight` where the player is back
+    (within `near` px) at a place last seen >= `window` frames ago, after going
+    at least `away` px from it in between; 1 elsewhere."""
+    B, L, _ = positions.shape
+    p = positions.float()
+    dist = (p[:, :, None] - p[:, None, :]).abs().amax(-1)  # [B, L(i), L(j)] L-inf distance
+    w = torch.ones(B, L, device=positions.device)
+    for j in range(window, L):
+        # farthest distance from p_j reached after frame i, for every earlier i: a suffix max
+        far_after = dist[:, : j, j].flip(1).cummax(1).values.flip(1)  # [B, j]
+        seen = (dist[:, : j - window + 1, j] <= near) & (far_after[:, : j - window + 1] >= away)
+        w[:, j] = torch.where(seen.any(1), weight, 1.0)
+    return w
+
+
+class Stage2Loss(nn.Module):
+    """A clip streamed frame by frame through the inference code path, memory included."""
+
+    def __init__(self, model: WorldModel, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen) -> dict[str, torch.Tensor]:
+        """x0 [B, L, N, C]; weights [B, L] per-frame loss weights."""
+        model, cfg = self.model, self.cfg
+        B, L = x0.shape[:2]
+        dev = x0.device
+        state = model.init_state(B, prompts, seed=0)
+        flow_sum = rew_sum = end_sum = x0.new_zeros(())
+        for j in range(L):
+            ctx = model.prepare(state)
+            a = action_in[:, j : j + 1]  # [B, 1]
+            target = x0[:, j : j + 1]  # [B, 1, N, C]
+            t = torch.rand(B, 1, generator=gen, device=dev)
+            eps = torch.randn(target.shape, generator=gen, device=dev)
+            v, _ = model.velocity(state, ctx, sampler.add_noise(target, eps, t), t, a)
+            per_world = (v - sampler.velocity_target(target, eps)).pow(2).mean((1, 2, 3))  # [B]
+            flow_sum = flow_sum + (per_world * weights[:, j]).mean()
+            # What the window keeps of this frame: the truth, or (self-rollout) the model's own sample.
+            context = target
+            if j > 0 and cfg.self_rollout > 0:
+                own = torch.rand(B, generator=gen, device=dev) < cfg.self_rollout
+                if bool(own.any()):
+                    with torch.no_grad():
+                        noise = torch.randn(target.shape, generator=gen, device=dev)
+                        sample = sampler.sample(lambda x, tt: model.velocity(
+                            state, ctx, x, torch.full((B, 1), tt, device=dev), a)[0], noise, 2)
+                    context = torch.where(own[:, None, None, None], sample, target)
+            t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
+            context = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
+            reward, done = model.commit(state, ctx, context, a)
+            rew_sum = rew_sum + F.mse_loss(reward[:, 0], reward_in[:, j])
+            end_sum = end_sum + F.binary_cross_entropy_with_logits(done[:, 0], done_in[:, j])
+            # Gradients reach the past through memory updates only (truncated BPTT in the
+            # model); the cache keeps values, not graphs.
+            state.cache.k = state.cache.k.detach().clone()
+            state.cache.v = state.cache.v.detach().clone()
+        flow, rew, end = flow_sum / L, rew_sum / L, end_sum / L
+        loss = flow + cfg.reward_weight * rew + cfg.done_weight * end
+        return {"loss": loss, "flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
+
+
+# --------------------------------------------------------------------------------------------
+# The loop.
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+@torch.no_grad()
+def calibrate_latent_scale(model: WorldModel, frames: torch.Tensor) -> float:
+    """Rescale the tokenizer so latent tokens have unit std, folded into its weights.
+
+    The last encoder conv is divided and the first decoder conv multiplied by
+    the same factor, so reconstructions are unchanged and no extra constant
+    has to travel with the checkpoint.
+    """
+    tok = model.tokenizer
+    std = float(tok.encode(frames).std())
+    enc_out, dec_in = tok.encoder[-1], tok.decoder[0]
+    enc_out.weight.div_(std)
+    enc_out.bias.div_(std)
+    dec_in.weight.mul_(std)
+    return std
+
+
+class Trainer:
+    """Runs the three stages with checkpoints, metrics and resume."""
+
+    def __init__(self, cfg: TrainConfig, batches: Batches, device: str | torch.device = "cpu",
+                 rank: int = 0, world_size: int = 1, progress: bool = True):
+        cfg.validate()
+        self.cfg, self.batches, self.device = cfg, batches, torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.progress = progress and rank == 0
+        self.out = Path(cfg.out)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + rank)
+        torch.manual_seed(cfg.seed)  # identical init on every rank (DDP also broadcasts)
+        self.model = WorldModel(from_preset(cfg.preset, **cfg.model)).to(self.device)
+        self.text = build_text_encoder(cfg.text_encoder, cache_size=8192)
+        self.done: dict[str, int] = {s: 0 for s in STAGES}  # steps finished per stage
+        self.latent_std: float | None = None
+        if rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save(self, stage: str, optimizer: torch.optim.Optimizer | None) -> None:
+        """model.safetensors + config.json, optimizer.safetensors, trainer.json (atomic-ish)."""
+        if self.rank != 0:
+            return
+        from safetensors.torch import save_file
+
+        self.model.save(self.out)
+        if optimizer is not None:
+            tensors, groups = flatten_optimizer(optimizer)
+            save_file(tensors, str(self.out / "optimizer.safetensors"))
+        else:
+            groups = None
+        meta = {"train_config": asdict(self.cfg), "done": self.done, "stage": stage,
+                "latent_std": self.latent_std, "optimizer_groups": groups,
+                "rng": self.gen.get_state().tolist()}
+        tmp = self.out / "trainer.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.out / "trainer.json")
+
+    def try_resume(self) -> dict | None:
+        meta_path = self.out / "trainer.json"
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            self.model = WorldModel.load(self.out, config=self.model.cfg, device=self.device)
+            self.done = {s: int(meta["done"][s]) for s in STAGES}
+            self.latent_std = meta.get("latent_std")
+            self.gen.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot resume from {meta_path}: {e}; use a new --out or delete the run") from None
+        return meta
+
+    # -- stages ----------------------------------------------------------------------
+
+    def run(self) -> Path:
+        meta = self.try_resume()
+        t0 = time.time()
+        self.stage_tokenizer(meta)
+        self.stage_dit("stage1", meta)
+        self.stage_dit("stage2", meta)
+        if self.rank == 0:
+            self.log({"event": "finished", "seconds": round(time.time() - t0, 1)})
+            plot_metrics(self.out / "metrics.jsonl", self.out / "loss_curves.png")
+        return self.out
+
+    def _optimizer(self, params, lr: float, stage: str, meta: dict | None) -> torch.optim.Optimizer:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
+        path = self.out / "optimizer.safetensors"
+        if meta and meta.get("stage") == stage and meta.get("optimizer_groups") and path.is_file():
+            from safetensors.torch import load_file
+
+            load_optimizer(opt, load_file(str(path)), meta["optimizer_groups"])
+        return opt
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if self.world_size > 1:
+            return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        return module
+
+    def _loop(self, stage: str, loss_module: nn.Module, params: list, lr: float, total: int,
+              make_inputs: Callable[[dict], tuple], clip_len: int, batch: int, meta: dict | None) -> None:
+        start = self.done[stage]
+        if start >= total:
+            return
+        opt = self._optimizer(params, lr, stage, meta)
+        wrapped = self._wrap(loss_module)
+        data = self.batches(clip_len, batch)
+        bar = tqdm(range(start, total), desc=stage, disable=not self.progress, initial=start, total=total)
+        t_last = time.time()
+        for step in bar:
+            inputs = make_inputs(next(data))
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, lr, self.cfg.warmup)
+            out = wrapped(*inputs)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            opt.step()
+            self.done[stage] = step + 1
+            if not torch.isfinite(out["loss"]):
+                raise FloatingPointError(f"{stage} loss is {out['loss'].item()} at step {step}")
+            if step % self.cfg.log_every == 0 or step + 1 == total:
+                rec = {"stage": stage, "step": step, "lr": opt.param_groups[0]["lr"],
+                       "grad_norm": round(float(grad_norm), 4), "sec": round(time.time() - t_last, 2)}
+                rec.update({k: round(float(v.detach()), 6) for k, v in out.items()})
+                self.log(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                t_last = time.time()
+            if (step + 1) % self.cfg.ckpt_every == 0 or step + 1 == total:
+                self.save(stage, opt)
+
+    def stage_tokenizer(self, meta: dict | None) -> None:
+        cfg = self.cfg
+        tok = self.model.tokenizer
+        params = list(tok.parameters())
+        finished_before = self.done["tokenizer"] >= cfg.tok_steps
+        self._loop("tokenizer", TokenizerLoss(self.model), params, cfg.tok_lr, cfg.tok_steps,
+                   lambda b: (b["frames"].reshape(-1, *b["frames"].shape[2:]).to(self.device),),
+                   clip_len=1, batch=cfg.tok_batch, meta=meta)
+        if not finished_before:
+            frames = next(self.batches(1, 256))["frames"][:, 0].to(self.device)
+            self.latent_std = calibrate_latent_scale(self.model, frames)
+            self.log({"stage": "tokenizer", "event": "latent_scale", "latent_std": self.latent_std,
+                      "psnr": psnr(tok, frames)})
+            self.save("tokenizer", None)
+        for p in params:
+            p.requires_grad_(False)  # frozen from here on
+
+    def _prompts(self, captions: list[list[str]]) -> list:
+        """Caption of each clip's last frame (the prompt in force), dropped at random."""
+        drop = torch.rand(len(captions), generator=self.gen, device=self.device) < self.cfg.caption_dropout
+        return [self.text("" if dropped else caps[-1]) for caps, dropped in zip(captions, drop.tolist())]
+
+    def stage_dit(self, stage: str, meta: dict | None) -> None:
+        cfg, model = self.cfg, self.model
+        params = [p for n, p in model.named_parameters() if not n.startswith("tokenizer.")]
+        m = model.cfg.memory
+        if stage == "stage1":
+            clip = model.policy.sink_frames + model.policy.ring_frames + m.chunk_frames  # fits the window
+            loss_module, lr, total, batch = Stage1Loss(model, cfg), cfg.s1_lr, cfg.s1_steps, cfg.s1_batch
+        else:
+            clip, loss_module, lr, total, batch = cfg.s2_clip, Stage2Loss(model, cfg), cfg.s2_lr, cfg.s2_steps, cfg.s2_batch
+
+        def make_inputs(b: dict) -> tuple:
+            frames = b["frames"].to(self.device)  # [B, L, H, W, 3]
+            B, L = frames.shape[:2]
+            with torch.no_grad():
+                x0 = model.tokenizer.encode(frames.reshape(B * L, *frames.shape[2:])).view(B, L, -1, model.cfg.tokenizer.token_dim)
+            action_in, reward_in, done_in = shift_actions(b, self.device)
+            prompts = self._prompts(b["captions"])
+            if stage == "stage1":
+                return x0, action_in, reward_in, done_in, prompts, self.gen
+            weights = revisit_weights(b["positions"].to(self.device), m.window_frames, cfg.revisit_weight)
+            return x0, action_in, reward_in, done_in, prompts, weights, self.gen
+
+        self._loop(stage, loss_module, params, lr, total, make_inputs, clip, batch, meta)
+
+
+@torch.no_grad()
+def psnr(tokenizer, frames: torch.Tensor) -> float:
+    """PSNR (dB) of tokenizer reconstructions of uint8 frames [B, H, W, 3]."""
+    rec = tokenizer.decode(tokenizer.encode(frames)).float()
+    mse = (rec - frames.float()).pow(2).mean().clamp_min(1e-10)
+    return round(float(10 * torch.log10(255.0**2 / mse)), 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer state without pickle: tensors to safetensors, the rest to JSON.
+
+
+def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+            tensors[f"{idx}.{key}"] = t.detach().cpu().contiguous()
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = t
+    try:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"optimizer state does not match the model: {e}") from None
+
+
+def plot_metrics(jsonl: Path, png: Path) -> Path | None:
+    """Loss curves per stage as one PNG (skipped when matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, len(STAGES), figsize=(5 * len(STAGES), 3.6))
+    for ax, stage in zip(axes, STAGES):
+        pts = [r for r in rows if r.get("stage") == stage and "loss" in r]
+        for key in ("loss", "flow", "reward", "done"):
+            xs = [r["step"] for r in pts if key in r]
+            if xs:
+                ax.plot(xs, [r[key] for r in pts if key in r], label=key)
+        ax.set_title(stage)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        if pts:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return png
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world_size) under torchrun (gloo on CPU, nccl on GPU); (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
