@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: play test test-all bench clean
+.PHONY: play test test-all train bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy $(PY) -m pytest -q -m "" $(ARGS)
+
+# Reproduces the shipped checkpoint from scratch: record teacher episodes, train all stages.
+# Re-running resumes (recording is skipped when its manifest exists, training continues its run).
+TRAIN_DATA := data/explore data/revisit
+TRAIN_OUT  ?= runs/tiny
+train: $(STAMP)
+	test -f data/explore/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --policy explore --episodes 30 --steps 1000 --seed 1 --out data/explore --overwrite
+	test -f data/revisit/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --policy revisit --episodes 30 --steps 1000 --seed 2 --out data/revisit --overwrite
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --out $(TRAIN_OUT) --threads 2 $(ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/echo-infinity bench --target teacher --frames 20000 --json runs/bench/teacher_64.json
