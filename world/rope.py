@@ -142,12 +142,13 @@ class Rotary3D(torch.nn.Module):
         hw = self.mem_hw if memory else self.frame_hw  # [n, (dh+dw)/2]
         B, F, n = ta.shape[0], ta.shape[1], hw.shape[0]
         ang = torch.cat([ta[:, :, None, :].expand(B, F, n, ta.shape[-1]),
-                         hw.expand(B, F, n, hw.shape[-1])], -1).reshape(B, F * n, -1)
+                         hw.expand(B, F, n, hw.shape[-1])], -1)
+        ang = ang.reshape(B, F * n, ta.shape[-1] + hw.shape[-1])
         ang = torch.cat([ang, ang], -1)  # [B, F*n, Dh]
         return ang.cos(), ang.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, T, Dh]; cos/sin [B, T, Dh] -> rotated x."""
+    """x [..., B, H, T, Dh]; cos/sin [B, T, Dh] -> rotated x."""
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos[:, None] + torch.cat([-x2, x1], -1) * sin[:, None]

@@ -1,0 +1,76 @@
+"""Static KV cache: fixed-size per-layer buffers for sink slots + a window ring.
+
+gpt-fast style: buffers are allocated once and written in place at an index;
+they never grow, so every step has the same shapes (CUDA graphs / TensorRT
+friendly). Keys are stored *before* RoPE; the recipe rotates them at read time.
+
+Slot layout (frames): [0, S) hold the sink frames 0..S-1 forever; [S, S+R)
+form a ring of R = W - chunk window frames (the current chunk is the W-th
+window frame and lives only in the forward pass until its context pass).
+`slot_frame[b, s]` is the frame index held in slot s of world b (-1: empty);
+it gives both the validity mask and the frame's RoPE id.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Per-world static K/V buffers for all layers: k, v [L, B, H, slots, N, Dh]."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, slot_frame: torch.Tensor,
+                 sink_frames: int, chunk_frames: int):
+        self.k, self.v, self.slot_frame = k, v, slot_frame
+        self.S, self.c = sink_frames, chunk_frames
+        self.R = k.shape[3] - sink_frames  # ring frames
+
+    @classmethod
+    def allocate(cls, layers: int, batch: int, heads: int, sink_frames: int, ring_frames: int,
+                 tokens: int, head_dim: int, chunk_frames: int, device=None, dtype=torch.float32) -> "KVCache":
+        slots = sink_frames + ring_frames
+        shape = (layers, batch, heads, slots, tokens, head_dim)
+        k = torch.zeros(shape, device=device, dtype=dtype)
+        v = torch.zeros(shape, device=device, dtype=dtype)
+        slot_frame = torch.full((batch, slots), -1, dtype=torch.long, device=device)
+        return cls(k, v, slot_frame, sink_frames, chunk_frames)
+
+    @property
+    def slots(self) -> int:
+        return self.k.shape[3]
+
+    def slots_for(self, first_frame: torch.Tensor) -> torch.Tensor:
+        """Slots that frames first..first+c-1 go to: [B] -> [B, c].
+
+        Sink frames go to their own slot; later chunks cycle through the ring
+        (chunk-aligned), overwriting the oldest chunk in the window.
+        """
+        offs = torch.arange(self.c, device=first_frame.device)
+        ring_chunk = ((first_frame - self.S).clamp(min=0) // self.c) % (self.R // self.c)
+        base = torch.where(first_frame < self.S, first_frame, self.S + ring_chunk * self.c)
+        return base[:, None] + offs  # [B, c]
+
+    def gather_frame(self, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All layers' K/V at one per-world slot [B] -> 2 x [L, B, H, N, Dh]."""
+        b = torch.arange(slot.shape[0], device=slot.device)
+        # advanced indices on dims 1 and 3 move to the front: [B, L, H, N, Dh]
+        return self.k[:, b, :, slot].transpose(0, 1), self.v[:, b, :, slot].transpose(0, 1)
+
+    def write(self, slots: torch.Tensor, frames: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
+        """In-place write of a chunk's K/V. slots, frames: [B, c]; k_new, v_new: [L, B, H, c, N, Dh]."""
+        b = torch.arange(slots.shape[0], device=slots.device)[:, None]
+        for layer in range(self.k.shape[0]):
+            self.k[layer][b, :, slots] = k_new[layer].transpose(1, 2)  # [B, c, H, N, Dh]
+            self.v[layer][b, :, slots] = v_new[layer].transpose(1, 2)
+        self.slot_frame[b, slots] = frames
+
+    def layer_kv(self, layer: int, used_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-RoPE K/V of one layer as token sequences: 2 x [B, H, slots*N, Dh] (views)."""
+        k, v = self.k[layer], self.v[layer]
+        if used_slots is not None:
+            k, v = k[:, :, :used_slots], v[:, :, :used_slots]
+        B, H, s, N, Dh = k.shape
+        return k.reshape(B, H, s * N, Dh), v.reshape(B, H, s * N, Dh)
+
+    def clone(self) -> "KVCache":
+        return KVCache(self.k.clone(), self.v.clone(), self.slot_frame.clone(), self.S, self.c)

@@ -1,0 +1,482 @@
+"""WorldModel: tokenizer + causal DiT + memory policy + RoPE recipe + sampler.
+
+Streaming (inference and training stage 2), one chunk per `step`:
+  1. build the step's attention context once: cached keys rotated with the
+     recipe's ids, memory K/V, validity mask;
+  2. denoise the new chunk from noise with K rectified-flow steps;
+  3. one context pass at t = context_noise over the finished chunk writes its
+     pre-RoPE K/V; if the window is full, the oldest window frame is evicted
+     into the memory policy first (its slot is then overwritten in place);
+  4. decode the latent tokens to uint8 pixels.
+The parallel path (`forward_parallel`, training stage 1) runs a whole clip
+block-causally and agrees with streaming for clips that fit in the window.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import sampler
+from .cache import KVCache
+from .config import ModelConfig
+from .dit import DiT, ParallelContext
+from .memory import build_policy
+from .rope import RopeRecipe, Rotary3D, apply_rope
+from .state import WorldState
+from .text import PromptEmbedding
+from .tokenizer import FrameTokenizer
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+PromptLike = PromptEmbedding | torch.Tensor | Sequence[PromptEmbedding] | None
+
+
+class StepResult(NamedTuple):
+    frame: torch.Tensor  # uint8 [B, H, W, 3] ([B, c, H, W, 3] for chunks of c > 1 frames)
+    reward: torch.Tensor  # [B] (or [B, c])
+    done_prob: torch.Tensor  # [B] (or [B, c])
+
+
+class StreamContext:
+    """Attention context of one streaming step: [cache | memory | current chunk].
+
+    Built once per step and shared by every denoising pass and the context
+    pass: the cache's pre-RoPE keys are rotated here, once per layer.
+    """
+
+    def __init__(self, model: "WorldModel", state: WorldState):
+        cfg, cache = model.cfg, state.cache
+        c, N = cfg.memory.chunk_frames, cfg.tokenizer.tokens_per_frame
+        rotary, recipe = model.rotary, model.rotary.recipe
+        f_last = (state.frame + c - 1)[:, None]  # newest frame of the chunk [B, 1]
+        used = model._used_slots(state)
+        slot_frame = cache.slot_frame[:, :used]  # [B, s]
+        valid = slot_frame >= 0
+        ids = recipe.frame_ids(f_last, torch.where(valid, slot_frame, f_last))  # empty slots: any in-range id
+        cos_c, sin_c = rotary.cos_sin(ids)  # [B, s*N, Dh]
+        self.slot_ids, self.slot_valid = ids, valid  # kept for inspection and tests
+        self.memory_ids = recipe.memory_ids(f_last)  # [B, Fm]
+        mem = model.policy.read(state.memory)
+        masks = [valid.repeat_interleave(N, dim=1)]  # [B, s*N]
+        mem_k = mem_v = None
+        if mem is not None:
+            cos_m, sin_m = rotary.cos_sin(self.memory_ids, memory=True)  # [B, M, Dh]
+            if mem.k.shape[0] == 1:  # shared by all layers: rotate once
+                mem_k, mem_v = [apply_rope(mem.k[0], cos_m, sin_m)], [mem.v[0]]
+            else:
+                mem_k = [apply_rope(k, cos_m, sin_m) for k in mem.k]
+                mem_v = list(mem.v)
+            if mem.valid is not None:
+                masks.append(mem.valid)
+            else:
+                masks.append(torch.ones(valid.shape[0], mem.k.shape[-2], dtype=torch.bool, device=valid.device))
+        # Per layer, one [B, H, K_ctx + cN, Dh] buffer: [rotated cache | memory | current chunk].
+        # Without autograd the current chunk's K/V are written into the tail in place, so a
+        # denoising pass copies cN rows instead of concatenating all K_total rows.
+        self.in_place = not torch.is_grad_enabled()
+        self.k, self.v = [], []
+        for layer in range(cfg.dit.depth):
+            k, v = cache.layer_kv(layer, used)  # [B, H, s*N, Dh] pre-RoPE
+            parts_k, parts_v = [apply_rope(k, cos_c, sin_c)], [v]
+            if mem_k is not None:
+                i = layer if len(mem_k) > 1 else 0
+                parts_k.append(mem_k[i])
+                parts_v.append(mem_v[i])
+            if self.in_place:
+                tail = k.new_zeros(k.shape[0], k.shape[1], c * N, k.shape[3])
+                parts_k.append(tail)
+                parts_v.append(tail)
+            self.k.append(torch.cat(parts_k, 2))
+            self.v.append(torch.cat(parts_v, 2))
+        self.n_ctx = self.k[0].shape[2] - (c * N if self.in_place else 0)
+        masks.append(torch.ones(valid.shape[0], c * N, dtype=torch.bool, device=valid.device))
+        valid_keys = torch.cat(masks, 1)[:, None, None, :]  # [B, 1, 1, K_total]
+        # additive float mask: ~10% faster than a bool mask in CPU SDPA
+        self.mask = torch.zeros(valid_keys.shape, device=valid_keys.device).masked_fill_(~valid_keys, float("-inf"))
+        cur = state.frame[:, None] + torch.arange(c, device=state.frame.device)  # [B, c]
+        self.q_cos, self.q_sin = rotary.cos_sin(recipe.frame_ids(f_last, cur))  # [B, c*N, Dh]
+        self.record = False
+        self.new_k: list[torch.Tensor] = []
+        self.new_v: list[torch.Tensor] = []
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q, k, v [B, H, cN, Dh] pre-RoPE -> [B, H, cN, Dh]."""
+        if self.record:  # context pass: keep the chunk's pre-RoPE K/V for the cache
+            self.new_k.append(k)
+            self.new_v.append(v)
+        q, k = apply_rope(torch.stack([q, k]), self.q_cos, self.q_sin)  # one rotation for both
+        if self.in_place:
+            self.k[layer][:, :, self.n_ctx:] = k
+            self.v[layer][:, :, self.n_ctx:] = v
+            k, v = self.k[layer], self.v[layer]
+        else:
+            k, v = torch.cat([self.k[layer], k], 2), torch.cat([self.v[layer], v], 2)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+
+
+class WorldModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        m = cfg.memory
+        self.tokenizer = FrameTokenizer(cfg.tokenizer)
+        self.dit = DiT(cfg)
+        self.policy = build_policy(cfg)
+        # `full` never evicts: its "window" is the whole capacity, so ids never get capped.
+        recipe = RopeRecipe(m.rope, m.sink_frames, m.memory_frames, self.policy.ring_frames + m.chunk_frames)
+        self.rotary = Rotary3D(cfg, recipe)
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.in_proj.weight.device
+
+    def init_state(self, batch: int = 1, prompt: PromptLike = None, seed: int | Sequence[int] = 0,
+                   first_frame: torch.Tensor | None = None) -> WorldState:
+        """Fresh worlds. seed: int (world b gets seed + b) or one seed per world.
+
+        prompt: None/"unconditional", one PromptEmbedding (all worlds), a list
+        of B of them, or a pooled embedding tensor [P] / [B, P].
+        first_frame: optional uint8 [B, H, W, 3]; it is written as frame 0
+        (with action 0) and generation continues from frame 1.
+        """
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
+        cfg, dev = self.cfg, self.device
+        seeds = [seed + b for b in range(batch)] if isinstance(seed, int) else [int(s) for s in seed]
+        if len(seeds) != batch:
+            raise ValueError(f"got {len(seeds)} seeds for a batch of {batch} worlds")
+        gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
+        d = cfg.dit
+        cache = KVCache.allocate(d.depth, batch, d.heads, self.policy.sink_frames, self.policy.ring_frames,
+                                 cfg.tokenizer.tokens_per_frame, d.head_dim, cfg.memory.chunk_frames, device=dev)
+        pooled, tokens, mask = self._prompt_tensors(prompt, batch)
+        state = WorldState(frame=torch.zeros(batch, dtype=torch.long, device=dev), cache=cache,
+                           memory=self.policy.init_state(batch, dev), prompt_pooled=pooled,
+                           prompt_tokens=tokens, prompt_mask=mask, generators=gens)
+        if first_frame is not None:
+            if cfg.memory.chunk_frames != 1:
+                raise ValueError("first_frame needs chunk_frames == 1")
+            x0 = self.tokenizer.encode(first_frame.to(dev))[:, None]  # [B, 1, N, C]
+            if x0.shape[0] != batch:
+                raise ValueError(f"first_frame has {x0.shape[0]} frames for a batch of {batch} worlds")
+            with torch.no_grad():
+                ctx = StreamContext(self, state)
+                self.commit(state, ctx, x0, torch.zeros(batch, 1, dtype=torch.long, device=dev))
+        return state
+
+    def set_prompt(self, state: WorldState, prompt: PromptLike) -> None:
+        """Change the prompt mid-game (in place; the world continues, no reset)."""
+        pooled, tokens, mask = self._prompt_tensors(prompt, state.batch)
+        state.prompt_pooled.copy_(pooled)
+        state.prompt_tokens.copy_(tokens)
+        state.prompt_mask.copy_(mask)
+
+    @torch.no_grad()
+    def reset_worlds(self, state: WorldState, worlds: Sequence[int], seeds: Sequence[int],
+                     prompt: PromptLike = None) -> None:
+        """Reset some worlds of a batch in place (vector-env autoreset); the others continue.
+
+        Emptying `slot_frame` masks the world's old K/V, so the buffers need no clearing.
+        """
+        fresh = self.init_state(len(worlds), prompt, list(seeds))
+        for i, b in enumerate(worlds):
+            state.frame[b] = 0
+            state.cache.slot_frame[b] = -1
+            for key, value in state.memory.items():
+                value[b] = fresh.memory[key][i]
+            state.prompt_pooled[b] = fresh.prompt_pooled[i]
+            state.prompt_tokens[b] = fresh.prompt_tokens[i]
+            state.prompt_mask[b] = fresh.prompt_mask[i]
+            state.generators[b] = fresh.generators[i]
+
+    def snapshot(self, state: WorldState) -> dict[str, torch.Tensor]:
+        return state.snapshot()
+
+    def restore(self, snap: dict[str, torch.Tensor]) -> WorldState:
+        return WorldState.restore(snap, self.policy.sink_frames, self.cfg.memory.chunk_frames)
+
+    def _prompt_tensors(self, prompt: PromptLike, batch: int):
+        d = self.cfg.dit
+        P, L = d.prompt_dim, d.prompt_tokens
+        dev = self.device
+        pooled = torch.zeros(batch, P, device=dev)
+        tokens = torch.zeros(batch, L, P, device=dev)
+        mask = torch.zeros(batch, L, dtype=torch.bool, device=dev)
+        if prompt is None:
+            return pooled, tokens, mask
+        if isinstance(prompt, torch.Tensor):
+            p = prompt.to(dev, torch.float32)
+            if p.dim() == 1:
+                p = p[None].expand(batch, -1)
+            if tuple(p.shape) != (batch, P):
+                raise ValueError(f"prompt embedding must have shape [{P}] or [{batch}, {P}], got {list(prompt.shape)}")
+            pooled[:] = p
+            return pooled, tokens, mask
+        items = [prompt] * batch if isinstance(prompt, PromptEmbedding) else list(prompt)
+        if len(items) != batch or not all(isinstance(e, PromptEmbedding) for e in items):
+            raise ValueError(f"prompt must be a PromptEmbedding or a list of {batch} of them")
+        for b, e in enumerate(items):
+            if e.pooled.shape != (P,):
+                raise ValueError(f"prompt embedding width {tuple(e.pooled.shape)} != config dit.prompt_dim {P}")
+            n = min(L, e.tokens.shape[0])
+            if e.tokens.shape[0] > L and not self.dit.pooled:
+                warnings.warn(f"prompt has {e.tokens.shape[0]} tokens; cross-attention keeps the first "
+                              f"{L} (dit.prompt_tokens)", stacklevel=3)
+            pooled[b] = e.pooled.to(dev)
+            tokens[b, :n] = e.tokens[:n].to(dev)
+            mask[b, :n] = e.mask[:n].to(dev)
+        return pooled, tokens, mask
+
+    def _used_slots(self, state: WorldState) -> int | None:
+        """`full` attends only the slots filled so far (so its cost grows); others all slots."""
+        if self.policy.evicts:
+            return None
+        done = int(state.frame.max())  # host sync: acceptable for the reference policy only
+        if done + self.cfg.memory.chunk_frames > state.cache.slots:
+            raise RuntimeError(f"policy 'full' holds {state.cache.slots} frames (memory.full_capacity); "
+                               f"frame {done} does not fit")
+        return done
+
+    # -- streaming ----------------------------------------------------------------
+
+    def check_action(self, action, batch: int) -> torch.Tensor:
+        """-> int64 [B, c] on the model's device, or a clear error."""
+        c, A = self.cfg.memory.chunk_frames, self.cfg.dit.num_actions
+        if isinstance(action, np.ndarray):
+            action = torch.from_numpy(action)
+        if not isinstance(action, torch.Tensor):
+            raise TypeError(f"action must be a torch.Tensor (int64 [B]), got {type(action).__name__}")
+        if action.dtype != torch.int64:
+            raise TypeError(f"action must have dtype torch.int64, got {action.dtype}")
+        if action.dim() == 1 and c == 1:
+            action = action[:, None]
+        if tuple(action.shape) != (batch, c):
+            want = f"[{batch}]" if c == 1 else f"[{batch}, {c}]"
+            raise ValueError(f"action must have shape {want} (batch {batch}, chunk {c}), got {list(action.shape)}")
+        lo, hi = int(action.min()), int(action.max())
+        if lo < 0 or hi >= A:
+            raise ValueError(f"action values must be in [0, {A - 1}] (dit.num_actions = {A}), got min {lo}, max {hi}")
+        return action.to(self.device)
+
+    def _noise(self, state: WorldState, shape: tuple[int, ...]) -> torch.Tensor:
+        """Per-world noise [B, *shape] from each world's own generator (batch-independent)."""
+        return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in state.generators])
+
+    def prepare(self, state: WorldState) -> StreamContext:
+        return StreamContext(self, state)
+
+    def velocity(self, state: WorldState, ctx: StreamContext, x: torch.Tensor, t: torch.Tensor,
+                 action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DiT pass of the current chunk. x [B, c, N, C]; t, action [B, c] -> (v, hidden)."""
+        prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
+        return self.dit(x, t, action, prompt_ctx, ctx)
+
+    def step_latents(self, state: WorldState, action, steps: int | None = None):
+        """Generate the next chunk's latent tokens and advance the state.
+
+        Returns (x0 [B, c, N, C], reward [B, c], done_logit [B, c]). Runs with
+        autograd if enabled (training stage 2); `step` wraps it in no_grad.
+        """
+        steps = self.cfg.sampler.steps if steps is None else steps
+        if not isinstance(steps, int) or not 1 <= steps <= 64:
+            raise ValueError(f"steps must be an int in [1, 64], got {steps!r}")
+        B = state.batch
+        action = self.check_action(action, B)
+        c, N, C = self.cfg.memory.chunk_frames, self.cfg.tokenizer.tokens_per_frame, self.cfg.tokenizer.token_dim
+        ctx = self.prepare(state)
+        prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
+
+        def v_fn(x: torch.Tensor, t: float) -> torch.Tensor:
+            tt = torch.full((B, c), t, device=x.device)
+            return self.dit(x, tt, action, prompt_ctx, ctx)[0]
+
+        x0 = sampler.sample(v_fn, self._noise(state, (c, N, C)), steps)  # [B, c, N, C]
+        reward, done = self.commit(state, ctx, x0, action)
+        return x0, reward, done
+
+    def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor):
+        """Context pass over the finished chunk, evict into memory, write its K/V in place."""
+        cfg, cache = self.cfg, state.cache
+        B, c = x0.shape[:2]
+        t_c = cfg.sampler.context_noise
+        x_c = x0
+        if t_c > 0:
+            x_c = sampler.add_noise(x0, self._noise(state, tuple(x0.shape[1:])), torch.full((B, c), t_c, device=x0.device))
+        ctx.record, ctx.new_k, ctx.new_v = True, [], []
+        _, hidden = self.velocity(state, ctx, x_c, torch.full((B, c), t_c, device=x0.device), action)
+        ctx.record = False
+        reward, done = self.dit.heads(hidden)
+        L, H, N, Dh = cfg.dit.depth, cfg.dit.heads, cfg.tokenizer.tokens_per_frame, cfg.dit.head_dim
+        new_k = torch.stack(ctx.new_k).view(L, B, H, c, N, Dh)  # pre-RoPE
+        new_v = torch.stack(ctx.new_v).view(L, B, H, c, N, Dh)
+        slots = cache.slots_for(state.frame)  # [B, c]
+        if self.policy.evicts:
+            b = torch.arange(B, device=slots.device)
+            for i in range(c):  # oldest window frames leave, one by one, into memory
+                evict = (cache.slot_frame[b, slots[:, i]] >= 0) & (slots[:, i] >= cache.S)  # [B]
+                k_ev, v_ev = cache.gather_frame(slots[:, i])  # [L, B, H, N, Dh] (last layer used by evolving)
+                self._truncate_bptt(state, evict)
+                state.memory = self.policy.update(state.memory, k_ev, v_ev, evict)
+        frames = state.frame[:, None] + torch.arange(c, device=slots.device)
+        cache.write(slots, frames, new_k, new_v)
+        state.frame = state.frame + c
+        return reward, done
+
+    def _truncate_bptt(self, state: WorldState, evict: torch.Tensor) -> None:
+        """Cut the memory's graph before every `memory.bptt_updates`-th update (training only)."""
+        if not torch.is_grad_enabled() or not bool(evict.any()):  # host sync: training path only
+            return
+        if state.updates_since_detach >= self.cfg.memory.bptt_updates:
+            state.memory = {k: v.detach() for k, v in state.memory.items()}
+            state.updates_since_detach = 0
+        state.updates_since_detach += 1
+
+    @torch.no_grad()
+    def step(self, state: WorldState, action, steps: int | None = None) -> StepResult:
+        """Play one chunk: action int64 [B] -> StepResult(frame uint8 [B, H, W, 3], reward [B], done_prob [B])."""
+        x0, reward, done = self.step_latents(state, action, steps)
+        B, c = x0.shape[:2]
+        frames = self.tokenizer.decode(x0.reshape(B * c, *x0.shape[2:]))  # [B*c, H, W, 3]
+        done = torch.sigmoid(done)
+        if c == 1:
+            return StepResult(frames, reward[:, 0], done[:, 0])
+        return StepResult(frames.view(B, c, *frames.shape[1:]), reward, done)
+
+    # -- parallel (training stage 1) ------------------------------------------------
+
+    def forward_parallel(self, x_noisy: torch.Tensor, t: torch.Tensor, action: torch.Tensor,
+                         x_ctx: torch.Tensor, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None):
+        """Teacher-forced clip, block-causal: x_noisy, x_ctx [B, T, N, C]; t, action [B, T].
+
+        Frame chunk b is denoised from x_noisy given the context frames x_ctx of
+        earlier chunks (what streaming would have cached) and the initial memory.
+        Returns (velocity of the noisy frames [B, T, N, C], reward [B, T],
+        done_logit [B, T]) with the heads read from the context stream.
+        """
+        m, tk = self.cfg.memory, self.cfg.tokenizer
+        B, T, N, C = x_noisy.shape
+        if (N, C) != (tk.tokens_per_frame, tk.token_dim) or x_ctx.shape != x_noisy.shape:
+            raise ValueError(f"x_noisy and x_ctx must both be [B, T, {tk.tokens_per_frame}, {tk.token_dim}], "
+                             f"got {list(x_noisy.shape)} and {list(x_ctx.shape)}")
+        c = m.chunk_frames
+        fits = self.policy.sink_frames + self.policy.ring_frames + c
+        if T % c != 0 or T > fits:
+            raise ValueError(f"clip length {T} must be a multiple of chunk_frames={c} and <= {fits} "
+                             f"(sink + window) for the parallel path")
+        if action.shape != (B, T) or action.dtype != torch.int64:
+            raise ValueError(f"action must be int64 [B, T] = [{B}, {T}], got {action.dtype} {list(action.shape)}")
+        if not isinstance(t_ctx, torch.Tensor):
+            t_ctx = torch.full((B, T), float(t_ctx), device=x_noisy.device)
+        mem = self.policy.read(self.policy.init_state(B, x_noisy.device))
+        ctx = ParallelContext(self.rotary, mem, T, N, c, B, x_noisy.device)
+        pooled, tokens, mask = self._prompt_tensors(prompt, B)
+        prompt_ctx = self.dit.prompt_context(pooled, tokens, mask)
+        x = torch.cat([x_ctx, x_noisy], 1)  # [B, 2T, N, C]: context stream, then noisy stream
+        v, hidden = self.dit(x, torch.cat([t_ctx, t], 1), torch.cat([action, action], 1), prompt_ctx, ctx)
+        reward, done = self.dit.heads(hidden[:, :T])
+        return v[:, T:], reward, done
+
+    def stage1_loss(self, x0: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None,
+                    prompt: PromptLike = None) -> torch.Tensor:
+        """Rectified-flow loss of a teacher-forced clip (training stage 1).
+
+        x0 [B, T, N, C] clean latent tokens; each frame gets its own t ~ U(0, 1)
+        and noise; the context stream sees the clip at the context-noise level.
+        """
+        B, T = x0.shape[:2]
+        dev = x0.device
+        eps = torch.randn(x0.shape, generator=generator, device=dev)
+        t = torch.rand((B, T), generator=generator, device=dev)
+        t_c = torch.full((B, T), self.cfg.sampler.context_noise, device=dev)
+        x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=generator, device=dev), t_c)
+        v, _, _ = self.forward_parallel(sampler.add_noise(x0, eps, t), t, action, x_ctx, t_c, prompt)
+        return F.mse_loss(v, sampler.velocity_target(x0, eps))
+
+    # -- weights ----------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write model.safetensors + config.json into `directory` (no pickle)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(d / WEIGHTS_FILE))
+        (d / CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, config: ModelConfig | None = None, device="cpu") -> "WorldModel":
+        """Load weights + the config saved beside them. A given `config` must match the weights."""
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        wpath, cpath = d / WEIGHTS_FILE, d / CONFIG_FILE
+        if not wpath.is_file():
+            raise FileNotFoundError(f"no {WEIGHTS_FILE} in {d}")
+        if config is None:
+            if not cpath.is_file():
+                raise FileNotFoundError(f"no {CONFIG_FILE} beside {wpath}; pass config= explicitly")
+            try:
+                config = ModelConfig.from_dict(json.loads(cpath.read_text()))
+            except (ValueError, json.JSONDecodeError) as e:
+                raise ValueError(f"bad {cpath}: {e}") from e
+        model = cls(config)
+        model.load_weights(load_file(str(wpath), device=str(device)), source=str(wpath))
+        return model.to(device)
+
+    def load_weights(self, tensors: dict[str, torch.Tensor], source: str = "weights") -> None:
+        """Strict load with a readable report of what does not match the config."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(tensors))
+        unexpected = sorted(set(tensors) - set(own))
+        shapes = [f"{k}: weights {tuple(tensors[k].shape)} vs config {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            parts = []
+            if shapes:
+                parts.append(f"shape mismatch ({len(shapes)}): " + "; ".join(shapes[:5]))
+            if missing:
+                parts.append(f"missing ({len(missing)}): {missing[:5]}")
+            if unexpected:
+                parts.append(f"unexpected ({len(unexpected)}): {unexpected[:5]}")
+            raise ValueError(f"{source} does not match the model config "
+                             f"(preset {self.cfg.name!r}, policy {self.cfg.memory.policy!r}): " + " | ".join(parts))
+        self.load_state_dict(tensors, strict=True)
+
+    @torch.no_grad()
+    def randomize_(self, seed: int = 0, scale: float = 0.5) -> "WorldModel":
+        """Give every weight (zero-initialised ones too) small random values.
+
+        For tests and benchmarks of untrained paths: a DiT-initialised model
+        predicts exactly zero velocity, which would make equality tests vacuous.
+        Biases are perturbed around their init (the memory gate keeps b ~ +2).
+        """
+        g = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if p.dim() >= 2:
+                fan_in = p[0].numel()
+                p.copy_(noise * scale / fan_in ** 0.5)
+            else:
+                p.add_(noise * 0.02)
+        return self
+
+
+def build_model(preset: str = "tiny", **overrides) -> WorldModel:
+    """Shortcut: `build_model("tiny", memory={"policy": "sink"})`."""
+    from .config import from_preset
+
+    return WorldModel(from_preset(preset, **overrides))

@@ -1,0 +1,63 @@
+"""The world state: one fixed-size bundle of tensors per batch of B worlds.
+
+Everything a world needs to continue lives here (KV cache, memory, frame
+index, rng, prompt), so a world can be snapshotted to a flat dict of tensors
+and restored exactly (same frames afterwards), and B worlds can be stepped in
+one forward pass, each with its own frame index, memory and generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .cache import KVCache
+
+
+@dataclass
+class WorldState:
+    frame: torch.Tensor  # [B] int64, index of the next frame to generate
+    cache: KVCache  # k, v [L, B, H, slots, N, Dh]; slot_frame [B, slots]
+    memory: dict[str, torch.Tensor]  # policy state, e.g. {"queries": [B, M, D]}
+    prompt_pooled: torch.Tensor  # [B, P]
+    prompt_tokens: torch.Tensor  # [B, Lp, P]
+    prompt_mask: torch.Tensor  # [B, Lp] bool
+    generators: list[torch.Generator]  # one per world: noise is independent of the batch
+    updates_since_detach: int = field(default=0)  # truncated BPTT bookkeeping (training only)
+
+    @property
+    def batch(self) -> int:
+        return self.frame.shape[0]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The state as a flat dict of tensors (no copies)."""
+        out = {"frame": self.frame, "cache.k": self.cache.k, "cache.v": self.cache.v,
+               "cache.slot_frame": self.cache.slot_frame, "prompt.pooled": self.prompt_pooled,
+               "prompt.tokens": self.prompt_tokens, "prompt.mask": self.prompt_mask}
+        out.update({f"memory.{k}": v for k, v in self.memory.items()})
+        return out
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """Detached copies of every tensor, plus the generators' states ("rng": [B, bytes] uint8)."""
+        snap = {k: v.detach().clone() for k, v in self.tensors().items()}
+        snap["rng"] = torch.stack([g.get_state() for g in self.generators])
+        return snap
+
+    @classmethod
+    def restore(cls, snap: dict[str, torch.Tensor], sink_frames: int, chunk_frames: int) -> "WorldState":
+        """Rebuild a state from `snapshot()` (tensors are copied, the snapshot stays reusable)."""
+        s = {k: v.clone() for k, v in snap.items()}
+        device = s["frame"].device
+        gens = []
+        for row in s["rng"]:
+            g = torch.Generator(device=device)
+            g.set_state(row.cpu().clone())  # an owned tensor: set_state ignores view offsets
+            gens.append(g)
+        cache = KVCache(s["cache.k"], s["cache.v"], s["cache.slot_frame"], sink_frames, chunk_frames)
+        memory = {k[len("memory."):]: v for k, v in s.items() if k.startswith("memory.")}
+        return cls(frame=s["frame"], cache=cache, memory=memory, prompt_pooled=s["prompt.pooled"],
+                   prompt_tokens=s["prompt.tokens"], prompt_mask=s["prompt.mask"], generators=gens)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.tensors().items()}

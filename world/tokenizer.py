@@ -1,0 +1,82 @@
+"""Per-frame convolutional autoencoder (the frame tokenizer) + patchify.
+
+A frame (RGB uint8 [H, W, 3]) is encoded independently of every other frame
+to a small latent map (e.g. 64x64x3 -> 16x16x8 with two stride-2 stages) and
+cut into non-overlapping p x p patches, one token each (ViT/DiT patchify).
+The DiT denoises these tokens; `decode` maps them back to pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import TokenizerConfig
+
+
+class FrameTokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = list(cfg.channels)
+        enc: list[nn.Module] = [nn.Conv2d(3, ch[0], 3, padding=1), nn.SiLU()]
+        for c_in, c_out in zip(ch, ch[1:] + ch[-1:]):
+            enc += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
+        enc += [nn.Conv2d(ch[-1], cfg.latent_channels, 1)]
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1), nn.SiLU()]
+        rev = ch[::-1]
+        for c_in, c_out in zip(rev, rev[1:] + rev[-1:]):
+            dec += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
+        dec += [nn.Conv2d(ch[0], 3, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+
+    # -- pixels <-> latent maps -------------------------------------------------
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        s = self.cfg.image_size
+        if not isinstance(frames, torch.Tensor):
+            raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+        if frames.dtype != torch.uint8:
+            raise TypeError(f"frames must be uint8 RGB, got dtype {frames.dtype}")
+        if frames.dim() != 4 or tuple(frames.shape[1:]) != (s, s, 3):
+            raise ValueError(f"frames must have shape [B, {s}, {s}, 3], got {list(frames.shape)}")
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, H, W, 3] -> tokens [B, N, token_dim]."""
+        self.check_frames(frames)
+        x = frames.to(self.decoder[0].weight.dtype).permute(0, 3, 1, 2) / 127.5 - 1.0  # [B, 3, H, W]
+        return self.patchify(self.encoder(x))
+
+    def decode_float(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, N, token_dim] -> float pixels in [-1, 1], [B, 3, H, W]."""
+        return self.decoder(self.unpatchify(tokens)).clamp(-1.0, 1.0)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, N, token_dim] -> uint8 [B, H, W, 3]."""
+        x = self.decode_float(tokens)
+        return ((x + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+    # -- latent maps <-> tokens -------------------------------------------------
+
+    def patchify(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, C, h, w] -> [B, N, p*p*C] (row-major patches)."""
+        p, g = self.cfg.patch_size, self.cfg.grid_size
+        B, C = z.shape[:2]
+        z = z.reshape(B, C, g, p, g, p).permute(0, 2, 4, 3, 5, 1)  # [B, g, g, p, p, C]
+        return z.reshape(B, g * g, p * p * C)
+
+    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, N, p*p*C] -> [B, C, h, w]."""
+        p, g, C = self.cfg.patch_size, self.cfg.grid_size, self.cfg.latent_channels
+        B = tokens.shape[0]
+        if tokens.shape[1:] != (g * g, p * p * C):
+            raise ValueError(f"tokens must have shape [B, {g * g}, {p * p * C}], got {list(tokens.shape)}")
+        z = tokens.reshape(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)  # [B, C, g, p, g, p]
+        return z.reshape(B, C, g * p, g * p)
+
+    def reconstruction_loss(self, frames: torch.Tensor) -> torch.Tensor:
+        """MSE in [-1, 1] pixel space (for tokenizer training)."""
+        target = frames.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
+        return F.mse_loss(self.decoder(self.unpatchify(self.encode(frames))), target)
