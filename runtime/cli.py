@@ -104,6 +104,19 @@ def _add_bench(sub) -> None:
                    help="teacher: the procedural game's frames/s; model: the world model's streaming step (default)")
     p.add_argument("--frames", type=int, default=20_000, help="frames to step (default 20000)")
     p.add_argument("--resolution", type=int, default=64, help="teacher: frame size 64, 128 or 256 (default 64)")
+    p.add_argument("--preset", default="tiny", help="model: preset to build with --random-init (default tiny)")
+    p.add_argument("--random-init", action="store_true",
+                   help="model: time fresh random weights of --preset instead of a trained --checkpoint")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="model: directory with model.safetensors + config.json")
+    p.add_argument("--policy", nargs="+", default=["evolving"],
+                   choices=["window", "sink", "compress", "evolving", "full"],
+                   help="model: memory policy; several run one after another in this process (default evolving)")
+    p.add_argument("--steps", type=int, default=2, help="model: denoising steps per frame (default 2)")
+    p.add_argument("--batch", type=int, default=1, help="model: worlds stepped together (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="model: torch threads (default 1: one tiny frame is too small to split; "
+                   "2 threads collapse when another process holds a core)")
     p.add_argument("--seed", type=int, default=0, help="seed for the world and the random actions")
     p.add_argument("--json", type=Path, default=None, help="write the result to this JSON file too")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -120,7 +133,16 @@ def _run_bench(args) -> int:
             raise UserError(f"--resolution must be 64, 128 or 256, got {args.resolution}")
         result = bench_teacher(args.frames, args.resolution, args.seed, progress=not args.no_progress)
     else:
-        raise UserError("--target model needs the world model (world.bench), which this build does not have yet")
+        from world.bench import run_model_bench
+
+        if not args.random_init and args.checkpoint is None:
+            raise UserError("--target model needs --checkpoint DIR or --random-init")
+        runs = [run_model_bench(preset=args.preset, policy=policy, frames=args.frames, steps=args.steps,
+                                batch=args.batch, seed=args.seed, random_init=args.random_init,
+                                checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+                                threads=args.threads, progress=not args.no_progress)
+                for policy in args.policy]
+        result = runs[0] if len(runs) == 1 else {"runs": runs}
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

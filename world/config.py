@@ -6,7 +6,7 @@ back with `ModelConfig.from_dict`, which rejects unknown keys and bad values
 with a `ValueError` that names the field.
 
 Token arithmetic of the default `tiny` preset (CPU, 64x64):
-  frame 64x64x3 -> conv autoencoder (2 stride-2 stages) -> latent 16x16x8
+  frame 64x64x3 -> conv autoencoder (widths 32, 64; 2 stride-2 stages) -> latent 16x16x8
   -> patchify 2x2 -> 8x8 = 64 tokens of 32 values per frame.
   Attention keys per step: 1 sink frame (64) + 32 memory tokens
   + 8 window frames incl. the current one (512) = 608 keys.
@@ -30,7 +30,7 @@ class TokenizerConfig:
 
     image_size: int = 64
     """Frame height = width in pixels (RGB uint8)."""
-    channels: tuple[int, ...] = (16, 32)
+    channels: tuple[int, ...] = (32, 64)
     """Conv widths, one stride-2 stage each: latent side = image_size / 2**len."""
     latent_channels: int = 8
     """Channels of the latent map."""

@@ -213,8 +213,15 @@ class ParallelContext:
             mv = self.memory.v[layer if self.memory.v.shape[0] > 1 else 0]
             k, v = torch.cat([mk, k], 2), torch.cat([mv, v], 2)
         kc = apply_rope5(k[:, :, None].expand(B, H, nc, -1, Dh), self.k_cos, self.k_sin)  # [B, H, nc, K, Dh]
-        out = F.scaled_dot_product_attention(qc, kc, v[:, :, None].expand_as(kc), attn_mask=self.mask)
-        out = out.view(B, H, nc, 2, cN, Dh).transpose(2, 3)  # [B, H, 2, nc, cN, Dh]
+        K = kc.shape[3]
+        # Fold the chunk axis into the head axis: 4-D inputs take the fused CPU attention
+        # kernel, 5-D ones fall back to the math path (~1.5x slower training step).
+        q4 = qc.transpose(1, 2).reshape(B, nc * H, 2 * cN, Dh)
+        k4 = kc.transpose(1, 2).reshape(B, nc * H, K, Dh)
+        v4 = v[:, None].expand(B, nc, H, K, Dh).reshape(B, nc * H, K, Dh)
+        m4 = self.mask.transpose(1, 2).expand(B, nc, H, 2 * cN, K).reshape(B, nc * H, 2 * cN, K)
+        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=m4)  # [B, nc*H, 2cN, Dh]
+        out = out.view(B, nc, H, 2, cN, Dh).permute(0, 2, 3, 1, 4, 5)  # [B, H, 2, nc, cN, Dh]
         return out.reshape(B, H, 2 * TN, Dh)
 
 
