@@ -16,11 +16,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+# The shared Discrete(6) action set of the teacher and the world model.
+from envs.teacher import ACTION_MEANINGS, DOWN, LEFT, NOOP, RIGHT, UP, USE  # noqa: F401  (re-exported)
+
 SOURCES = ("teacher",)  # `model` joins when the world-model session lands
 
-# The shared Discrete(6) action set of the teacher and the world model.
-NOOP, UP, DOWN, LEFT, RIGHT, USE = range(6)
-ACTION_MEANINGS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT", "USE")
 
 
 @runtime_checkable
@@ -76,7 +76,7 @@ class TeacherSource:
     can_snapshot = False  # save/load/rewind come with the world-model session
 
     def __init__(self, resolution: int = 64):
-        from envs.teacher import TeacherEnv  # lazy: keeps `demos` importable alone
+        from envs.teacher import TeacherEnv
 
         self.resolution = resolution
         self.env = TeacherEnv(render_mode="rgb_array", resolution=resolution)
