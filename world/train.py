@@ -63,10 +63,10 @@ class TrainConfig:
     seed: int = 0
     text_encoder: str = "minilm"
     """'minilm' (the real sentence encoder) or 'hash' (tests only)."""
-    tok_steps: int = 2000
+    tok_steps: int = 1500
     tok_batch: int = 32
     tok_lr: float = 2e-3
-    s1_steps: int = 3000
+    s1_steps: int = 1500
     s1_batch: int = 8
     s1_lr: float = 6e-4
     s2_steps: int = 300
