@@ -44,7 +44,7 @@ CASES = [("evolving", "unified_relative", 1), ("evolving", "unified_relative", 2
 def test_streaming_equals_parallel(policy, rope, chunk):
     torch.manual_seed(0)
     model = micro(policy, rope, chunk)
-    m, tk = model.cfg.memory, model.cfg.tokenizer
+    tk = model.cfg.tokenizer
     T = model.policy.sink_frames + model.policy.ring_frames + chunk  # the longest clip that fits
     T = min(T, 8)
     B, N, C = 2, tk.tokens_per_frame, tk.token_dim
@@ -224,14 +224,18 @@ def test_loading_never_unpickles(tmp_path):
 
 
 def test_stage1_loss_trains():
+    from world.train import Stage1Loss, TrainConfig
+
     model = micro().train()
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 5, 16, 32, generator=g)
     a = torch.randint(0, 8, (2, 5), generator=g)
+    zeros = torch.zeros(2, 5)
+    stage1 = Stage1Loss(model, TrainConfig(context_noise_max=0.0))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(15):
-        loss = model.stage1_loss(x0, a, generator=torch.Generator().manual_seed(1))
+        loss = stage1(x0, a, zeros, zeros, None, torch.Generator().manual_seed(1))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -388,22 +388,6 @@ class WorldModel(nn.Module):
         reward, done = self.dit.heads(hidden[:, :T])
         return v[:, T:], reward, done
 
-    def stage1_loss(self, x0: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None,
-                    prompt: PromptLike = None) -> torch.Tensor:
-        """Rectified-flow loss of a teacher-forced clip (training stage 1).
-
-        x0 [B, T, N, C] clean latent tokens; each frame gets its own t ~ U(0, 1)
-        and noise; the context stream sees the clip at the context-noise level.
-        """
-        B, T = x0.shape[:2]
-        dev = x0.device
-        eps = torch.randn(x0.shape, generator=generator, device=dev)
-        t = torch.rand((B, T), generator=generator, device=dev)
-        t_c = torch.full((B, T), self.cfg.sampler.context_noise, device=dev)
-        x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=generator, device=dev), t_c)
-        v, _, _ = self.forward_parallel(sampler.add_noise(x0, eps, t), t, action, x_ctx, t_c, prompt)
-        return F.mse_loss(v, sampler.velocity_target(x0, eps))
-
     # -- weights ----------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
