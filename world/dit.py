@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .memory import MemoryRead
-from .rope import Rotary3D, apply_rope
+from .rope import Rotary3D
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
