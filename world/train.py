@@ -345,13 +345,14 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, lr, self.cfg.warmup)
             out = wrapped(*inputs)
+            if not torch.isfinite(out["loss"]):  # stop before a bad step reaches the weights
+                raise FloatingPointError(f"{stage} loss is {out['loss'].item()} at step {step}; "
+                                         f"the last checkpoint in {self.out} is intact")
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             opt.step()
             self.done[stage] = step + 1
-            if not torch.isfinite(out["loss"]):
-                raise FloatingPointError(f"{stage} loss is {out['loss'].item()} at step {step}")
             if step % self.cfg.log_every == 0 or step + 1 == total:
                 rec = {"stage": stage, "step": step, "lr": opt.param_groups[0]["lr"],
                        "grad_norm": round(float(grad_norm), 4), "sec": round(time.time() - t_last, 2)}
@@ -366,11 +367,10 @@ class Trainer:
         cfg = self.cfg
         tok = self.model.tokenizer
         params = list(tok.parameters())
-        finished_before = self.done["tokenizer"] >= cfg.tok_steps
         self._loop("tokenizer", TokenizerLoss(self.model), params, cfg.tok_lr, cfg.tok_steps,
                    lambda b: (b["frames"].reshape(-1, *b["frames"].shape[2:]).to(self.device),),
                    clip_len=1, batch=cfg.tok_batch, meta=meta)
-        if not finished_before:
+        if self.latent_std is None:  # once, right after tokenizer training (also after a resume)
             frames = next(self.batches(1, 256))["frames"][:, 0].to(self.device)
             self.latent_std = calibrate_latent_scale(self.model, frames)
             self.log({"stage": "tokenizer", "event": "latent_scale", "latent_std": self.latent_std,
