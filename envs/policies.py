@@ -74,30 +74,20 @@ def _position(info: dict) -> tuple[int, int] | None:
 class HazardGuard:
     """Steers around the teacher's hazards most of the time (episode ends stay in the data).
 
-    It looks one move ahead in the teacher's tile map (the teacher has no public
-    "what is there" query, so it reads `env.unwrapped.tilemap`); for any other
-    env it does nothing. `slip_prob` is the chance of walking in anyway.
+    It asks the env's `leads_to_hazard(action)` (the teacher has it); for any
+    other env it does nothing. `slip_prob` is the chance of walking in anyway.
     """
 
     def __init__(self, env, rng: np.random.Generator, slip_prob: float):
-        self.env, self.rng, self.slip_prob = env.unwrapped, rng, slip_prob
-        try:
-            from envs.teacher import SPEED
-            from envs.tiles import BASE_TILE, HAZARD
-        except ImportError:
-            self.active = False
-            return
-        self.active = hasattr(self.env, "tilemap")
-        self.speed, self.tile, self.hazard = SPEED, BASE_TILE, HAZARD
+        self.rng, self.slip_prob = rng, slip_prob
+        self.query = getattr(env.unwrapped, "leads_to_hazard", None)
+        self.meanings = action_meanings(env)
 
     def deadly(self, info: dict, move: str) -> bool:
         """Would `move` from here step onto a hazard (and may we not slip)?"""
-        pos = _position(info)
-        if not self.active or pos is None or self.env.tilemap is None:
+        if self.query is None or self.meanings is None or move not in self.meanings:
             return False
-        dx, dy = DEFAULT_DIRECTIONS[move]
-        x, y = pos[0] + dx * self.speed, pos[1] + dy * self.speed
-        if self.env.tilemap.cls(x // self.tile, y // self.tile) != self.hazard:
+        if not self.query(self.meanings.index(move)):
             return False
         return self.rng.random() >= self.slip_prob
 

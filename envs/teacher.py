@@ -164,6 +164,14 @@ class TeacherEnv(gym.Env):
     def get_action_meanings(self) -> list[str]:
         return list(ACTION_MEANINGS)
 
+    def leads_to_hazard(self, action: int) -> bool:
+        """Would this action move the player's centre onto a hazard now? (For scripted policies.)"""
+        if self.tilemap is None or action not in _MOVES:
+            return False
+        dx, dy = _MOVES[action]
+        x, y = self.x + dx * SPEED, self.y + dy * SPEED
+        return self.tilemap.cls(x // BASE_TILE, y // BASE_TILE) == HAZARD
+
     # --- style -------------------------------------------------------------
     def set_style(self, style: str | dict | Style, transition: int = TRANSITION_FRAMES) -> Style:
         """Switch the look mid-episode; a prompt keeps the fields it does not name.
