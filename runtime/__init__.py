@@ -1,0 +1,1 @@
+"""The streaming runtime: frame budget and pacing, snapshot files, rewind, the CLI."""
