@@ -199,13 +199,16 @@ class TeacherEnv(gym.Env):
         return self._atlases[style]
 
     # --- rules -------------------------------------------------------------
+    @staticmethod
+    def _box_tiles(x: int, y: int) -> tuple[int, int, int, int]:
+        """Tile range (x0, x1, y0, y1), inclusive, under the player's box centred at (x, y)."""
+        return ((x - PLAYER_HALF) // BASE_TILE, (x + PLAYER_HALF - 1) // BASE_TILE,
+                (y - PLAYER_HALF) // BASE_TILE, (y + PLAYER_HALF - 1) // BASE_TILE)
+
     def _blocked(self, x: int, y: int) -> bool:
         """Does the player's box centred at (x, y) overlap a solid tile?"""
-        for cx in (x - PLAYER_HALF, x + PLAYER_HALF - 1):
-            for cy in (y - PLAYER_HALF, y + PLAYER_HALF - 1):
-                if self.tilemap.cls(cx // BASE_TILE, cy // BASE_TILE) in SOLID:
-                    return True
-        return False
+        x0, x1, y0, y1 = self._box_tiles(x, y)
+        return any(self.tilemap.cls(tx, ty) in SOLID for tx in (x0, x1) for ty in (y0, y1))
 
     def _use(self) -> None:
         dx, dy = _MOVES[self.facing]
@@ -219,8 +222,7 @@ class TeacherEnv(gym.Env):
             self.tilemap.set_class(tx, ty, BLOCK)
 
     def _box_overlaps(self, tx: int, ty: int) -> bool:
-        x0, x1 = (self.x - PLAYER_HALF) // BASE_TILE, (self.x + PLAYER_HALF - 1) // BASE_TILE
-        y0, y1 = (self.y - PLAYER_HALF) // BASE_TILE, (self.y + PLAYER_HALF - 1) // BASE_TILE
+        x0, x1, y0, y1 = self._box_tiles(self.x, self.y)
         return x0 <= tx <= x1 and y0 <= ty <= y1
 
     def _free_tile_near(self, tx: int, ty: int) -> tuple[int, int]:
