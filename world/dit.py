@@ -194,10 +194,13 @@ class ParallelContext:
         mem_valid = torch.ones(batch, M, dtype=torch.bool, device=dev)
         if memory is not None and memory.valid is not None:
             mem_valid = memory.valid
-        self.mask = torch.cat([mem_valid[:, None, None, None].expand(batch, nc, 2, c * N, M),
-                               rows[None].expand(batch, nc, 2, c * N, 2 * T * N)], -1)
-        self.mask = self.mask.reshape(batch, 1, nc, 2 * c * N, M + 2 * T * N)
-        # a memory-only row with all memory invalid still sees its own frame, so never all-False
+        allowed = torch.cat([mem_valid[:, None, None, None].expand(batch, nc, 2, c * N, M),
+                             rows[None].expand(batch, nc, 2, c * N, 2 * T * N)], -1)
+        # Additive float mask, built once per clip and shared by every layer and head: a bool
+        # mask is converted (and copied per head) inside SDPA on every call, which cost more
+        # than the attention itself. Every row sees at least its own frame, so no row is all -inf.
+        self.mask = torch.zeros(allowed.shape, device=dev).masked_fill_(~allowed, float("-inf"))
+        self.mask = self.mask.reshape(batch * nc, 1, 2 * c * N, M + 2 * T * N)  # [B*nc, 1, 2cN, K]
         self.T, self.N, self.c, self.nc = T, N, c, nc
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -214,13 +217,12 @@ class ParallelContext:
             k, v = torch.cat([mk, k], 2), torch.cat([mv, v], 2)
         kc = apply_rope5(k[:, :, None].expand(B, H, nc, -1, Dh), self.k_cos, self.k_sin)  # [B, H, nc, K, Dh]
         K = kc.shape[3]
-        # Fold the chunk axis into the head axis: 4-D inputs take the fused CPU attention
-        # kernel, 5-D ones fall back to the math path (~1.5x slower training step).
-        q4 = qc.transpose(1, 2).reshape(B, nc * H, 2 * cN, Dh)
-        k4 = kc.transpose(1, 2).reshape(B, nc * H, K, Dh)
-        v4 = v[:, None].expand(B, nc, H, K, Dh).reshape(B, nc * H, K, Dh)
-        m4 = self.mask.transpose(1, 2).expand(B, nc, H, 2 * cN, K).reshape(B, nc * H, 2 * cN, K)
-        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=m4)  # [B, nc*H, 2cN, Dh]
+        # Fold the chunk axis into the batch axis: 4-D inputs take the fused CPU attention
+        # kernel (5-D ones fall back to the math path) and the mask broadcasts over heads.
+        q4 = qc.transpose(1, 2).reshape(B * nc, H, 2 * cN, Dh)
+        k4 = kc.transpose(1, 2).reshape(B * nc, H, K, Dh)
+        v4 = v[:, None].expand(B, nc, H, K, Dh).reshape(B * nc, H, K, Dh)
+        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=self.mask)  # [B*nc, H, 2cN, Dh]
         out = out.view(B, nc, H, 2, cN, Dh).permute(0, 2, 3, 1, 4, 5)  # [B, H, 2, nc, cN, Dh]
         return out.reshape(B, H, 2 * TN, Dh)
 
