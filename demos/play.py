@@ -391,7 +391,7 @@ class PlayApp:
 
     def _save_screenshot(self) -> None:
         from demos._pygame import import_pygame
-        from demos.recorder import stamp
+        from runtime.recorder import stamp
 
         directory = Path(self.config.screenshot_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -401,7 +401,7 @@ class PlayApp:
         self.toast(f"screenshot saved: {path}")
 
     def _start_recording(self) -> None:
-        from demos.recorder import VideoRecorder, stamp
+        from runtime.recorder import VideoRecorder, stamp
 
         path = Path(self.config.record_dir) / f"echo-infinity-{stamp()}.mp4"
         header = {

@@ -66,13 +66,8 @@ def run_model_bench(preset: str = "tiny", policy: str = "evolving", frames: int 
     else:
         if checkpoint is None:
             raise ValueError("pass checkpoint=DIR or random_init=True")
-        base = WorldModel.load(checkpoint)
-        model = WorldModel(base.cfg.replace(memory={"policy": policy}))
-        own = model.state_dict()
-        # the same weights drive every policy; memory weights the chosen policy lacks are dropped
-        weights = {k: v for k, v in base.state_dict().items() if not k.startswith("policy.") or k in own}
-        model.load_weights(weights, source=str(checkpoint))
-        preset = base.cfg.name
+        model = WorldModel.load(checkpoint, policy=policy)  # the same weights drive every policy
+        preset = model.cfg.name
     model = model.eval().to(device)
     rng = np.random.default_rng(seed)
     A = model.cfg.dit.num_actions

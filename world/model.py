@@ -53,7 +53,7 @@ class StreamContext:
     pass: the cache's pre-RoPE keys are rotated here, once per layer.
     """
 
-    def __init__(self, model: "WorldModel", state: WorldState):
+    def __init__(self, model: "WorldModel", state: WorldState, in_place: bool | None = None):
         cfg, cache = model.cfg, state.cache
         c, N = cfg.memory.chunk_frames, cfg.tokenizer.tokens_per_frame
         rotary, recipe = model.rotary, model.rotary.recipe
@@ -82,7 +82,8 @@ class StreamContext:
         # Per layer, one [B, H, K_ctx + cN, Dh] buffer: [rotated cache | memory | current chunk].
         # Without autograd the current chunk's K/V are written into the tail in place, so a
         # denoising pass copies cN rows instead of concatenating all K_total rows.
-        self.in_place = not torch.is_grad_enabled()
+        # in_place=False forces the concatenating path (pure functions: ONNX export, engines/).
+        self.in_place = not torch.is_grad_enabled() if in_place is None else in_place
         self.k, self.v = [], []
         for layer in range(cfg.dit.depth):
             k, v = cache.layer_kv(layer, used)  # [B, H, s*N, Dh] pre-RoPE
@@ -402,8 +403,14 @@ class WorldModel(nn.Module):
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, config: ModelConfig | None = None, device="cpu") -> "WorldModel":
-        """Load weights + the config saved beside them. A given `config` must match the weights."""
+    def load(cls, directory: str | Path, config: ModelConfig | None = None, device="cpu",
+             policy: str | None = None) -> "WorldModel":
+        """Load weights + the config saved beside them. A given `config` must match the weights.
+
+        policy: run the same weights under another memory policy (window, sink, compress,
+        evolving, full); memory weights the chosen policy lacks are dropped, weights it
+        needs but the checkpoint lacks are an error.
+        """
         from safetensors.torch import load_file
 
         d = Path(directory)
@@ -417,8 +424,13 @@ class WorldModel(nn.Module):
                 config = ModelConfig.from_dict(json.loads(cpath.read_text()))
             except (ValueError, json.JSONDecodeError) as e:
                 raise ValueError(f"bad {cpath}: {e}") from e
+        tensors = load_file(str(wpath), device=str(device))
+        if policy is not None and policy != config.memory.policy:
+            config = config.replace(memory={"policy": policy})
+            keep = set(cls(config).state_dict())
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("policy.") or k in keep}
         model = cls(config)
-        model.load_weights(load_file(str(wpath), device=str(device)), source=str(wpath))
+        model.load_weights(tensors, source=str(wpath))
         return model.to(device)
 
     def load_weights(self, tensors: dict[str, torch.Tensor], source: str = "weights") -> None:
