@@ -101,8 +101,12 @@ def _add_bench(sub) -> None:
         description="Benchmarks are commands, not tests: run one, keep the JSON, "
         "and compare figures measured in the same run.",
     )
-    p.add_argument("--target", choices=["teacher", "model"], default="model",
-                   help="teacher: the procedural game's frames/s; model: the world model's streaming step (default)")
+    p.add_argument("--target", choices=["teacher", "model", "session"], default="session",
+                   help="session: a world held to the --fps budget as a player gets it (default); "
+                   "model: the bare streaming step; teacher: the procedural game's frames/s")
+    p.add_argument("--fps", type=float, default=20.0, help="session: the frame budget (default 20)")
+    p.add_argument("--pace", action="store_true",
+                   help="session: sleep to each frame's deadline and count misses (a real-time run)")
     p.add_argument("--frames", type=int, default=20_000, help="frames to step (default 20000)")
     p.add_argument("--resolution", type=int, default=64, help="teacher: frame size 64, 128 or 256 (default 64)")
     p.add_argument("--preset", default="tiny", help="model: preset to build with --random-init (default tiny)")
@@ -112,7 +116,7 @@ def _add_bench(sub) -> None:
                    help="model: directory with model.safetensors + config.json")
     p.add_argument("--policy", nargs="+", default=["evolving"],
                    choices=["window", "sink", "compress", "evolving", "full"],
-                   help="model: memory policy; several run one after another in this process (default evolving)")
+                   help="model, session: memory policy; several run one after another in this process (default evolving)")
     p.add_argument("--steps", type=int, default=2, help="model: denoising steps per frame (default 2)")
     p.add_argument("--batch", type=int, default=1, help="model: worlds stepped together (default 1)")
     p.add_argument("--threads", type=int, default=1,
@@ -133,6 +137,17 @@ def _run_bench(args) -> int:
         if args.resolution not in (64, 128, 256):
             raise UserError(f"--resolution must be 64, 128 or 256, got {args.resolution}")
         result = bench_teacher(args.frames, args.resolution, args.seed, progress=not args.no_progress)
+    elif args.target == "session":
+        from .bench import run_session_bench
+
+        if not args.random_init and args.checkpoint is None:
+            raise UserError("--target session needs --checkpoint DIR or --random-init")
+        runs = [run_session_bench(checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+                                  frames=args.frames, fps=args.fps, pace=args.pace, policy=policy, seed=args.seed,
+                                  threads=args.threads, random_init=args.random_init, preset=args.preset,
+                                  progress=not args.no_progress)
+                for policy in args.policy]
+        result = runs[0] if len(runs) == 1 else {"runs": runs}
     else:
         from world.bench import run_model_bench
 

@@ -1,0 +1,89 @@
+"""The runtime bench: a `Session` held to a frame budget for N frames.
+
+Where `world.bench` times the bare model step, this times what a player gets:
+the session with its adaptive denoising steps, optional pacing to the clock,
+the rewind snapshots and the output checks. Same JSON names as the model
+bench (`fps`, `latency_ms`, `latency_ratio_last_first`, `rss_mb`) plus
+`budget_fps`, `budget_miss_rate` (frames ready after their deadline; paced
+runs only, else null), `over_budget_rate` (frames whose own latency exceeded
+the budget, paced or not), `steps_used` ({steps: frames}) and `non_finite`.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+
+from world.bench import rss_mb
+from world.model import build_model
+
+from .budget import BudgetConfig
+from .session import FrameError, Session
+
+
+def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: float = 20.0, pace: bool = False,
+                      policy: str | None = None, seed: int = 0, threads: int | None = 1, random_init: bool = False,
+                      preset: str = "tiny", text_encoder: str = "minilm", progress: bool = True) -> dict:
+    """Step one world with random actions (held for a few frames, like a player) for `frames` frames."""
+    from tqdm import tqdm
+
+    if frames < 4:
+        raise ValueError(f"frames must be >= 4, got {frames}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if random_init:
+        source = build_model(preset, memory={"policy": policy or "evolving"}).randomize_(seed)
+        policy = None
+    elif checkpoint is None:
+        raise ValueError("pass a checkpoint directory or random_init=True")
+    else:
+        source = checkpoint
+    session = Session(source, budget=BudgetConfig(fps=fps), pace=pace, policy=policy, text_encoder=text_encoder)
+    rng = np.random.default_rng(seed)
+    session.reset(seed=seed, prompt="a grassy meadow at noon")
+    actions = np.repeat(rng.integers(0, session.num_actions, size=frames // 8 + 1), 8)[:frames]
+    rss_start = rss_mb()
+    lat = np.empty(frames)
+    steps_used: Counter[int] = Counter()
+    non_finite = 0
+    frame_means = np.empty(frames)
+    t_start = time.perf_counter()
+    for i in tqdm(range(frames), desc=f"session {session.cfg.memory.policy}", disable=not progress, mininterval=1.0):
+        try:
+            out = session.advance(int(actions[i]))
+        except FrameError:
+            non_finite += 1
+            lat[i] = np.nan
+            continue
+        lat[i] = out.latency_ms
+        steps_used[out.steps] += 1
+        frame_means[i] = out.frames.mean()
+    total = time.perf_counter() - t_start
+    stats = session.stats()
+    ms = lat[np.isfinite(lat)]
+    k = min(1000, len(ms) // 4)
+    budget_ms = 1000.0 / fps
+    return {
+        "fps": frames / total,
+        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
+                       "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "max": float(ms.max())},
+        "latency_ratio_last_first": float(ms[-k:].mean() / ms[:k].mean()),
+        "latency_ratio_last_first_p50": float(np.median(ms[-k:]) / np.median(ms[:k])),
+        "ratio_window_frames": k,
+        "rss_mb": {"start": rss_start, "end": rss_mb()},
+        "budget_fps": fps,
+        "budget_miss_rate": stats.get("budget_miss_rate") if pace else None,
+        "over_budget_rate": float((ms > budget_ms).mean()),
+        "paced": pace,
+        "steps_used": {str(s): n for s, n in sorted(steps_used.items())},
+        "step_changes": stats["step_changes"],
+        "non_finite": non_finite,
+        "frame_mean_first_last": [float(np.nanmean(frame_means[:k])), float(np.nanmean(frame_means[-k:]))],
+        "frames": frames,
+        "final_frame_index": session.frame_index,
+        "policy": session.cfg.memory.policy,
+        "checkpoint": session.checkpoint,
+        "threads": torch.get_num_threads(),
+    }
