@@ -26,14 +26,17 @@ test: $(STAMP)
 test-all: $(STAMP)
 	SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy $(PY) -m pytest -q -m "" $(ARGS)
 
-# Reproduces the shipped checkpoint from scratch: record teacher episodes, train all stages.
+# Reproduces the shipped checkpoint from scratch: record teacher episodes, train all stages,
+# copy the weights + config to checkpoints/tiny (what `make play` and the envs load).
 # Re-running resumes (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
 train: $(STAMP)
 	test -f data/explore/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --policy explore --episodes 30 --steps 1000 --seed 1 --out data/explore --overwrite
 	test -f data/revisit/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --policy revisit --episodes 30 --steps 1000 --seed 2 --out data/revisit --overwrite
-	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --out $(TRAIN_OUT) --threads 2 $(ARGS)
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --out $(TRAIN_OUT) --threads 2 \
+		--s1-steps 1000 --s2-steps 200 --ckpt-every 50 $(ARGS)
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)/model.safetensors $(TRAIN_OUT)/config.json checkpoints/tiny/
 
 bench: $(STAMP)
 	$(VENV)/bin/echo-infinity bench --target teacher --frames 20000 --json runs/bench/teacher_64.json
