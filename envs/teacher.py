@@ -32,12 +32,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from world.actions import ACTION_MEANINGS, DOWN, LEFT, NOOP, RIGHT, UP, USE  # noqa: F401  (re-exported)
+
 from .style import Style, caption, parse_prompt, sample_style
 from .terrain import MAX_COORD, TileMap
 from .tiles import BASE_TILE, BLOCK, GEM, GROUND, HAZARD, OBSTACLE, SOLID, STUMP, Atlas
 
-ACTION_MEANINGS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT", "USE")
-NOOP, UP, DOWN, LEFT, RIGHT, USE = range(6)
 _MOVES = {UP: (0, -1), DOWN: (0, 1), LEFT: (-1, 0), RIGHT: (1, 0)}  # (dx, dy)
 _FACING_INDEX = {UP: 0, DOWN: 1, LEFT: 2, RIGHT: 3}  # order of Atlas.player
 

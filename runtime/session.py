@@ -41,7 +41,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from envs.teacher import ACTION_MEANINGS
+from world.actions import ACTION_MEANINGS
 from world.model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
 from world.text import build_text_encoder
 

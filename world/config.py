@@ -138,6 +138,9 @@ class MemoryConfig:
     """Truncated BPTT: gradients flow through at most this many memory updates."""
     full_capacity: int = 512
     """Frames the `full` policy can hold (reference runs only)."""
+    updates: bool = True
+    """Evolving memory: False keeps the queries at their trained `query_init` forever
+    (the paper's "no updates" ablation; same weights, memory never written)."""
 
     @property
     def memory_tokens(self) -> int:

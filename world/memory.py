@@ -197,6 +197,8 @@ class EvolvingMemory(MemoryPolicy):
         return torch.sigmoid(self.gate(torch.cat([q_old, q_new], -1)))  # [B, M, D]
 
     def update(self, mem, k_ev, v_ev, evict):
+        if not self.cfg.memory.updates:  # ablation: memory stays at query_init
+            return mem
         q_old = mem["queries"]
         q = q_old
         for layer in self.layers:  # last DiT layer's pre-RoPE K/V of the evicted frame

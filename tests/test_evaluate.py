@@ -1,0 +1,215 @@
+"""`echo-infinity eval`: metrics, seeds, the biome classifier, and a quick run of the whole harness."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from envs import evaluate as E
+from envs.biome_classifier import CLASSIFIER_SEED_BASE, QUICK, load_or_train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from world.model import build_model
+
+    d = tmp_path_factory.mktemp("ck") / "tiny"
+    build_model("tiny").randomize_(0).save(d)
+    (d / "trainer.json").write_text(json.dumps({"train_config": {"text_encoder": "hash"}}))  # eval's 'auto'
+    return d
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval_cache")
+
+
+@pytest.fixture(scope="module")
+def classifier(cache_dir):
+    return load_or_train(QUICK, cache_dir)  # the one `--quick` uses, trained once for this module
+
+
+def test_eval_seeds_are_disjoint_from_training_and_helper_seeds():
+    evals = set(E.eval_seeds(1000))
+    assert min(evals) == E.EVAL_SEED_BASE and len(evals) == 1000
+    for record_seed in E.TRAINING_RECORD_SEEDS:
+        train = set(E.training_env_seeds(record_seed, 1000))  # `make train` records 30 episodes per seed
+        assert len(train) == 1000 and not evals & train
+    classifier = set(range(CLASSIFIER_SEED_BASE, CLASSIFIER_SEED_BASE + 2000))
+    ranges = set(range(E.RANGE_SEED_BASE, E.RANGE_SEED_BASE + 96))
+    assert not evals & classifier and not evals & ranges and not classifier & ranges
+
+
+def test_training_env_seeds_match_what_record_resets_with(tmp_path):
+    from envs.record import record_episodes
+    from envs.shards import list_shards, load_episode
+
+    record_episodes("teacher", "explore", 2, 1, tmp_path, seed=1, progress=False)
+    recorded = [load_episode(p).meta["env_seed"] for p in list_shards(tmp_path)]
+    assert recorded == E.training_env_seeds(1, 2)
+
+
+def test_psnr_and_ssim():
+    rng = np.random.default_rng(0)
+    from envs.teacher import TeacherEnv
+
+    img, _ = TeacherEnv().reset(seed=E.EVAL_SEED_BASE)
+    assert E.psnr(img, img) == E.PSNR_CAP
+    assert E.ssim(img, img) == pytest.approx(1.0, abs=1e-9)
+    a, b = np.zeros((2, 16, 16, 3), np.uint8), np.full((2, 16, 16, 3), 16, np.uint8)  # MSE 256
+    assert E.psnr(a, b) == pytest.approx([10 * math.log10(255**2 / 256)] * 2)
+    noise = rng.integers(0, 256, img.shape, dtype=np.uint8)
+    assert E.ssim(noise, img) < 0.1
+    assert E.psnr(noise, img) < 12
+    slightly = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    assert 0.5 < E.ssim(slightly, img) < 1.0 and 30 < E.psnr(slightly, img) < E.PSNR_CAP
+    # leading shapes are kept and the second argument broadcasts
+    stack = np.stack([img, slightly, noise])[None]  # [1, 3, H, W, 3]
+    assert E.psnr(stack, img[None, None]).shape == (1, 3)
+    assert E.ssim(stack, img).shape == (1, 3)
+    assert E.ssim(stack, img)[0, 0] == pytest.approx(1.0) and E.ssim(stack, img)[0, 2] < 0.1
+
+
+def test_biome_classifier_beats_chance_and_is_cached(classifier, cache_dir):
+    from envs.style import BIOMES
+
+    assert classifier.accuracy > 0.6 > 3 / len(BIOMES)  # chance is 1/6
+    files = list(cache_dir.glob("biome_classifier_*.safetensors"))
+    assert [f.name for f in files] == [f"biome_classifier_{QUICK.key()}.safetensors"]
+    again = load_or_train(QUICK, cache_dir)  # from the cache: same weights, same answers
+    frames = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    assert again.accuracy == classifier.accuracy
+    assert (again.predict(frames) == classifier.predict(frames)).all()
+    from dataclasses import replace
+
+    assert replace(QUICK, epochs=QUICK.epochs + 1).key() != QUICK.key()
+
+
+def test_memory_updates_false_keeps_query_init():
+    from world.config import from_preset
+    from world.model import WorldModel
+
+    def run(updates: bool):
+        cfg = from_preset("tiny", tokenizer={"image_size": 16, "channels": [8]},
+                          dit={"dim": 32, "depth": 2, "heads": 2}, memory={"window_frames": 4, "memory_tokens_per_frame": 4, "updates": updates})
+        model = WorldModel(cfg).eval().randomize_(0)
+        state = model.init_state(2)
+        for _ in range(12):  # 8 frames pass out of the window
+            model.step(state, torch.ones(2, dtype=torch.long))
+        init = model.policy.query_init.detach()[None].expand(2, -1, -1)
+        return torch.equal(state.memory["queries"], init)
+
+    assert run(False)
+    assert not run(True)
+
+
+def test_checkpoint_runs_every_policy_on_the_same_weights(checkpoint, tmp_path):
+    from world.model import build_model
+
+    ck = E.load_checkpoint(checkpoint)
+    assert ck.text_encoder == "hash"  # 'auto' read trainer.json
+    dit = {k: v for k, v in ck.model().state_dict().items() if k.startswith("dit.")}
+    for policy in E.MEMORY_POLICIES:
+        model = ck.model(policy=policy)
+        assert model.cfg.memory.policy == policy
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in dit.items())
+    assert ck.model(updates=False).cfg.memory.updates is False
+    build_model("tiny", memory={"policy": "window"}).save(tmp_path / "window")  # no evolving weights
+    win = E.load_checkpoint(tmp_path / "window")
+    win.model(policy="sink")
+    with pytest.raises(ValueError, match="missing"):
+        win.model(policy="evolving")
+
+
+def test_revisit_trajectory_returns_to_the_place_left():
+    ev = E.EvalConfig.quick_config(lead_in=8)
+    r = E.revisit_trajectory(E.EVAL_SEED_BASE, 16, ev, 64)
+    pos = r.episode.positions
+    assert len(r.episode.actions) == 8 + 16 + ev.return_frames and r.depart == 8
+    assert r.quality == 2 and r.episode.alive == len(r.episode.actions)
+    assert pos[8 + 16] == pos[8] == pos[-1] and pos[8 + 8] != pos[8]
+
+
+def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_path):
+    from world.model import build_model
+
+    other = tmp_path / "absolute"
+    build_model("tiny", memory={"rope": "absolute"}).randomize_(1).save(other)
+    ev = E.EvalConfig.quick_config(seeds=1, horizons=(1, 4), away_multiples=(2,), lead_in=4, adherence_frames=2,
+                                   switch_after=2, switch_frames=10, stability_frames=16, cache_dir=str(cache_dir),
+                                   progress=False)
+    result, art = E.run_eval(checkpoint, ev, compare_checkpoint=other)
+    E.save_json(result, tmp_path / "e.json")  # strict JSON: no NaN / inf
+    r = json.loads((tmp_path / "e.json").read_text())
+    names = {"checkpoint", "model", "eval_seeds", "window_frames", "psnr_by_horizon", "ssim_by_horizon",
+             "revisit_psnr", "prompt_adherence", "prompt_adherence_detail", "stable", "stability", "ablations",
+             "seconds", "skipped", "settings"}
+    assert names <= set(r)
+    assert r["eval_seeds"] == [E.EVAL_SEED_BASE] and r["window_frames"] == 8
+    assert r["model"]["text_encoder"] == "hash" and r["skipped"] == []
+    for key, lo, hi in (("psnr_by_horizon", 0, E.PSNR_CAP), ("ssim_by_horizon", -1, 1)):
+        assert set(r[key]) == {"1", "4"}
+        assert all(lo < v <= hi for v in r[key].values())
+    assert set(r["revisit_psnr"]) == set(E.MEMORY_POLICIES)
+    for scores in r["revisit_psnr"].values():
+        assert set(scores) == {"16"} and 0 < scores["16"] < E.PSNR_CAP
+    assert 0 <= r["prompt_adherence"] <= 1
+    d = r["prompt_adherence_detail"]
+    for k in ("start_heldout", "start_teacher", "switch_within", "switch_at", "switch_within_heldout",
+              "switch_within_teacher", "classifier_accuracy"):
+        assert 0 <= d[k] <= 1
+    assert d["start_teacher"] > 0.5  # the judge recognises the teacher's own frames
+    assert d["switch_at_teacher"] > 0.5  # ... and the teacher's style switch (its 8-frame fade is over)
+    assert isinstance(r["stable"], bool) and r["stability"]["frames"] == 16 and r["stability"]["nan_free"]
+    assert r["stability"]["latency_ms_p50"] > 0
+    abl = r["ablations"]
+    assert set(abl["memory_updates_off"]["revisit_psnr"]) == {"16"}
+    assert abl["rope"]["rope"] == "absolute" and set(abl["rope"]["psnr_by_horizon"]) == {"1", "4"}
+    assert set(abl["rope"]["revisit_psnr"]) == {"evolving"}
+
+    E.write_report(result, art, tmp_path / "report")
+    for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "Revisit memory" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_cli_eval_smoke_and_skip(checkpoint, tmp_path, capsys):
+    from runtime.cli import main
+
+    out = tmp_path / "e.json"
+    code = main(["eval", "--checkpoint", str(checkpoint), "--quick", "--no-progress", "--json", str(out),
+                 "--skip", "revisit", "adherence", "stability", "ablations"])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert set(r["psnr_by_horizon"]) == {"1", "4", "16"} and r["revisit_psnr"] is None and r["stable"] is None
+    assert r["skipped"] == ["revisit", "adherence", "stability", "ablations"]
+    assert r["ablations"] is None
+
+
+@pytest.mark.parametrize("bad", ["missing", "no_weights", "corrupt"])
+def test_cli_eval_bad_checkpoint_exits_2(checkpoint, tmp_path, capsys, bad):
+    import shutil
+
+    from runtime.cli import main
+
+    d = tmp_path / "ck"
+    if bad != "missing":
+        shutil.copytree(checkpoint, d)
+        if bad == "no_weights":
+            (d / "model.safetensors").unlink()
+        else:
+            (d / "model.safetensors").write_bytes(b"not a safetensors file")
+    code = main(["eval", "--checkpoint", str(d), "--quick", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("echo-infinity eval: error:") and "\n" not in err and str(d) in err
