@@ -1,0 +1,339 @@
+"""One `Backend` interface for the per-frame graphs; the runtime picks one with `--backend`.
+
+Backends, fastest first where they can run:
+
+- `tensorrt`:    TensorRT engines built from the exported ONNX (CUDA only);
+- `onnxruntime`: the exported ONNX graphs through onnxruntime (CPU, CUDA or TensorRT EP);
+- `compile`:     torch.compile of the same graphs (CUDA graphs on CUDA);
+- `torch`:       eager `WorldModel.step`, the reference every other one is tested against.
+
+All but `torch` run the graphs of engines/graphs.py (DiT step, memory update,
+decoder) with static shapes through one Python driver (`GraphBackend`): the
+state stays a torch `WorldState`, noise comes from its generators, and the
+sampling loop and slot bookkeeping are the eager model's own.
+
+`make_backend` falls back along FALLBACK (tensorrt -> onnxruntime -> torch,
+compile -> torch) with a warning when a backend cannot run here (missing
+package, no GPU, no compiler, a policy without static shapes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from world import sampler
+from world.model import StepResult, WorldModel
+from world.state import WorldState
+
+from .graphs import Unsupported, check_supported, memory_names, pixels_to_uint8
+
+BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")
+FALLBACK: dict[str, str | None] = {"tensorrt": "onnxruntime", "onnxruntime": "torch", "compile": "torch",
+                                   "torch": None}
+
+
+class Backend(Protocol):
+    name: str  # "torch" | "compile" | "onnxruntime" | "tensorrt"
+    model: WorldModel  # the eager model (state init, prompts, snapshots stay torch)
+
+    def step(self, state: WorldState, action: torch.Tensor, steps: int) -> StepResult:
+        """Exactly `WorldModel.step`: action int64 [B] -> StepResult(frame uint8 [B, H, W, 3],
+        reward [B], done prob [B]); advances `state` in place."""
+        ...
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run in this environment (make_backend falls back past it)."""
+
+
+def default_cache_dir() -> Path:
+    """Where exported ONNX graphs and TensorRT engines are kept: $ECHO_INFINITY_CACHE,
+    else $XDG_CACHE_HOME/echo-infinity, else ~/.cache/echo-infinity."""
+    if os.environ.get("ECHO_INFINITY_CACHE"):
+        return Path(os.environ["ECHO_INFINITY_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "echo-infinity"
+
+
+class TorchBackend:
+    """The eager reference: `WorldModel.step` as it is."""
+
+    name = "torch"
+
+    def __init__(self, model: WorldModel, batch: int = 1, device="cpu"):
+        self.model, self.batch, self.device = model, batch, torch.device(device)
+
+    def step(self, state: WorldState, action: torch.Tensor, steps: int | None = None) -> StepResult:
+        return self.model.step(state, action, steps)
+
+    @torch.no_grad()
+    def step_latents(self, state: WorldState, action: torch.Tensor, steps: int | None = None):
+        """(x0 [B, c, N, C], reward [B, c], done_logit [B, c]); for parity tests."""
+        return self.model.step_latents(state, action, steps)
+
+    @torch.no_grad()
+    def decode_float(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, N, C] -> float pixels [B, 3, H, W] in [-1, 1] (before uint8 rounding)."""
+        return self.model.tokenizer.decode_float(tokens)
+
+    def close(self) -> None:
+        pass
+
+
+class GraphBackend:
+    """The shared driver: eager sampling loop and bookkeeping around three graph callables.
+
+    Subclasses implement `run_context`, `run_step`, `run_update` and
+    `run_decoder` (tensors in, tensors out, in the order of engines/graphs.py). Mirrors
+    `WorldModel.step_latents` / `commit` / `step` line by line, so the same
+    seeds and actions give the same frames as the eager model.
+    """
+
+    name = "graphs"
+
+    def __init__(self, model: WorldModel, batch: int = 1, device="cpu"):
+        check_supported(model)
+        self.model, self.batch, self.device = model, batch, torch.device(device)
+        self.mem_names = memory_names(model)
+
+    # -- the three graphs (subclasses) -------------------------------------------------
+
+    def run_context(self, state: WorldState) -> tuple[torch.Tensor, ...]:
+        """-> (ctx_k, ctx_v, mask, q_cos, q_sin), valid until the next call."""
+        raise NotImplementedError
+
+    def run_step(self, x, t, action, state: WorldState, ctx: tuple[torch.Tensor, ...]):
+        """-> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh], new_v, reward [B,c], done_logit [B,c])."""
+        raise NotImplementedError
+
+    def run_update(self, state: WorldState, slot: torch.Tensor, evict: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def run_decoder(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # -- the step ----------------------------------------------------------------------
+
+    def check_state(self, state: WorldState) -> None:
+        if state.batch != self.batch:
+            raise ValueError(f"backend {self.name!r} was built for batch {self.batch}, "
+                             f"the state holds {state.batch} worlds")
+
+    def prompt_inputs(self, state: WorldState) -> list[torch.Tensor]:
+        if self.model.dit.pooled:
+            return [state.prompt_pooled]
+        return [state.prompt_tokens, state.prompt_mask]
+
+    def memory_inputs(self, state: WorldState) -> list[torch.Tensor]:
+        return [state.memory[n] for n in self.mem_names]
+
+    @torch.no_grad()
+    def step_latents(self, state: WorldState, action, steps: int | None = None):
+        """As `WorldModel.step_latents`: (x0 [B, c, N, C], reward [B, c], done_logit [B, c])."""
+        model, cfg = self.model, self.model.cfg
+        steps = cfg.sampler.steps if steps is None else steps
+        if not isinstance(steps, int) or not 1 <= steps <= 64:
+            raise ValueError(f"steps must be an int in [1, 64], got {steps!r}")
+        self.check_state(state)
+        B = state.batch
+        action = model.check_action(action, B)  # [B, c]
+        c, N, C = cfg.memory.chunk_frames, cfg.tokenizer.tokens_per_frame, cfg.tokenizer.token_dim
+        dev = state.frame.device
+        ctx = self.run_context(state)  # once per frame, shared by every pass (as `model.prepare`)
+        x = model._noise(state, (c, N, C))  # [B, c, N, C]
+        ts = sampler.timesteps(steps).tolist()
+        for t, t_next in zip(ts[:-1], ts[1:]):  # sampler.sample's Euler loop
+            x = x + (t_next - t) * self.run_step(x, torch.full((B, c), t, device=dev), action, state, ctx)[0]
+        x0 = x
+        # commit: context pass, evictions into memory, in-place cache write
+        t_c = cfg.sampler.context_noise
+        x_c = x0
+        if t_c > 0:
+            x_c = sampler.add_noise(x0, model._noise(state, (c, N, C)), torch.full((B, c), t_c, device=dev))
+        _, new_k, new_v, reward, done = self.run_step(x_c, torch.full((B, c), t_c, device=dev), action, state, ctx)
+        cache = state.cache
+        slots = cache.slots_for(state.frame)  # [B, c]
+        if self.mem_names:
+            b = torch.arange(B, device=dev)
+            for i in range(c):  # oldest window frames leave, one by one, into memory
+                evict = (cache.slot_frame[b, slots[:, i]] >= 0) & (slots[:, i] >= cache.S)  # [B]
+                state.memory = self.run_update(state, slots[:, i].contiguous(), evict)
+        cache.write(slots, state.frame[:, None] + torch.arange(c, device=dev), new_k, new_v)
+        state.frame = state.frame + c
+        return x0, reward, done
+
+    @torch.no_grad()
+    def decode_float(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, N, C] -> float pixels [B, 3, H, W] in [-1, 1]."""
+        return self.run_decoder(tokens.contiguous())
+
+    @torch.no_grad()
+    def step(self, state: WorldState, action, steps: int | None = None) -> StepResult:
+        x0, reward, done = self.step_latents(state, action, steps)
+        B, c = x0.shape[:2]
+        frames = pixels_to_uint8(self.decode_float(x0.reshape(B * c, *x0.shape[2:])))  # [B*c, H, W, 3]
+        done = torch.sigmoid(done)
+        if c == 1:
+            return StepResult(frames, reward[:, 0], done[:, 0])
+        return StepResult(frames.view(B, c, *frames.shape[1:]), reward, done)
+
+
+class EagerGraphBackend(GraphBackend):
+    """The graphs of engines/graphs.py in eager torch: what ONNX export and torch.compile see."""
+
+    name = "graphs"
+
+    def __init__(self, model: WorldModel, batch: int = 1, device="cpu"):
+        super().__init__(model, batch, device)
+        from .graphs import Decoder, DiTContext, DiTStep, MemoryUpdate
+
+        self.context, self.dit_step = DiTContext(model), DiTStep(model)
+        self.update, self.decoder = MemoryUpdate(model), Decoder(model)
+
+    def run_context(self, state):
+        c = state.cache
+        return self.context(state.frame, c.slot_frame, c.k, c.v, *self.memory_inputs(state))
+
+    def run_step(self, x, t, action, state, ctx):
+        return self.dit_step(x, t, action, *self.prompt_inputs(state), *ctx)
+
+    def run_update(self, state, slot, evict):
+        out = self.update(state.cache.k, state.cache.v, slot, evict, *self.memory_inputs(state))
+        return dict(zip(self.mem_names, out))
+
+    def run_decoder(self, tokens):
+        return self.decoder(tokens)
+
+
+# -- what can run here -------------------------------------------------------------------
+
+
+def _cuda_device(device) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def _installed(package: str) -> bool:
+    """Whether `package` can be imported (without importing it)."""
+    return importlib.util.find_spec(package) is not None
+
+
+def _cxx_compiler() -> str | None:
+    for cc in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if cc and shutil.which(cc):
+            return cc
+    return None
+
+
+def available_backends(device="cpu") -> dict[str, str | None]:
+    """name -> None if it can run on `device` here, else the reason it cannot (cheap: imports nothing heavy)."""
+    cuda = _cuda_device(device)
+    out: dict[str, str | None] = {"torch": None}
+    if cuda and not torch.cuda.is_available():
+        out["torch"] = f"device {device} asked but torch {torch.__version__} sees no CUDA GPU"
+    # compile
+    if out["torch"] is not None:
+        out["compile"] = out["torch"]
+    elif cuda and not _installed("triton"):
+        out["compile"] = "torch.compile on CUDA needs triton (pip install triton)"
+    elif not cuda and _cxx_compiler() is None:
+        out["compile"] = "torch.compile on CPU needs a C++ compiler (g++ or clang++) on PATH"
+    else:
+        out["compile"] = None
+    # onnxruntime
+    if not _installed("onnxruntime"):
+        out["onnxruntime"] = "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+    elif cuda:
+        if out["torch"] is not None:
+            out["onnxruntime"] = out["torch"]
+        else:
+            import onnxruntime as ort
+
+            providers = ort.get_available_providers()
+            out["onnxruntime"] = None if "CUDAExecutionProvider" in providers else (
+                f"onnxruntime has no CUDAExecutionProvider (providers: {providers}); pip install onnxruntime-gpu")
+    else:
+        out["onnxruntime"] = None
+    # tensorrt
+    why = []
+    if not cuda:
+        why.append(f"TensorRT runs on CUDA GPUs only (device is {device})")
+    elif out["torch"] is not None:
+        why.append(out["torch"])
+    if not _installed("tensorrt"):
+        why.append("tensorrt is not installed (pip install 'echo-infinity[gpu]' or tensorrt>=10)")
+    out["tensorrt"] = "; ".join(why) or None
+    return {name: out[name] for name in BACKENDS}
+
+
+def make_backend(name: str, model: WorldModel, batch: int, device="cpu", cache_dir=None,
+                 warn: Callable[[str], object] = print, **options) -> Backend:
+    """Build backend `name` for `batch` worlds of `model` on `device`.
+
+    Falls back along FALLBACK, with a warning through `warn`, when `name`
+    cannot run here (missing package, no GPU, no compiler, unsupported policy).
+    cache_dir: the directory of exported ONNX graphs (`echo-infinity export
+    --out`), exported into when it holds none; default a per-model directory
+    under `default_cache_dir()`. A directory exported from another model or
+    batch is an error, not a fallback. options: passed to the backend
+    (e.g. precision="fp16" for tensorrt, threads=1 for onnxruntime).
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    reasons = available_backends(device)
+    if name != "torch":
+        try:
+            check_supported(model)
+        except Unsupported as e:
+            reasons = {**reasons, **{n: str(e) for n in BACKENDS if n != "torch"}}
+    while True:
+        why = reasons[name]
+        if why is None:
+            try:
+                return _build(name, model, batch, device, cache_dir, **options)
+            except BackendUnavailable as e:
+                why = str(e)
+        nxt = FALLBACK[name]
+        if nxt is None:
+            raise BackendUnavailable(f"backend {name!r} cannot run here: {why}")
+        warn(f"warning: backend {name!r} cannot run here ({why}); falling back to {nxt!r}")
+        name = nxt
+
+
+def _build(name: str, model: WorldModel, batch: int, device, cache_dir, **options) -> Backend:
+    cls = _backend_class(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    options = {k: v for k, v in options.items() if k in accepted}  # e.g. precision= is TensorRT's only
+    if name in ("torch", "compile"):
+        return cls(model, batch, device, **options)
+    from .onnx_export import ensure_exported
+
+    return cls(model, ensure_exported(model, batch, cache_dir), batch, device, **options)
+
+
+def _backend_class(name: str) -> type:
+    if name == "torch":
+        return TorchBackend
+    if name == "compile":
+        from .compiled import CompileBackend
+
+        return CompileBackend
+    if name == "onnxruntime":
+        from .ort import OrtBackend
+
+        return OrtBackend
+    from .trt import TensorRTBackend
+
+    return TensorRTBackend

@@ -1,0 +1,195 @@
+"""The per-frame graphs as pure functions of tensors (what every backend runs).
+
+A streaming step of `WorldModel` (world/model.py) splits into the graphs
+below, with static shapes; everything else (noise from the worlds' generators, the
+Euler loop, slot bookkeeping, the in-place cache write) stays in Python on
+the torch `WorldState`:
+
+- the DiT step, in two parts:
+  `DiTContext` (once per frame) builds the step's attention context from the
+  state tensors: recipe ids from `frame` and `slot_frame`, cached keys
+  rotated at read time, the memory read, the validity mask;
+  `DiTStep` (once per pass) is one DiT pass of the current chunk over that
+  context, returning the velocity, the chunk's pre-RoPE K/V (the cache rows
+  the context pass writes) and the reward / done heads. The same graph
+  serves the K denoising passes and the context pass (extra outputs: a copy).
+  Rebuilding the context inside every pass instead cost ~15% of a pass
+  (tiny, CPU): the cache rotation is the eager model's once-per-step work.
+- `MemoryUpdate`: the policy's update with the frame leaving a given slot
+  (gathered from the cache inside the graph), gated per world by `evict`.
+- `Decoder`: latent tokens -> float pixels in [-1, 1] (uint8 rounding stays
+  in torch, so parity can be checked before it).
+
+Each is an `nn.Module` holding the eager model and calling its own code
+(`StreamContext`, `DiT`, the policy, the tokenizer) in the concatenating,
+side-effect-free mode, so an exported or compiled graph is the eager step.
+Input/output names below are the ONNX names too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from world.cache import KVCache
+from world.model import StreamContext, WorldModel
+from world.state import WorldState
+
+
+class Unsupported(ValueError):
+    """A model setting the compiled graphs do not cover (clear message, exit 2 in the CLI)."""
+
+
+def check_supported(model: WorldModel) -> None:
+    """Static shapes need a fixed number of attended slots: policy `full` grows, so it is refused."""
+    if not model.policy.evicts:
+        raise Unsupported(f"policy {model.cfg.memory.policy!r} attends a growing number of frames; "
+                          "compiled backends need static shapes: use window, sink, compress or evolving")
+
+
+def memory_names(model: WorldModel) -> list[str]:
+    """Names of the policy's state tensors, in a fixed order (e.g. ['queries'])."""
+    with torch.no_grad():
+        return sorted(model.policy.init_state(1, torch.device("cpu")))
+
+
+def prompt_names(model: WorldModel) -> list[str]:
+    """The prompt tensors the DiT reads: pooled (tiny) or tokens + mask (cross-attention)."""
+    return ["prompt_pooled"] if model.dit.pooled else ["prompt_tokens", "prompt_mask"]
+
+
+def context_input_names(model: WorldModel) -> list[str]:
+    return ["frame", "slot_frame", "cache_k", "cache_v"] + [f"memory.{n}" for n in memory_names(model)]
+
+
+def context_output_names(model: WorldModel) -> list[str]:
+    """Per-layer tensors (ctx_k.0, ...): one stacked [L, ...] tensor costs a split copy per pass."""
+    L = model.cfg.dit.depth
+    return [f"ctx_k.{i}" for i in range(L)] + [f"ctx_v.{i}" for i in range(L)] + ["mask", "q_cos", "q_sin"]
+
+
+def step_input_names(model: WorldModel) -> list[str]:
+    return ["x", "t", "action"] + prompt_names(model) + context_output_names(model)
+
+
+STEP_OUTPUTS = ["velocity", "new_k", "new_v", "reward", "done_logit"]
+DECODER_INPUTS, DECODER_OUTPUTS = ["tokens"], ["pixels"]
+
+
+def update_input_names(model: WorldModel) -> list[str]:
+    return ["cache_k", "cache_v", "slot", "evict"] + [f"memory.{n}" for n in memory_names(model)]
+
+
+def update_output_names(model: WorldModel) -> list[str]:
+    return [f"new_memory.{n}" for n in memory_names(model)]
+
+
+def output_names(model: WorldModel) -> dict[str, list[str]]:
+    """Graph name -> its output names (the ONNX names)."""
+    return {"dit_context": context_output_names(model), "dit_step": STEP_OUTPUTS,
+            "memory_update": update_output_names(model), "decoder": DECODER_OUTPUTS}
+
+
+class DiTContext(nn.Module):
+    """The step's attention context, once per frame (eager: `WorldModel.prepare`).
+
+    (frame [B] int64, slot_frame [B,slots] int64, cache_k/v [L,B,H,slots,N,Dh], memory...) ->
+    ctx_k.0..L-1, ctx_v.0..L-1 [B,H,Kc,Dh] ([cache keys rotated with the recipe's ids | memory K/V],
+    Kc = slots*N + M), mask [B,1,1,Kc+cN] additive, q_cos/q_sin [B,cN,Dh] (the chunk's rotation).
+    """
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        check_supported(model)
+        self.model = model
+        self.mem_names = memory_names(model)
+
+    def forward(self, frame, slot_frame, cache_k, cache_v, *mem):
+        m = self.model
+        cache = KVCache(cache_k, cache_v, slot_frame, m.policy.sink_frames, m.cfg.memory.chunk_frames)
+        state = WorldState(frame=frame, cache=cache, memory=dict(zip(self.mem_names, mem)),
+                           prompt_pooled=None, prompt_tokens=None, prompt_mask=None, generators=[])
+        ctx = StreamContext(m, state, in_place=False)
+        return (*ctx.k, *ctx.v, ctx.mask, ctx.q_cos, ctx.q_sin)
+
+
+def stream_context(*tensors: torch.Tensor) -> StreamContext:
+    """A `StreamContext` around DiTContext's outputs (its own `attend`, concatenating mode)."""
+    L = (len(tensors) - 3) // 2
+    ctx = StreamContext.__new__(StreamContext)  # the tensors are given: skip building them
+    ctx.k, ctx.v = list(tensors[:L]), list(tensors[L:2 * L])
+    ctx.mask, ctx.q_cos, ctx.q_sin = tensors[2 * L:]
+    ctx.in_place, ctx.n_ctx = False, ctx.k[0].shape[2]
+    ctx.record, ctx.new_k, ctx.new_v = True, [], []  # keep the chunk's pre-RoPE K/V for the cache
+    return ctx
+
+
+class DiTStep(nn.Module):
+    """One DiT pass of the current chunk over a DiTContext (denoising passes and the context pass).
+
+    (x [B,c,N,C], t [B,c], action [B,c] int64, prompt..., DiTContext's outputs) ->
+    (velocity [B,c,N,C], new_k/v [L,B,H,c,N,Dh] pre-RoPE, reward [B,c], done_logit [B,c]).
+    prompt: prompt_pooled [B,P] (tiny) or prompt_tokens [B,Lp,P] + prompt_mask [B,Lp] bool.
+    """
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        check_supported(model)
+        self.model = model
+        self.pooled = model.dit.pooled
+
+    def forward(self, x, t, action, *rest):
+        m = self.model
+        if self.pooled:
+            prompt_ctx, ctx = m.dit.prompt_context(rest[0], None, None), stream_context(*rest[1:])
+        else:
+            prompt_ctx, ctx = m.dit.prompt_context(None, rest[0], rest[1]), stream_context(*rest[2:])
+        v, hidden = m.dit(x, t, action, prompt_ctx, ctx)
+        reward, done = m.dit.heads(hidden)
+        L, (B, H, _, Dh) = len(ctx.k), ctx.k[0].shape
+        c, N = x.shape[1], x.shape[2]
+        new_k = torch.stack(ctx.new_k).view(L, B, H, c, N, Dh)
+        new_v = torch.stack(ctx.new_v).view(L, B, H, c, N, Dh)
+        return v, new_k, new_v, reward, done
+
+
+class MemoryUpdate(nn.Module):
+    """(cache_k/v [L,B,H,slots,N,Dh], slot [B] int64, evict [B] bool, memory...) -> new memory...
+
+    The frame in `slot` is the one leaving the window (read before its slot is
+    overwritten); worlds with evict=False keep their memory unchanged.
+    """
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        check_supported(model)
+        self.model = model
+        self.mem_names = memory_names(model)
+
+    def forward(self, cache_k, cache_v, slot, evict, *mem):
+        m = self.model
+        cache = KVCache(cache_k, cache_v, slot_frame=None, sink_frames=m.policy.sink_frames,
+                        chunk_frames=m.cfg.memory.chunk_frames)
+        k_ev, v_ev = cache.gather_frame(slot)  # [L, B, H, N, Dh]
+        # bool state (compress's `valid`) goes through the update as uint8: onnxruntime's CPU
+        # Where has no bool kernel; the values are the same 0/1
+        is_bool = [t.dtype == torch.bool for t in mem]
+        mem = [t.to(torch.uint8) if b else t for t, b in zip(mem, is_bool)]
+        new = m.policy.update(dict(zip(self.mem_names, mem)), k_ev, v_ev, evict)
+        return tuple(new[n].bool() if b else new[n] for n, b in zip(self.mem_names, is_bool))
+
+
+class Decoder(nn.Module):
+    """tokens [B*c, N, C] -> float pixels [B*c, 3, H, W] in [-1, 1]."""
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return self.model.tokenizer.decode_float(tokens)
+
+
+def pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """float [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], exactly as `FrameTokenizer.decode`."""
+    return ((pixels + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
