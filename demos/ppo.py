@@ -1,0 +1,318 @@
+"""PPO in imagination vs PPO on the real game: does the world model teach an agent?
+
+A cleanrl-style single file (cleanrl's `ppo_atari.py`, read top to bottom):
+train one PPO policy per `--env-ids` entry for the same wall-clock budget
+(`--minutes`), then play every policy, and a random one, in the teacher game
+and count the gems each collects per episode:
+
+- `EchoInfinity/World-v0`: trained entirely inside the world model (the natively
+  batched vector env: all worlds in one forward pass), never seeing the teacher;
+- `EchoInfinity/Teacher-v0`: trained on the teacher itself (`SyncVectorEnv`);
+- random: uniform actions, the floor.
+
+Both envs share spaces (64x64 RGB, six actions), so a policy moves from one to
+the other unchanged. Results go to `--out` (JSON) with the trained policies
+beside it (`policy_<name>.pt`).
+
+    python -m demos.ppo --checkpoint checkpoints/tiny --minutes 30 --out runs/ppo/results.json
+    python -m demos.ppo --checkpoint /tmp/ckpt --text-encoder hash --minutes 0.5   # smoke run
+
+Both vector envs autoreset in NEXT_STEP mode: the step after an episode ends
+only restarts that env (its action is ignored, its reward is 0), so that
+transition is masked out of the loss (`valid` below).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions.categorical import Categorical
+from tqdm import tqdm
+
+import envs  # registers the EchoInfinity ids
+
+WORLD_ID, TEACHER_ID = envs.WORLD_ID, envs.TEACHER_ID
+
+
+@dataclass
+class Args:
+    env_ids: list[str] = field(default_factory=lambda: [WORLD_ID, TEACHER_ID],
+                               metadata={"help": "envs to train in, one policy each (evaluated in the teacher)"})
+    minutes: float = field(default=30.0, metadata={"help": "wall-clock training budget per env id"})
+    total_steps: int = field(default=10**9, metadata={"help": "cap on env steps per training run"})
+    checkpoint: str | None = field(default=None,
+                                   metadata={"help": "World-v0: model directory (None: the shipped checkpoints/tiny)"})
+    text_encoder: str = field(default="minilm", metadata={"help": "World-v0: prompt encoder ('hash': tests)",
+                                                          "choices": ["minilm", "hash"]})
+    world_start: str = field(default="teacher", metadata={"help": "World-v0: each episode's first frame from",
+                                                          "choices": ["teacher", "generated"]})
+    world_prompt: str = field(default="", metadata={"help": "World-v0: prompt ('' + teacher start: its caption)"})
+    denoising_steps: int | None = field(default=None, metadata={"help": "World-v0: denoising steps per frame"})
+    num_envs: int = field(default=8, metadata={"help": "parallel envs per training run"})
+    num_steps: int = field(default=128, metadata={"help": "steps per env in each rollout"})
+    learning_rate: float = field(default=2.5e-4, metadata={"help": "Adam step size, annealed to 0 over the budget"})
+    gamma: float = field(default=0.99, metadata={"help": "discount"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    num_minibatches: int = field(default=4, metadata={"help": "minibatches per update epoch"})
+    update_epochs: int = field(default=4, metadata={"help": "epochs over each rollout"})
+    clip_coef: float = field(default=0.1, metadata={"help": "PPO ratio clip"})
+    ent_coef: float = field(default=0.01, metadata={"help": "entropy bonus"})
+    vf_coef: float = field(default=0.5, metadata={"help": "value loss weight"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "gradient clip"})
+    eval_episodes: int = field(default=10, metadata={"help": "teacher episodes per evaluated policy"})
+    eval_max_steps: int = field(default=1000, metadata={"help": "steps per evaluation episode (Teacher-v0: 1000)"})
+    seed: int = field(default=1, metadata={"help": "seed of torch, numpy and the envs"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the policy and the world model"})
+    out: Path = field(default=Path("runs/ppo/results.json"), metadata={"help": "results JSON (policies beside it)"})
+    no_progress: bool = field(default=False, metadata={"help": "hide the progress bars"})
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    p = argparse.ArgumentParser(prog="python -m demos.ppo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if f.type == "bool":
+            p.add_argument(flag, action="store_true", help=f.metadata["help"])
+        elif f.name == "env_ids":
+            p.add_argument(flag, nargs="+", default=default, help=f.metadata["help"])
+        else:
+            kind = {"float": float, "int": int, "Path": Path}.get(f.type.split(" |")[0], str)
+            p.add_argument(flag, type=kind, default=default, help=f.metadata["help"],
+                           choices=f.metadata.get("choices"))
+    return Args(**vars(p.parse_args(argv)))
+
+
+# -- the agent: cleanrl's Nature-CNN actor-critic ------------------------------------------
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int):
+        super().__init__()
+        self.network = nn.Sequential(
+            layer_init(nn.Conv2d(3, 32, 8, stride=4)), nn.ReLU(),  # 64 -> 15
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),  # 15 -> 6
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),  # 6 -> 4
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.network(torch.zeros(1, 3, *obs_shape[:2])).shape[1]
+        self.network.append(layer_init(nn.Linear(flat, 512)))
+        self.network.append(nn.ReLU())
+        self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(512, 1), std=1.0)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.network(obs.permute(0, 3, 1, 2).float() / 255.0)  # uint8 [B, H, W, 3] -> [B, 512]
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.features(obs)).flatten()
+
+    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
+        hidden = self.features(obs)
+        dist = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action), dist.entropy(), self.critic(hidden).flatten()
+
+
+# -- envs ------------------------------------------------------------------------------------
+
+
+def make_train_envs(args: Args, env_id: str) -> gym.vector.VectorEnv:
+    if env_id == WORLD_ID:  # natively batched: one forward pass for all worlds
+        return gym.make_vec(WORLD_ID, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
+                            checkpoint=args.checkpoint, text_encoder=args.text_encoder, start=args.world_start,
+                            prompt=args.world_prompt, steps=args.denoising_steps, device=args.device)
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(args.num_envs)])
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def masked_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean over the real transitions (w = 1), skipping autoreset steps (w = 0)."""
+    return (x * w).sum() / w.sum()
+
+
+def train(args: Args, env_id: str) -> tuple[Agent, dict]:
+    """PPO in `env_id` until the time budget (or `total_steps`) runs out."""
+    device = torch.device(args.device)
+    vec = make_train_envs(args, env_id)
+    assert vec.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP) == gym.vector.AutoresetMode.NEXT_STEP
+    obs_shape, n_actions = vec.single_observation_space.shape, int(vec.single_action_space.n)
+    agent = Agent(obs_shape, n_actions).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    N, T = args.num_envs, args.num_steps
+    batch_size = N * T
+    minibatch_size = max(1, batch_size // args.num_minibatches)
+
+    obs = torch.zeros((T, N, *obs_shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((T, N), dtype=torch.long, device=device)
+    logprobs = torch.zeros((T, N), device=device)
+    rewards = torch.zeros((T, N), device=device)
+    dones = torch.zeros((T, N), device=device)  # obs[t] ends an episode: step t only resets
+    values = torch.zeros((T, N), device=device)
+
+    budget = args.minutes * 60.0
+    t_start = time.monotonic()
+    global_step, updates = 0, 0
+    episode_returns, running_return = [], np.zeros(N)
+    next_obs, _ = vec.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs, device=device)
+    next_done = torch.zeros(N, device=device)
+    bar = tqdm(total=round(budget), desc=f"PPO in {env_id}", disable=args.no_progress,
+               bar_format="{l_bar}{bar}| {n}/{total} s [{postfix}]")
+    last_update_s = 0.0  # stop when the next update would end past the budget (the first always runs)
+    while global_step < args.total_steps and (updates == 0 or time.monotonic() - t_start + last_update_s < budget):
+        t_update = time.monotonic()
+        frac = min(1.0, (t_update - t_start) / budget)
+        optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - frac)
+
+        # 1. rollout: T steps of N envs with the current policy
+        for t in range(T):
+            obs[t], dones[t] = next_obs, next_done
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+            actions[t], logprobs[t], values[t] = action, logprob, value
+            o, r, terminated, truncated, _ = vec.step(action.cpu().numpy())
+            ended = np.logical_or(terminated, truncated)
+            running_return += r
+            episode_returns += running_return[ended].tolist()
+            running_return[ended] = 0.0
+            rewards[t] = torch.as_tensor(r, dtype=torch.float32, device=device)
+            next_obs = torch.as_tensor(o, device=device)
+            next_done = torch.as_tensor(ended, dtype=torch.float32, device=device)
+            global_step += N
+
+        # 2. advantages (GAE); a step whose obs ended an episode is a reset, not a transition
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = torch.zeros(N, device=device)
+            for t in reversed(range(T)):
+                nextnonterminal = 1.0 - (next_done if t == T - 1 else dones[t + 1])
+                nextvalues = next_value if t == T - 1 else values[t + 1]
+                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+                advantages[t] = lastgaelam
+            returns = advantages + values
+        valid = 1.0 - dones  # [T, N]
+
+        # 3. PPO update over shuffled minibatches
+        b_obs, b_actions, b_logprobs = obs.flatten(0, 1), actions.flatten(), logprobs.flatten()
+        b_adv, b_returns, b_valid = advantages.flatten(), returns.flatten(), valid.flatten()
+        ok = b_valid.bool()
+        if ok.sum() > 1:
+            b_adv = (b_adv - b_adv[ok].mean()) / (b_adv[ok].std() + 1e-8)
+        for _ in range(args.update_epochs):
+            for mb in torch.randperm(batch_size, device=device).split(minibatch_size):
+                w = b_valid[mb]
+                if w.sum() == 0:
+                    continue
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+                ratio = (newlogprob - b_logprobs[mb]).exp()
+                pg_loss = torch.max(-b_adv[mb] * ratio,
+                                    -b_adv[mb] * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef))
+                v_loss = 0.5 * (newvalue - b_returns[mb]) ** 2
+                loss = (masked_mean(pg_loss, w) - args.ent_coef * masked_mean(entropy, w)
+                        + args.vf_coef * masked_mean(v_loss, w))
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+        updates += 1
+        last_update_s = time.monotonic() - t_update
+        recent = episode_returns[-20:]
+        bar.n = min(round(time.monotonic() - t_start), bar.total)
+        bar.set_postfix(steps=global_step, episodes=len(episode_returns),
+                        ret=f"{np.mean(recent):.2f}" if recent else "-")
+    bar.close()
+    vec.close()
+    stats = {"env_steps": global_step, "updates": updates, "seconds": round(time.monotonic() - t_start, 1),
+             "episodes": len(episode_returns),
+             "return_mean_last_20": float(np.mean(episode_returns[-20:])) if episode_returns else None}
+    return agent, stats
+
+
+# -- evaluation in the teacher ----------------------------------------------------------------
+
+
+def evaluate(act, args: Args, label: str) -> list[int]:
+    """Gems collected per teacher episode by `act(obs) -> action` (same seeds for every policy)."""
+    env = gym.make(TEACHER_ID, max_episode_steps=args.eval_max_steps)
+    gems = []
+    for ep in tqdm(range(args.eval_episodes), desc=f"eval {label}", disable=args.no_progress):
+        obs, info = env.reset(seed=10_000 + ep)  # held-out seeds
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(act(obs))
+            done = terminated or truncated
+        gems.append(int(info["gems"]))
+    env.close()
+    return gems
+
+
+def policy_actor(agent: Agent, device: torch.device, seed: int):
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> int:
+        logits = agent.actor(agent.features(torch.as_tensor(obs[None], device=device)))
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=g))  # sample, as in training
+
+    return act
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    rng = np.random.default_rng(args.seed)
+    n_actions = gym.make(TEACHER_ID).action_space.n
+    gems = evaluate(lambda obs: int(rng.integers(n_actions)), args, "random")
+    results = {"random": {"gems_per_episode": gems, "gems_mean": float(np.mean(gems))}}
+    for env_id in args.env_ids:
+        agent, stats = train(args, env_id)
+        name = env_id.split("/")[-1]
+        torch.save(agent.state_dict(), args.out.parent / f"policy_{name}.pt")
+        gems = evaluate(policy_actor(agent, device, args.seed), args, name)
+        results[env_id] = {"gems_per_episode": gems, "gems_mean": float(np.mean(gems)), "train": stats}
+
+    report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+              "eval": {"env": TEACHER_ID, "episodes": args.eval_episodes, "max_steps": args.eval_max_steps,
+                       "seeds": [10_000 + i for i in range(args.eval_episodes)]},
+              "results": results}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\ngems per teacher episode ({args.eval_episodes} episodes, {args.eval_max_steps} steps):")
+    for name, r in results.items():
+        g = np.asarray(r["gems_per_episode"])
+        trained = f"  trained {r['train']['env_steps']} steps" if "train" in r else ""
+        print(f"  {name:26s} {g.mean():6.2f} +- {g.std():5.2f}{trained}")
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""World-v0: the Gymnasium contract, vector == single, NEXT_STEP autoreset, wrappers, PPO smoke run."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs import world_env
+from envs.world_env import Timing, WorldEnv
+from envs.world_vector import WorldVectorEnv
+from tests.test_session import assert_same_up_to_rounding
+from world.model import build_model
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # check_env opens the human window once
+
+ACTIONS = [4, 4, 1, 1, 3, 0, 2, 5, 4, 1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.set_num_threads(1)
+    return str(build_model("tiny").randomize_(0).save(tmp_path_factory.mktemp("ckpt")))
+
+
+def make(ckpt, **kw):
+    return gym.make(envs.WORLD_ID, checkpoint=ckpt, text_encoder="hash", **kw)
+
+
+def make_vec(ckpt, n, **kw):
+    return gym.make_vec(envs.WORLD_ID, num_envs=n, vectorization_mode="vector_entry_point",
+                        checkpoint=ckpt, text_encoder="hash", **kw)
+
+
+def rollout(env, actions, **reset_kw):
+    obs, _ = env.reset(**reset_kw)
+    return np.stack([obs] + [env.step(a)[0] for a in actions])
+
+
+# -- the Gymnasium contract --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start", ["generated", "teacher"])
+def test_check_env_passes_as_a_deterministic_env(ckpt, start):
+    env = make(ckpt, start=start)
+    assert not env.spec.nondeterministic and env.spec.max_episode_steps == 1000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert not [str(w.message) for w in caught if "gymnasium" in w.filename], "check_env warned"
+    env.close()
+    env.close()  # safe twice
+
+
+def test_spaces_and_actions_are_the_teachers(ckpt):
+    teacher, world, vec = gym.make(envs.TEACHER_ID), make(ckpt), make_vec(ckpt, 2)
+    assert world.observation_space == teacher.observation_space == vec.single_observation_space
+    assert world.action_space == teacher.action_space == vec.single_action_space
+    assert world.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    assert world.unwrapped.get_action_meanings() == teacher.unwrapped.get_action_meanings()
+    assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+
+
+def test_same_seed_same_world_and_info(ckpt):
+    a = rollout(make(ckpt), ACTIONS, seed=3, options={"prompt": "a snowy forest"})
+    b = rollout(make(ckpt), ACTIONS, seed=3, options={"prompt": "a snowy forest"})
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(rollout(make(ckpt), ACTIONS, seed=4, options={"prompt": "a snowy forest"}), a)
+    env = make(ckpt, prompt="grass")
+    _, info = env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(1)
+    assert set(info) == {"frame", "latency_ms", "steps", "prompt", "done_prob"}
+    assert info["frame"] == 2 and info["steps"] == 2 and info["prompt"] == "grass"
+    assert isinstance(info["latency_ms"], Timing) and info["latency_ms"] > 0
+    assert isinstance(reward, float) and terminated == (info["done_prob"] > 0.5) and truncated is False
+
+
+def test_teacher_start_is_the_teachers_first_frame(ckpt):
+    obs, info = make(ckpt, start="teacher").reset(seed=7)
+    t_obs, t_info = gym.make(envs.TEACHER_ID).reset(seed=7)
+    np.testing.assert_array_equal(obs, t_obs)
+    assert info["prompt"] == t_info["caption"]  # "" takes the teacher's caption
+    obs, info = make(ckpt, start="teacher").reset(seed=7, options={"prompt": "a desert at noon"})
+    t_obs, _ = gym.make(envs.TEACHER_ID).reset(seed=7, options={"prompt": "a desert at noon"})
+    np.testing.assert_array_equal(obs, t_obs)
+    assert info["prompt"] == "a desert at noon"
+
+
+def test_prompt_changes_mid_episode_and_reset_goes_back(ckpt):
+    env = make(ckpt, prompt="grass")
+    plain = rollout(env, ACTIONS, seed=1)
+    env.reset(seed=1)
+    for a in ACTIONS[:5]:
+        env.step(a)
+    env.unwrapped.set_prompt("a volcanic plain at night")
+    steps = [env.step(a) for a in ACTIONS[5:]]
+    assert steps[-1][4]["prompt"] == "a volcanic plain at night"
+    assert not np.array_equal(np.stack([s[0] for s in steps]), plain[6:])
+    assert env.reset(seed=1)[1]["prompt"] == "grass"
+    with pytest.raises(TypeError, match="str"):
+        env.unwrapped.set_prompt(3)
+
+
+def test_start_frame_and_snapshot_options(ckpt, tmp_path):
+    env = make(ckpt)
+    start = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    obs, info = env.reset(seed=0, options={"start_frame": start})
+    np.testing.assert_array_equal(obs, start)
+    for a in ACTIONS[:4]:
+        shown = env.step(a)[0]
+    path = env.unwrapped.save(tmp_path / "world.safetensors")
+    after = np.stack([env.step(a)[0] for a in ACTIONS])
+    other = make(ckpt)
+    obs, info = other.reset(options={"snapshot": path})
+    np.testing.assert_array_equal(obs, shown)
+    assert info["frame"] == 5
+    np.testing.assert_array_equal(np.stack([other.step(a)[0] for a in ACTIONS]), after)
+
+
+# -- the vector env ------------------------------------------------------------------------------
+
+
+def test_vector_equals_single_envs_through_autoreset(ckpt):
+    """B worlds in one forward pass == B single envs (same seeds, prompts, actions), including the
+    NEXT_STEP autoreset: the vector env's restart equals the single env's seedless reset()."""
+    seeds, prompts, T = [5, 9, 11], ["a desert at noon", "a swamp in the rain", "a snowy forest"], 4
+    vec = make_vec(ckpt, 3, max_episode_steps=T, done_threshold=1.0)  # ends by truncation only
+    acts = [np.array([a, (a + 1) % 6, (a + 2) % 6]) for a in ACTIONS]
+    obs, _ = vec.reset(seed=seeds, options={"prompt": prompts})
+    frames = [obs] + [vec.step(a)[0] for a in acts]  # step T truncates, step T + 1 restarts
+    for w in range(3):
+        single = make(ckpt, max_episode_steps=T, done_threshold=1.0)
+        want, restart = [single.reset(seed=seeds[w], options={"prompt": prompts[w]})[0]], False
+        for a in acts:
+            if restart:  # NEXT_STEP: the step after truncation only restarts (its action is ignored)
+                obs, _ = single.reset(options={"prompt": prompts[w]})
+                restart = False
+            else:
+                obs, _, _, restart, _ = single.step(int(a[w]))
+            want.append(obs)
+        assert_same_up_to_rounding(np.stack(frames)[:, w], np.stack(want))
+
+
+def test_autoreset_is_next_step(ckpt, monkeypatch):
+    vec = make_vec(ckpt, 2, max_episode_steps=3, prompt="grass")
+    vec.reset(seed=0, options={"prompt": ["snow", "sand"]})
+    vec.unwrapped.set_prompt("lava", env=0)  # mid-episode only: the restart goes back to "snow"
+    session = vec.unwrapped.session
+    advance = session.advance
+    done = iter([[0.9, 0.1], [0.1, 0.1], [0.1, 0.1], [0.1, 0.1]])  # env 0 ends at the first step
+    monkeypatch.setattr(session, "advance", lambda a: advance(a)._replace(done=np.array(next(done), np.float32)))
+    a = np.array([1, 2])
+    _, reward, term, trunc, info = vec.step(a)
+    assert term.tolist() == [True, False] and trunc.tolist() == [False, False]
+    obs, reward, term, trunc, info = vec.step(a)  # env 0 restarts, env 1 steps
+    assert reward[0] == 0.0 and term.tolist() == [False, False] and trunc.tolist() == [False, False]
+    assert info["frame"].tolist() == [1, 3] and info["prompt"].tolist() == ["snow", "sand"]
+    assert info["_frame"].all() and obs.shape == (2, 64, 64, 3)
+    _, _, term, trunc, _ = vec.step(a)  # env 1 reaches max_episode_steps = 3
+    assert term.tolist() == [False, False] and trunc.tolist() == [False, True]
+    _, reward, _, trunc, info = vec.step(a)
+    assert info["frame"].tolist() == [3, 1] and reward[1] == 0.0 and not trunc.any()
+    vec.close()
+    vec.close()
+
+
+def test_vector_render_and_save_resume(ckpt, tmp_path):
+    vec = make_vec(ckpt, 2, render_mode="rgb_array", done_threshold=1.0)
+    obs, _ = vec.reset(seed=[1, 2])
+    frames = vec.render()
+    assert len(frames) == 2 and np.array_equal(frames[1], obs[1])
+    path = vec.unwrapped.save(tmp_path / "worlds.safetensors")
+    after = vec.step(np.array([4, 4]))[0]
+    again, _ = vec.reset(options={"snapshot": path})
+    np.testing.assert_array_equal(again, obs)
+    np.testing.assert_array_equal(vec.step(np.array([4, 4]))[0], after)
+    wrapped = gym.wrappers.vector.RecordEpisodeStatistics(gym.wrappers.vector.ResizeObservation(vec, (32, 32)))
+    assert wrapped.reset(seed=np.int64(3))[0].shape == (2, 32, 32, 3)
+    assert wrapped.step(np.array([1, 2]))[0].shape == (2, 32, 32, 3)
+
+
+# -- wrappers and agents ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", [envs.WORLD_ID, envs.TEACHER_ID])
+def test_wrappers_work(ckpt, env_id, tmp_path):
+    pytest.importorskip("moviepy")
+    kw = {"checkpoint": ckpt, "text_encoder": "hash", "done_threshold": 1.0} if env_id == envs.WORLD_ID else {}
+    env = gym.make(env_id, render_mode="rgb_array", max_episode_steps=6, **kw)
+    env = gym.wrappers.RecordVideo(env, str(tmp_path / "videos"), episode_trigger=lambda e: True,
+                                   disable_logger=True)
+    env = gym.wrappers.ResizeObservation(env, (32, 32))
+    env = gym.wrappers.FrameStackObservation(env, 4)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 32, 32, 3) and obs.dtype == np.uint8 and obs in env.observation_space
+    done = False
+    while not done:
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        done = terminated or truncated
+    env.close()
+    assert list((tmp_path / "videos").glob("*.mp4")), "RecordVideo wrote no video"
+
+
+def test_ppo_trains_in_imagination_and_plays_the_teacher(ckpt, tmp_path):
+    from demos import ppo
+
+    out = tmp_path / "ppo" / "results.json"
+    report = ppo.main(["--env-ids", envs.WORLD_ID, envs.TEACHER_ID, "--checkpoint", ckpt, "--text-encoder", "hash",
+                       "--minutes", "5", "--total-steps", "192", "--num-envs", "4", "--num-steps", "16",
+                       "--eval-episodes", "1", "--eval-max-steps", "40", "--out", str(out), "--no-progress"])
+    saved = json.loads(out.read_text())
+    assert saved["results"].keys() == {"random", envs.WORLD_ID, envs.TEACHER_ID} == report["results"].keys()
+    for env_id in (envs.WORLD_ID, envs.TEACHER_ID):
+        assert saved["results"][env_id]["train"]["env_steps"] == 192
+        assert len(saved["results"][env_id]["gems_per_episode"]) == 1
+    assert (out.parent / "policy_World-v0.pt").is_file()
+
+
+def test_bench_env_reports_steps_per_second():
+    from envs.bench import bench_env
+
+    r = bench_env(random_init=True, frames=2, batches=(2,), text_encoder="hash", progress=False)
+    assert r["results"]["single"]["steps_per_s"] > 0 and r["results"]["vector_2"]["env_steps"] == 4
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+
+
+def test_bad_actions_and_options_say_what_is_valid(ckpt):
+    env = make(ckpt).unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"\[0, 6\).*0 NOOP.*5 USE"):
+        env.step(6)
+    for bad in (1.5, True, "up", None):
+        with pytest.raises(TypeError, match=r"an int in \[0, 6\)"):
+            env.step(bad)
+    with pytest.raises(ValueError, match="invalid action"):
+        env.step(np.array([1, 2]))
+    env.step(np.int64(1))
+    env.step(np.array(2))
+    with pytest.raises(ValueError, match=r"unknown reset options \['seed'\]; valid: 'prompt', 'start_frame', 'snapshot'"):
+        env.reset(options={"seed": 1})
+    with pytest.raises(TypeError, match="options must be a dict"):
+        env.reset(options=["prompt"])
+    with pytest.raises(TypeError, match=r"options\['prompt'\] must be a str"):
+        env.reset(options={"prompt": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"start_frame'\] must be uint8 \[64, 64, 3\], got shape \[32, 32, 3\]"):
+        env.reset(options={"start_frame": np.zeros((32, 32, 3), np.uint8)})
+    with pytest.raises(TypeError, match="got dtype float32"):
+        env.reset(options={"start_frame": np.zeros((64, 64, 3), np.float32)})
+    with pytest.raises(TypeError, match="snapshot.*path"):
+        env.reset(options={"snapshot": 3})
+    with pytest.raises(ValueError, match="give it alone"):
+        env.reset(options={"snapshot": "x.safetensors", "prompt": "snow"})
+
+
+def test_bad_vector_input(ckpt):
+    vec = make_vec(ckpt, 2)
+    with pytest.raises(ValueError, match="list of 2"):
+        vec.reset(seed=[1, 2, 3])
+    with pytest.raises(ValueError, match="one per env"):
+        vec.reset(options={"prompt": ["a", "b", "c"]})
+    with pytest.raises(TypeError, match="entries must be str"):
+        vec.reset(options={"prompt": ["a", 2]})
+    with pytest.raises(ValueError, match=r"\[2, 64, 64, 3\]"):
+        vec.reset(options={"start_frame": np.zeros((3, 64, 64, 3), np.uint8)})
+    vec.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(2,\), one per env"):
+        vec.step(np.array([1, 2, 3]))
+    with pytest.raises(TypeError, match="float64"):
+        vec.step(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"2 ints in \[0, 6\).*got \[1, 7\]"):
+        vec.step(np.array([1, 7]))
+    with pytest.raises(ValueError, match="env must be"):
+        vec.unwrapped.set_prompt("snow", env=2)
+
+
+def test_bad_construction(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setattr(world_env, "DEFAULT_CHECKPOINT", tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*run `make train` or pass checkpoint="):
+        WorldEnv()
+    with pytest.raises(ValueError, match="start must be one of"):
+        WorldEnv(checkpoint=ckpt, text_encoder="hash", start="random")
+    with pytest.raises(ValueError, match="render_mode"):
+        WorldEnv(checkpoint=ckpt, text_encoder="hash", render_mode="ansi")
+    with pytest.raises(ValueError, match="num_envs"):
+        WorldVectorEnv(num_envs=0, checkpoint=ckpt, text_encoder="hash")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="display detection is for Linux")
+def test_human_mode_without_a_display_says_so(ckpt, monkeypatch):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    env = WorldEnv(checkpoint=ckpt, text_encoder="hash", render_mode="human")
+    with pytest.raises(RuntimeError, match="no display.*rgb_array"):
+        env.reset(seed=0)
