@@ -1,7 +1,9 @@
 """`echo-infinity`: one command line for every way of using the world.
 
 Heavy optional pieces (pygame, the world model's weights, the text encoder)
-load only inside the command that needs them. Building the parser imports
+load only inside the command that needs them. The CLI is the one place in
+`runtime` that reaches up into `envs` and `demos` (lazily, per command): it
+dispatches to every package. Building the parser imports
 torch once (the `train` flags come from `TrainConfig`), about 2 s here.
 """
 from __future__ import annotations
@@ -22,13 +24,30 @@ def _add_play(sub) -> None:
 
     p = sub.add_parser(
         "play",
-        help="play the world in a pygame window (the teacher game until the model ships)",
-        description="Open a window and walk through the world with the keyboard. "
-        "Keys: arrows/WASD move, space use, T prompt, F1 help, F2 HUD, F12 screenshot, R record, Esc quit. "
+        help="play the world in a pygame window (the world model; the teacher game until a checkpoint ships)",
+        description="Open a window and walk through the world with the keyboard. The world model draws it "
+        "when a checkpoint exists (checkpoints/tiny, or --checkpoint DIR); without one, the teacher game. "
+        "Keys: arrows/WASD move, space use, T prompt, F1 help, F2 HUD, F5 save, F9 load, Backspace rewind, "
+        "F12 screenshot, R record, Esc quit. --compare shows the teacher's true frame beside the generated one. "
         "Use --headless --frames N for a scripted smoke run without a screen.",
     )
     play.add_arguments(p)
     p.set_defaults(func=play.main)
+
+
+def _add_kiosk(sub) -> None:
+    from demos import kiosk
+
+    p = sub.add_parser(
+        "kiosk",
+        help="run the world unattended on a public screen (fullscreen, attract mode, watchdog)",
+        description="Fullscreen play for visitors who cannot quit; after idle time an autopilot walks the "
+        "world through a prompt playlist; fresh worlds on idle and after a session cap; a watchdog restarts "
+        "the world on a failed or stalled frame; operator hotkeys ctrl+alt+R/P/Q (reset, next prompt, quit); "
+        "a rotating log. Everything is set in a TOML file: see the documented sample demos/kiosk.toml.",
+    )
+    kiosk.add_arguments(p)
+    p.set_defaults(func=kiosk.main)
 
 
 def _add_record(sub) -> None:
@@ -101,13 +120,24 @@ def _add_bench(sub) -> None:
         description="Benchmarks are commands, not tests: run one, keep the JSON, "
         "and compare figures measured in the same run.",
     )
-    p.add_argument("--target", choices=["teacher", "model", "session"], default="session",
+    p.add_argument("--target", choices=["teacher", "model", "session", "backends", "env"], default="session",
                    help="session: a world held to the --fps budget as a player gets it (default); "
-                   "model: the bare streaming step; teacher: the procedural game's frames/s")
+                   "model: the bare streaming step; backends: --backends side by side, interleaved, "
+                   "with ratios to torch; teacher: the procedural game's frames/s; "
+                   "env: World-v0 env steps/s, single env and vector env at B = 1, 8, 32")
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
+                   choices=["torch", "compile", "onnxruntime", "tensorrt"],
+                   help="backends: which to compare (default torch onnxruntime); one that cannot run "
+                   "here falls back with a warning and is reported under the name asked for")
+    p.add_argument("--device", default="cpu", help="backends: cpu or cuda[:i] (default cpu)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="backends: ONNX directory from `echo-infinity export` (default: exported on "
+                   "first use into the per-model cache)")
     p.add_argument("--fps", type=float, default=20.0, help="session: the frame budget (default 20)")
     p.add_argument("--pace", action="store_true",
                    help="session: sleep to each frame's deadline and count misses (a real-time run)")
-    p.add_argument("--frames", type=int, default=20_000, help="frames to step (default 20000)")
+    p.add_argument("--frames", type=int, default=20_000,
+                   help="frames to step (default 20000; env: steps per configuration, try 100)")
     p.add_argument("--resolution", type=int, default=64, help="teacher: frame size 64, 128 or 256 (default 64)")
     p.add_argument("--preset", default="tiny", help="model: preset to build with --random-init (default tiny)")
     p.add_argument("--random-init", action="store_true",
@@ -137,6 +167,14 @@ def _run_bench(args) -> int:
         if args.resolution not in (64, 128, 256):
             raise UserError(f"--resolution must be 64, 128 or 256, got {args.resolution}")
         result = bench_teacher(args.frames, args.resolution, args.seed, progress=not args.no_progress)
+    elif args.target == "env":
+        from envs.bench import bench_env
+
+        if not args.random_init and args.checkpoint is None:
+            raise UserError("--target env needs --checkpoint DIR or --random-init")
+        result = bench_env(checkpoint=None if args.checkpoint is None else str(args.checkpoint),
+                           random_init=args.random_init, frames=args.frames, preset=args.preset,
+                           threads=args.threads, seed=args.seed, progress=not args.no_progress)
     elif args.target == "session":
         from .bench import run_session_bench
 
@@ -148,6 +186,8 @@ def _run_bench(args) -> int:
                                   progress=not args.no_progress)
                 for policy in args.policy]
         result = runs[0] if len(runs) == 1 else {"runs": runs}
+    elif args.target == "backends":
+        result = _bench_backends(args)
     else:
         from world.bench import run_model_bench
 
@@ -167,6 +207,139 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="measure a checkpoint against the teacher game (fidelity, revisit memory, prompts, stability)",
+        description="Play held-out teacher seeds and compare the model's frames with the true ones: "
+        "PSNR/SSIM by horizon, revisit PSNR per memory policy, prompt adherence (biome classifier), "
+        "stability over a long rollout, ablations. JSON names are documented in envs/evaluate.py.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="directory with model.safetensors + config.json")
+    p.add_argument("--seeds", type=int, default=None, help="eval seeds (default 8; --quick 2)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps per frame (default: the checkpoint's)")
+    p.add_argument("--stability-frames", type=int, default=None,
+                   help="frames of the free random-action rollout (default 10000; --quick 200)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke-test settings: 2 seeds, horizons up to 16, 200 stability frames, small classifier")
+    p.add_argument("--skip", nargs="+", default=[], metavar="SECTION",
+                   choices=["fidelity", "revisit", "adherence", "stability", "ablations"],
+                   help="sections not to run: fidelity revisit adherence stability ablations")
+    p.add_argument("--compare-checkpoint", type=Path, default=None,
+                   help="a second checkpoint (e.g. trained with memory.rope='absolute'): fidelity and revisit "
+                   "on it too, reported under ablations.rope")
+    p.add_argument("--text-encoder", choices=["auto", "minilm", "hash"], default="auto",
+                   help="prompt encoder (default auto: the one in trainer.json beside the weights, else minilm)")
+    p.add_argument("--cache-dir", type=Path, default=Path("runs/eval_cache"),
+                   help="where the biome classifier's weights are cached (default runs/eval_cache)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
+    p.add_argument("--report", type=Path, default=None, help="write report.md and PNGs into this directory")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    import torch
+
+    from envs.evaluate import EvalConfig, run_eval, save_json, write_report
+
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    given = {"seeds": args.seeds, "stability_frames": args.stability_frames}
+    ev = (EvalConfig.quick_config if args.quick else EvalConfig)(
+        **{k: v for k, v in given.items() if v is not None},
+        steps=args.steps, skip=tuple(args.skip), text_encoder=args.text_encoder,
+        cache_dir=str(args.cache_dir), progress=not args.no_progress)
+    result, artifacts = run_eval(args.checkpoint, ev, args.compare_checkpoint)
+    if args.json:
+        save_json(result, args.json)
+    if args.report:
+        write_report(result, artifacts, args.report)
+    summary = {k: result[k] for k in ("psnr_by_horizon", "revisit_psnr", "prompt_adherence", "stable", "seconds")}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _bench_backends(args) -> dict:
+    import torch
+
+    from engines.backend import BackendUnavailable
+    from engines.bench import bench_backends
+    from world.config import from_preset
+    from world.model import WorldModel
+
+    if not args.random_init and args.checkpoint is None:
+        raise UserError("--target backends needs --checkpoint DIR or --random-init")
+    runs = []
+    for policy in args.policy:
+        if args.random_init:
+            torch.manual_seed(args.seed)  # randomize_ perturbs the seeded init: same weights every run
+            model = WorldModel(from_preset(args.preset, memory={"policy": policy})).randomize_(args.seed)
+        else:
+            model = WorldModel.load(args.checkpoint, policy=policy)
+        try:
+            runs.append(bench_backends(model.to(args.device), args.backends, frames=args.frames, steps=args.steps,
+                                       batch=args.batch, seed=args.seed, threads=args.threads, device=args.device,
+                                       cache_dir=args.cache_dir, warn=lambda m: print(m, file=sys.stderr),
+                                       progress=not args.no_progress))
+        except BackendUnavailable as e:
+            raise UserError(str(e)) from e
+    return runs[0] if len(runs) == 1 else {"runs": runs}
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export the per-frame graphs to ONNX (static shapes) for the onnxruntime/tensorrt backends",
+        description="Write dit_context.onnx, dit_step.onnx, memory_update.onnx (policies with memory), "
+        "decoder.onnx and manifest.json (model hash, batch, shapes, opset, torch version) into --out. "
+        "Backends given this directory check that it belongs to their model and batch.",
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="directory with model.safetensors + config.json")
+    p.add_argument("--out", type=Path, required=True, help="directory to write the graphs into")
+    p.add_argument("--batch", type=int, default=1, help="worlds stepped together (static; default 1)")
+    p.add_argument("--policy", default=None, choices=["window", "sink", "compress", "evolving"],
+                   help="run the checkpoint's weights under another memory policy (as play/bench --policy)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from engines.onnx_export import export_onnx, read_manifest
+    from world.model import WorldModel
+
+    if args.batch < 1:
+        raise UserError(f"--batch must be >= 1, got {args.batch}")
+    model = WorldModel.load(args.checkpoint, policy=args.policy)
+    out = export_onnx(model, args.out, batch=args.batch, opset=args.opset, checkpoint=args.checkpoint)
+    manifest = read_manifest(out)
+    files = ", ".join(g["file"] for g in manifest["graphs"].values())
+    print(f"exported {files} + manifest.json to {out} (batch {args.batch}, opset {args.opset}, "
+          f"model {manifest['model_hash'][:16]})")
+    return 0
+
+
+def _add_doctor(sub) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="show which backends this machine can run, and why not the others",
+        description="Versions of torch, CUDA, onnxruntime (and its execution providers), TensorRT, "
+        "and for each device the backends that can run (--backend for play/bench/session).",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_run_doctor)
+
+
+def _run_doctor(args) -> int:
+    from engines.doctor import format_report, report
+
+    info = report()
+    print(json.dumps(info, indent=2) if args.json else format_report(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echo-infinity",
@@ -174,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transformer with evolving memory. Run a subcommand with --help for its options.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_play, _add_record, _add_train, _add_bench):
+    for add in (_add_play, _add_kiosk, _add_record, _add_train, _add_bench, _add_eval, _add_export, _add_doctor):
         add(sub)
     return parser
 
