@@ -25,7 +25,8 @@ from .session import FrameError, Session
 
 def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: float = 20.0, pace: bool = False,
                       policy: str | None = None, seed: int = 0, threads: int | None = 1, random_init: bool = False,
-                      preset: str = "tiny", text_encoder: str = "minilm", progress: bool = True) -> dict:
+                      preset: str = "tiny", text_encoder: str = "minilm", backend: str = "torch",
+                      device: str = "cpu", progress: bool = True) -> dict:
     """Step one world with random actions (held for a few frames, like a player) for `frames` frames."""
     from tqdm import tqdm
 
@@ -40,7 +41,8 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
         raise ValueError("pass a checkpoint directory or random_init=True")
     else:
         source = checkpoint
-    session = Session(source, budget=BudgetConfig(fps=fps), pace=pace, policy=policy, text_encoder=text_encoder)
+    session = Session(source, budget=BudgetConfig(fps=fps), pace=pace, policy=policy, text_encoder=text_encoder,
+                      backend=backend, device=device)
     rng = np.random.default_rng(seed)
     session.reset(seed=seed, prompt="a grassy meadow at noon")
     actions = np.repeat(rng.integers(0, session.num_actions, size=frames // 8 + 1), 8)[:frames]
@@ -85,5 +87,6 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
         "final_frame_index": session.frame_index,
         "policy": session.cfg.memory.policy,
         "checkpoint": session.checkpoint,
+        "backend": backend,
         "threads": torch.get_num_threads(),
     }

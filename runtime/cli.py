@@ -133,6 +133,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="backends: ONNX directory from `echo-infinity export` (default: exported on "
                    "first use into the per-model cache)")
+    p.add_argument("--backend", default="torch", choices=["torch", "compile", "onnxruntime", "tensorrt"],
+                   help="session: the backend the session steps with (default torch)")
     p.add_argument("--fps", type=float, default=20.0, help="session: the frame budget (default 20)")
     p.add_argument("--pace", action="store_true",
                    help="session: sleep to each frame's deadline and count misses (a real-time run)")
@@ -182,6 +184,7 @@ def _run_bench(args) -> int:
             raise UserError("--target session needs --checkpoint DIR or --random-init")
         runs = [run_session_bench(checkpoint=None if args.checkpoint is None else str(args.checkpoint),
                                   frames=args.frames, fps=args.fps, pace=args.pace, policy=policy, seed=args.seed,
+                                  backend=args.backend, device=args.device,
                                   threads=args.threads, random_init=args.random_init, preset=args.preset,
                                   progress=not args.no_progress)
                 for policy in args.policy]

@@ -279,3 +279,14 @@ def test_other_bad_input(model, tmp_path):
         b.step(np.array([1, 2, 3]))
     with pytest.raises(RuntimeError, match="batched"):
         b.rewind(1.0)
+
+
+def test_session_bench_reports_the_documented_names():
+    from runtime.bench import run_session_bench
+
+    r = run_session_bench(frames=16, fps=20, random_init=True, text_encoder="hash", progress=False)
+    for key in ("fps", "latency_ms", "latency_ratio_last_first", "rss_mb", "budget_fps", "budget_miss_rate",
+                "over_budget_rate", "steps_used", "non_finite"):
+        assert key in r, key
+    assert r["fps"] > 0 and r["non_finite"] == 0 and sum(r["steps_used"].values()) == 16
+    assert r["budget_miss_rate"] is None  # not paced
