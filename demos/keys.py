@@ -27,11 +27,11 @@ KEY_HELP: tuple[tuple[str, str], ...] = (
     ("Space", "use: chop / place in front"),
     ("T", "type a new prompt (Enter apply, Esc cancel)"),
     ("F1", "this help"),
-    ("F2", "HUD: fps, timing, frame, position, gems, caption"),
-    ("F12", "screenshot PNG"),
-    ("R", "start / stop recording mp4 + action log"),
+    ("F2", "HUD: fps, latency, denoising steps, frame, memory policy, budget misses"),
     ("F5 / F9", "save / load the world (world model)"),
     ("Backspace", "rewind a few seconds (world model)"),
+    ("F12", "screenshot PNG"),
+    ("R", "start / stop recording mp4 + action log"),
     ("Esc", "close the help or prompt box, else quit"),
 )
 

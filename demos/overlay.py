@@ -1,7 +1,8 @@
 """Everything the play window draws on top of the game picture.
 
 HUD (top-left), help (centre), prompt box (bottom), short notices ("toasts",
-above the prompt box) and the big end-of-episode banner. All panels are
+above the prompt box), the big end-of-episode banner, the names of the two
+pictures in compare mode, and the kiosk's "press any key" card. All panels are
 translucent dark boxes with pygame's bundled default font, sized from the
 window height so the text stays legible at any ``--scale``.
 """
@@ -144,3 +145,39 @@ class Overlay:
         self.panel(surface, rect)
         self.text(surface, text, ((self.w - tw) // 2, rect.y + self.pad), WARN, font)
         self.text(surface, sub, ((self.w - sw) // 2, rect.y + 2 * self.pad + th), TEXT)
+
+    def labels(self, surface, names: Sequence[str]) -> None:
+        """Name side-by-side pictures (compare mode): a tag in the bottom-left corner of each."""
+        pygame = import_pygame()
+        part = self.w // len(names)
+        for i, name in enumerate(names):
+            tw = self.font.size(name)[0]
+            rect = pygame.Rect(i * part + self.pad, self.h - self.line - 2 * self.pad, tw + 2 * self.pad, self.line + self.pad)
+            self.panel(surface, rect)
+            self.text(surface, name, (rect.x + self.pad, rect.y + self.pad // 2), ACCENT)
+
+    def card(self, surface, title: str, lines: Sequence[str], blink: bool) -> None:
+        """A centred call to action in the lower third (the kiosk's attract mode)."""
+        pygame = import_pygame()
+        wrapped = [w for line in lines for w in self.wrap(line, self.w - 8 * self.pad)]
+        tw = self.big.size(title)[0]
+        width = min(self.w - 2 * self.pad, max([tw] + [self.font.size(w)[0] for w in wrapped]) + 4 * self.pad)
+        height = self.big.get_linesize() + len(wrapped) * self.line + 3 * self.pad
+        rect = pygame.Rect(0, 0, width, height)
+        rect.center = (self.w // 2, self.h * 3 // 4)
+        self.panel(surface, rect)
+        if blink:
+            self.text(surface, title, ((self.w - tw) // 2, rect.y + self.pad), ACCENT, self.big)
+        y = rect.y + self.pad + self.big.get_linesize() + self.pad
+        for line in wrapped:
+            lw = self.font.size(line)[0]
+            self.text(surface, line, ((self.w - lw) // 2, y), TEXT)
+            y += self.line
+
+    def corner(self, surface, text: str) -> None:
+        """A short line in the top-right corner (the kiosk's countdown)."""
+        pygame = import_pygame()
+        tw = self.font.size(text)[0]
+        rect = pygame.Rect(self.w - tw - 3 * self.pad, self.pad, tw + 2 * self.pad, self.line + self.pad)
+        self.panel(surface, rect)
+        self.text(surface, text, (rect.x + self.pad, rect.y + self.pad // 2), ACCENT)

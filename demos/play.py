@@ -1,9 +1,11 @@
 """The play window: walk the world with the keyboard, in real time.
 
-``echo-infinity play`` (what ``make play`` runs). Until the world model lands
-the window shows the teacher game (``--source teacher``); the UI only talks to
-a :class:`demos.source.FrameSource`, so the model session plugs in as another
-source without changes here.
+``echo-infinity play`` (what ``make play`` runs). The window shows a
+:class:`demos.source.FrameSource`: the world model (``--source model``, the
+default when the shipped checkpoint ``checkpoints/tiny`` exists), the teacher
+game (``--source teacher``, and the fallback, with a one-line notice, while no
+checkpoint ships), or both side by side (``--compare``: the teacher's true
+frame beside the generated one for the same actions).
 
 One frame of the loop (:meth:`PlayApp.tick`), held at ``--fps`` by
 ``pygame.time.Clock``:
@@ -11,11 +13,14 @@ One frame of the loop (:meth:`PlayApp.tick`), held at ``--fps`` by
     poll input -> handle keys -> source.step(action) -> draw -> flip -> wait
 
 Input read at the top of a frame is on screen at the end of that same frame:
-input-to-screen latency is one frame. Key map: :data:`demos.keys.KEY_HELP`
-(F1 in the window). When an episode ends (a hazard), the last frame stays up
-for 1.5 s with a message, then the world restarts from the **same seed** with
-the current prompt (the same infinite world, collected gems back in place), so
-a player can retry the same place.
+input-to-screen latency is one frame (the HUD's "latency" is that time). The
+model source holds the frame budget itself: its session picks the denoising
+steps from measured latency (``runtime.budget``); a frame that still takes
+longer than 1/fps is a budget miss, counted in the HUD. Key map:
+:data:`demos.keys.KEY_HELP` (F1 in the window). When an episode ends (a hazard;
+for the model, its done head), the last frame stays up for 1.5 s with a
+message, then the world restarts from the **same seed** with the current
+prompt, so a player can retry the same place.
 
 ``--headless --frames N`` runs the same loop with SDL's dummy video driver,
 unthrottled, under a scripted walk (:func:`demos.keys.headless_script`: loops
@@ -36,14 +41,24 @@ from typing import Any
 
 import numpy as np
 
-from demos.source import ACTION_MEANINGS, NOOP, SOURCES, USE, FrameSource
+from demos.source import (
+    ACTION_MEANINGS,
+    DEFAULT_CHECKPOINT,
+    NOOP,
+    SOURCES,
+    START_FRAMES,
+    TEXT_ENCODERS,
+    USE,
+    FrameSource,
+)
 
 RESOLUTIONS = (64, 128, 256)
 WINDOW = 512  # default window side; --scale overrides
 END_PAUSE_S = 1.5  # how long the end-of-episode message holds before the reset
 REWIND_S = 3.0  # how far Backspace goes back (sources that can snapshot)
 TOAST_S = 2.5  # how long a notice stays up
-LATER = "available with the world model"
+BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")  # engines.backend.BACKENDS (not imported: heavy)
+MEMORY_POLICIES = ("window", "sink", "compress", "evolving", "full")  # world.config.MEMORY_POLICIES
 
 
 @dataclass
@@ -61,9 +76,23 @@ class PlayConfig:
     smooth: bool = False
     """Smooth (bilinear) scaling instead of nearest-neighbour."""
     resolution: int = 64
-    """Side of the source frames in pixels: 64, 128 or 256."""
+    """Side of the source frames in pixels (the teacher: 64, 128 or 256; the model: its checkpoint's)."""
     source: str = "teacher"
-    """What generates the frames (see demos.source.SOURCES)."""
+    """What generates the frames: model, teacher, or compare (both side by side)."""
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    """The world model's directory (model.safetensors + config.json)."""
+    backend: str = "torch"
+    """Model backend (engines.backend); one that cannot run here falls back with a warning."""
+    policy: str | None = None
+    """Memory policy to run the checkpoint with (None: the one it was trained with)."""
+    start: str = "teacher"
+    """Model worlds start from the teacher's first frame for the seed, or a generated one."""
+    text_encoder: str = "auto"
+    """Prompt encoder: auto (what the checkpoint was trained with), minilm, hash (tests)."""
+    device: str = "cpu"
+    """torch device of the model."""
+    threads: int = 1
+    """torch CPU threads for the model (one tiny frame is too small to split)."""
     headless: bool = False
     """No screen: SDL dummy driver, scripted input, unthrottled."""
     frames: int | None = None
@@ -145,6 +174,7 @@ class PlayApp:
         self._shown_at: deque[float] = deque(maxlen=30)
         self._step_ms: deque[float] = deque(maxlen=30)
         self._work_ms: deque[float] = deque(maxlen=30)
+        self.misses = 0  # frames not on screen within 1/fps of their input (budget misses)
         self._t0: float | None = None
         self._closed = False
 
@@ -159,10 +189,15 @@ class PlayApp:
             os.environ["SDL_VIDEODRIVER"] = "dummy"
         elif problem := display_problem():
             raise NoDisplay(problem)
+        self.frame = self.source.reset(self.config.seed, self.prompt)
+        self.prompt = getattr(self.source, "prompt", self.prompt)  # the model may take the teacher's caption
+        self._episode_prompt = self.prompt  # what the current episode was reset with
+        self.info = dict(getattr(self.source, "info", {}))
+        h, w = self.frame.shape[:2]
+        scale = self.config.window_scale
         try:
             pygame.display.init()
-            side = self.config.resolution * self.config.window_scale
-            self.screen = pygame.display.set_mode((side, side))
+            self.screen = self._open_display((w * scale, h * scale))
         except pygame.error as e:
             raise NoDisplay(f"SDL could not open a window ({e})") from e
         driver = pygame.display.get_driver()
@@ -174,10 +209,14 @@ class PlayApp:
         self.size = self.screen.get_size()
         self.overlay = Overlay(self.size)
         self.clock = pygame.time.Clock()
-        self.frame = self.source.reset(self.config.seed, self.prompt)
-        self._episode_prompt = self.prompt  # what the current episode was reset with
         self.running = True
         self._t0 = time.perf_counter()
+
+    def _open_display(self, size: tuple[int, int]) -> Any:
+        """The surface the game is drawn on: a window of ``size`` (the kiosk goes fullscreen)."""
+        from demos._pygame import import_pygame
+
+        return import_pygame().display.set_mode(size)
 
     def close(self) -> None:
         """Finish a recording, release the source and the window; safe twice."""
@@ -233,6 +272,8 @@ class PlayApp:
         self.summary.frames += 1
         self._step_ms.append((stepped - stepping) * 1e3)
         self._work_ms.append((done - start) * 1e3)
+        if self.config.fps > 0 and done - start > 1.0 / self.config.fps:
+            self.misses += 1
         self._shown_at.append(done)
         throttle = self.config.fps > 0 and not self.config.headless
         self.clock.tick(self.config.fps if throttle else 0)
@@ -245,14 +286,12 @@ class PlayApp:
             if self.end_frames == 0:
                 self._reset_world()
             return None
-        if self._use_pending:
-            action = USE
-        elif self.typing is not None:
-            action = NOOP  # letters go to the prompt box, not to WASD
-        else:
-            action = self.movement.action(held)
-        self._use_pending = False
+        action = self._choose_action(held)
         self.frame, reward, done, self.info = self.source.step(action)
+        if self.info.get("late"):
+            return None  # the source had no new frame yet (the kiosk's watchdog): the action was not played
+        if fault := self.info.get("fault"):
+            self.toast(f"the model made a bad frame: {fault}", warn=True)
         self._log_step(action)
         if reward > 0:
             self.summary.gems += int(round(reward))
@@ -260,6 +299,17 @@ class PlayApp:
             self.summary.episodes_ended += 1
             self.end_reason = self.info.get("end_reason", "The episode ended")
             self.end_frames = max(1, round(END_PAUSE_S * (self.config.fps or 20)))
+        return action
+
+    def _choose_action(self, held: Any) -> int:
+        """This frame's action from the keys (the kiosk's autopilot overrides it)."""
+        if self._use_pending:
+            action = USE
+        elif self.typing is not None:
+            action = NOOP  # letters go to the prompt box, not to WASD
+        else:
+            action = self.movement.action(held)
+        self._use_pending = False
         return action
 
     def _log_step(self, action: int) -> None:
@@ -272,8 +322,10 @@ class PlayApp:
 
     def _reset_world(self) -> None:
         self.frame = self.source.reset(self.config.seed, self.prompt)
+        self.prompt = getattr(self.source, "prompt", self.prompt)
         self._episode_prompt = self.prompt
-        self.info = {}
+        self.info = dict(getattr(self.source, "info", {}))
+        self.end_frames = 0
         self.episode_events = []
         if self.recorder is not None:
             self.recorder.event("reset", seed=self.config.seed, prompt=self.prompt)
@@ -365,7 +417,7 @@ class PlayApp:
         """F5 save / F9 load / Backspace rewind, on sources that can snapshot."""
         label = {"save": "F5 save", "load": "F9 load", "rewind": "Backspace rewind"}[what]
         if not self.source.can_snapshot:
-            self.toast(f"{label}: {LATER}", warn=True)
+            self.toast(f"{label}: {getattr(self.source, 'no_snapshot', 'this source cannot be saved')}", warn=True)
             return
         path = Path(self.config.save_dir) / f"quicksave-{self.source.name}.snapshot"
         try:
@@ -380,6 +432,8 @@ class PlayApp:
             self.toast(f"{label} failed: {e}", warn=True)
             return
         self.end_frames = 0
+        self.prompt = getattr(self.source, "prompt", self.prompt)  # a loaded world brings its prompt
+        self.info = dict(getattr(self.source, "info", self.info))
         self.episode_events.append([what, str(path) if what == "load" else REWIND_S])
         if self.recorder is not None:
             self.recorder.event(what)
@@ -408,6 +462,7 @@ class PlayApp:
             "source": self.source.name,
             "seed": self.config.seed,
             "resolution": self.config.resolution,
+            **({"model": self.source.meta} if hasattr(self.source, "meta") else {}),
             "action_meanings": list(ACTION_MEANINGS),
             "start": {"prompt": self._episode_prompt, "before": [list(e) for e in self.episode_events]},
         }
@@ -444,6 +499,8 @@ class PlayApp:
         self.screen.blit(scale(small, self.size), (0, 0))
 
         ov = self.overlay
+        if labels := getattr(self.source, "labels", None):  # compare: name each picture
+            ov.labels(self.screen, labels)
         if self.show_hud and not self.show_help:  # the help panel would cover it
             ov.hud(self.screen, self.hud_fields(), self.info.get("caption", ""))
         if self.end_frames > 0:
@@ -470,14 +527,17 @@ class PlayApp:
         step_ms = sum(self._step_ms) / len(self._step_ms) if self._step_ms else 0.0
         work_ms = sum(self._work_ms) / len(self._work_ms) if self._work_ms else 0.0
         target = f" / {self.config.fps:g}" if self.config.fps and not self.config.headless else ""
+        frames = max(1, self.summary.frames)
         fields = [
             ("fps", f"{fps:.1f}{target}"),
-            ("frame time", f"{work_ms:.1f} ms (step {step_ms:.1f})"),
+            ("latency", f"{work_ms:.1f} ms input to screen (step {step_ms:.1f})"),
             ("frame", str(self.info.get("frame", 0))),
             *self.source.hud_fields(self.info),
-            ("source", f"{self.source.name} {self.config.resolution}px, seed {self.config.seed}"),
         ]
-        if self.prompt:
+        if self.config.fps > 0:
+            fields.append(("budget misses", f"{self.misses} ({100 * self.misses / frames:.1f}%)"))
+        fields.append(("source", f"{self.source.name} {self.config.resolution}px, seed {self.config.seed}"))
+        if self.prompt and self.prompt != self.info.get("caption"):  # the caption line shows it otherwise
             fields.append(("prompt", _clip(self.prompt, 34)))
         if self.recorder is not None:
             fields.append(("recording", f"{self.recorder.frames} frames"))
@@ -500,13 +560,31 @@ def display_problem() -> str | None:
 # -- command line ---------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``echo-infinity play`` options."""
-    parser.add_argument("--source", choices=SOURCES, default="teacher",
-                        help="what draws the world: the teacher game (the world model comes later)")
+    parser.add_argument("--source", choices=SOURCES, default=None,
+                        help="what draws the world: the world model, or the teacher game it learnt from "
+                        "(default: model when a checkpoint exists, else teacher)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help=f"world model directory (model.safetensors + config.json; default {_shown(DEFAULT_CHECKPOINT)})")
+    parser.add_argument("--compare", action="store_true",
+                        help="the teacher's true frame beside the generated one, for the same actions "
+                        "(the model starts from the teacher's first frame and caption, same seed)")
+    parser.add_argument("--start", choices=START_FRAMES, default="teacher",
+                        help="model: first frame from the teacher game for the seed (default), or generated from the prompt")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="model: step backend; one that cannot run here falls back with a warning (default torch)")
+    parser.add_argument("--policy", choices=MEMORY_POLICIES, default=None,
+                        help="model: memory policy (default: the checkpoint's own, evolving for the shipped one)")
+    parser.add_argument("--device", default="cpu", help="model: torch device, cpu or cuda[:i] (default cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="model: torch CPU threads (default 1)")
+    parser.add_argument("--text-encoder", choices=TEXT_ENCODERS, default="auto", help=argparse.SUPPRESS)  # tests: hash
     parser.add_argument("--seed", type=int, default=0, help="world seed; the world restarts from it after a hazard (default 0)")
     parser.add_argument("--prompt", default=None,
-                        help="initial style prompt, e.g. 'snowy forest at night in the fog' (default: the source's own)")
-    parser.add_argument("--fps", type=float, default=20.0, help="target frames per second; 0 = unthrottled (default 20)")
-    parser.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=64, help="frame side in pixels (default 64)")
+                        help="initial style prompt, e.g. 'snowy forest at night in the fog' "
+                        "(default: the teacher's caption for the seed)")
+    parser.add_argument("--fps", type=float, default=20.0,
+                        help="target frames per second: the frame budget; 0 = unthrottled (default 20)")
+    parser.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=None,
+                        help="teacher: frame side in pixels (default 64; the model draws its checkpoint's size)")
     parser.add_argument("--scale", type=int, default=None,
                         help=f"integer window scale factor (default: {WINDOW} / resolution, a {WINDOW}x{WINDOW} window)")
     parser.add_argument("--smooth", action="store_true", help="smooth (bilinear) scaling instead of sharp nearest-neighbour pixels")
@@ -522,7 +600,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after N frames (default: until Esc; with --headless: 300)")
 
 
-def config_from_args(args: argparse.Namespace) -> PlayConfig:
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is under it (help texts, messages)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def pick_source(source: str | None, compare: bool, checkpoint: Path | None) -> tuple[str, Path, str | None]:
+    """``(source, checkpoint, notice)`` for the options given; ValueError when they cannot run.
+
+    No ``--source``: the model when its checkpoint exists, else the teacher with a notice
+    (until the trained checkpoint ships). The model without a checkpoint is an error.
+    """
+    from demos.source import checkpoint_problem
+
+    path = Path(checkpoint if checkpoint is not None else DEFAULT_CHECKPOINT)
+    if compare:
+        if source == "teacher":
+            raise ValueError("--compare shows the model beside the teacher; drop --source teacher")
+        source = "compare"
+    notice = None
+    if source is None:
+        if checkpoint is None and checkpoint_problem(path):
+            source = "teacher"
+            notice = (f"echo-infinity play: no trained checkpoint at {_shown(path)} yet: playing the teacher game "
+                      "(--checkpoint DIR plays a world model)")
+        else:
+            source = "model"
+    if source in ("model", "compare") and (problem := checkpoint_problem(_shown(path))):
+        hint = "train one with `make train`, pass --checkpoint DIR, or play the teacher game with --source teacher"
+        raise ValueError(f"--source {source if source != 'compare' else 'model (--compare)'}: {problem}; {hint}")
+    return source, path, notice
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[PlayConfig, str | None]:
+    """The play config and a notice to print (the teacher fallback); ValueError on bad options."""
     frames = args.frames if args.frames is not None else (300 if args.headless else None)
     if frames is not None and frames < 1:
         raise ValueError(f"--frames must be at least 1, got {frames}")
@@ -530,30 +644,64 @@ def config_from_args(args: argparse.Namespace) -> PlayConfig:
         raise ValueError(f"--scale must be a positive integer, got {args.scale}")
     if args.fps < 0:
         raise ValueError(f"--fps must be >= 0 (0 = unthrottled), got {args.fps:g}")
-    return PlayConfig(
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    source, checkpoint, notice = pick_source(args.source, args.compare, args.checkpoint)
+    if args.compare and args.start != "teacher":
+        raise ValueError("--compare starts the model from the teacher's first frame; drop --start generated")
+    config = PlayConfig(
         seed=args.seed, prompt=args.prompt, fps=args.fps, scale=args.scale, smooth=args.smooth,
-        resolution=args.resolution, source=args.source, headless=args.headless, frames=frames,
+        resolution=args.resolution or 64, source=source, headless=args.headless, frames=frames,
         hud=args.hud, screenshot_dir=args.screenshot_dir, record_dir=args.record_dir, save_dir=args.save_dir,
+        checkpoint=checkpoint, backend=args.backend, policy=args.policy, start=args.start,
+        text_encoder=args.text_encoder, device=args.device, threads=args.threads,
     )
+    return config, notice
+
+
+def build_source(config: PlayConfig, resolution_given: bool = False) -> FrameSource:
+    """The source ``config`` names; for the model, ``config.resolution`` becomes the checkpoint's."""
+    from demos.source import make_source
+
+    if config.source == "teacher":
+        return make_source("teacher", resolution=config.resolution)
+    import torch
+
+    torch.set_num_threads(config.threads)
+    source = make_source(config.source, checkpoint=config.checkpoint, fps=config.fps, backend=config.backend,
+                         policy=config.policy, start=config.start, text_encoder=config.text_encoder,
+                         device=config.device)
+    if resolution_given and source.resolution != config.resolution:
+        source.close()
+        raise ValueError(f"--resolution {config.resolution}: the checkpoint draws {source.resolution}x{source.resolution} "
+                         "frames (--resolution is for the teacher)")
+    config.resolution = source.resolution
+    return source
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the play window; returns the exit code (2 on bad options or no display)."""
     from demos.keys import ScriptedInput, headless_script
-    from demos.source import make_source
 
     try:
-        config = config_from_args(args)
+        config, notice = config_from_args(args)
     except ValueError as e:
         print(f"echo-infinity play: {e}", file=sys.stderr)
         return 2
+    if notice:
+        print(notice, file=sys.stderr)
     if not config.headless and (problem := display_problem()):
         return _no_display(problem)
-    source = make_source(config.source, resolution=config.resolution)
+    try:
+        source = build_source(config, resolution_given=args.resolution is not None)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"echo-infinity play: {e}", file=sys.stderr)
+        return 2
     if config.prompt:
         try:  # a bad --prompt is a usage error, not a traceback
             source.reset(config.seed, config.prompt)
         except ValueError as e:
+            source.close()
             print(f"echo-infinity play: --prompt: {e}", file=sys.stderr)
             return 2
     scripted = ScriptedInput(headless_script(config.frames)) if config.headless else None

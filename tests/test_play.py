@@ -2,8 +2,9 @@
 
 Key presses go through the real pygame event queue (``pygame.event.post``);
 held keys through a patched ``pygame.key.get_pressed``, the one call the
-window reads them from. Everything runs on the teacher source, on CPU, in a
-few seconds.
+window reads them from. The teacher source and the world model (a random-init
+tiny checkpoint with the hash text encoder, fixed denoising steps so frames
+are deterministic) both run on CPU, in seconds.
 """
 
 from __future__ import annotations
@@ -21,9 +22,37 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 pygame = pytest.importorskip("pygame")
 cv2 = pytest.importorskip("cv2")
 
+torch = pytest.importorskip("torch")
+
 from demos import play  # noqa: E402
 from demos.keys import HeldKeys, Movement, key_event, text_event  # noqa: E402
-from demos.source import LEFT, NOOP, RIGHT, UP, FrameSource, TeacherSource  # noqa: E402
+from demos.source import (  # noqa: E402
+    LEFT,
+    NOOP,
+    RIGHT,
+    UP,
+    CompareSource,
+    FrameSource,
+    ModelSource,
+    SnapshotSource,
+    TeacherSource,
+)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A random-init tiny checkpoint (the trained one ships later)."""
+    from world.model import build_model
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    build_model("tiny").randomize_(0).save(path)
+    return path
+
+
+def model_source(ckpt, **options):
+    options.setdefault("steps", 2)  # fixed steps: the same inputs give the same frames
+    return ModelSource(ckpt, text_encoder="hash", **options)
 
 
 @pytest.fixture
@@ -164,13 +193,13 @@ def test_r_records_an_mp4_and_an_action_log(make_app, tmp_path):
     assert log["seed"] == 0 and log["start"]["before"] == [["step", NOOP, 2]]
 
 
-def test_world_model_keys_say_they_come_later(make_app):
+def test_teacher_says_saving_needs_the_world_model(make_app):
     app = make_app()
     press(key_event("K_F5"), key_event("K_BACKSPACE"))
     ticks(app, 1)
     notes = [text for _, text, _ in app.toast_list]
-    assert any("F5" in t and "world model" in t for t in notes)
-    assert any("rewind" in t and "world model" in t for t in notes)
+    assert any("F5" in t and "--source model" in t for t in notes)
+    assert any("rewind" in t and "--source model" in t for t in notes)
 
 
 class _HazardAtStep3:
@@ -268,7 +297,7 @@ def _parse(argv):
 
 def test_headless_run_of_50_frames(monkeypatch, capsys):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # restored after the test
-    assert play.main(_parse(["--headless", "--frames", "50"])) == 0
+    assert play.main(_parse(["--source", "teacher", "--headless", "--frames", "50"])) == 0
     out = capsys.readouterr().out
     assert out.startswith("play: 50 frames") and "prompt changes 1" in out
 
@@ -285,7 +314,7 @@ def test_no_display_is_a_clear_error(monkeypatch, capsys):
 def test_bad_options_exit_2(monkeypatch, capsys):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     assert play.main(_parse(["--headless", "--frames", "0"])) == 2
-    assert play.main(_parse(["--headless", "--prompt", "xyzzy plugh"])) == 2
+    assert play.main(_parse(["--source", "teacher", "--headless", "--prompt", "xyzzy plugh"])) == 2
     assert "--prompt" in capsys.readouterr().err
 
 
@@ -296,3 +325,180 @@ def test_options_do_not_import_pygame():
         "assert 'pygame' not in sys.modules, 'pygame imported by the options'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+# -- the world model ----------------------------------------------------------------------
+def test_model_source_is_a_snapshot_source(ckpt):
+    source = model_source(ckpt)
+    assert isinstance(source, SnapshotSource) and source.can_snapshot and source.resolution == 64
+    frame = source.reset(3)
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    assert source.prompt == source.info["caption"]  # no prompt: the teacher's caption for the seed
+    teacher = TeacherSource()
+    assert np.array_equal(frame, teacher.reset(3))  # --start teacher: the teacher's first frame
+    generated = model_source(ckpt, start="generated")
+    assert not np.array_equal(generated.reset(3, "a snowy forest"), frame)
+
+
+def test_moving_changes_the_model_frame(make_app, ckpt):
+    def run(held_key=None):
+        app = make_app(source=model_source(ckpt))
+        if held_key is not None:
+            app.held.add(held_key)
+        ticks(app, 4)
+        frame, index = app.frame.copy(), app.info["frame"]
+        app.close()
+        app.held.clear()
+        return frame, index
+
+    still, index = run()
+    again, _ = run()
+    walked, walked_index = run(pygame.K_RIGHT)
+    assert index == walked_index == 4
+    assert np.array_equal(still, again)  # deterministic: same seed, steps and actions
+    assert not np.array_equal(still, walked)  # only the held key differs
+
+
+def test_prompt_box_applies_a_prompt_to_the_model(make_app, ckpt):
+    def run(prompt_text=None):
+        app = make_app(source=model_source(ckpt))
+        ticks(app, 2)
+        if prompt_text:
+            press(key_event("K_t", text="t"), text_event("t"))
+            ticks(app, 1)
+            press(text_event(prompt_text), key_event("K_RETURN"))
+            ticks(app, 3)
+        else:
+            ticks(app, 4)
+        result = app.frame.copy(), app.info["frame"], app.source.session.prompts[0], app.prompt
+        app.close()
+        return result
+
+    plain, index, _, _ = run()
+    changed, changed_index, session_prompt, prompt = run("a volcanic plain at night")
+    assert session_prompt == prompt == "a volcanic plain at night"
+    assert changed_index == index == 6  # applied live: no reset
+    assert not np.array_equal(plain, changed)
+
+
+def test_save_load_rewind_on_the_model(make_app, ckpt, tmp_path):
+    app = make_app(source=model_source(ckpt))
+    app.held.add(pygame.K_RIGHT)
+    ticks(app, 5)
+    saved_frame, saved_index = app.frame.copy(), app.info["frame"]
+    press(key_event("K_F5"))
+    ticks(app, 1)  # keys are handled first: the world is saved before this frame's step
+    assert (tmp_path / "saves" / "quicksave-model.snapshot").is_file()
+    ticks(app, 20)
+    assert app.info["frame"] == saved_index + 21
+    app.held.clear()
+    press(key_event("K_F9"))
+    app.tick()  # load, then this frame's step
+    assert app.info["frame"] == saved_index + 1
+    press(key_event("K_F9"))
+    ticks(app, 1)
+    assert any("loaded the world" in text for _, text, _ in app.toast_list)
+    before = app.info["frame"]
+    ticks(app, 15)
+    press(key_event("K_BACKSPACE"))
+    ticks(app, 1)
+    assert app.info["frame"] < before + 15
+    assert not any(warn for _, _, warn in app.toast_list)
+    # loading is exact: the saved frame comes back, and the same step follows it
+    app.source.load(tmp_path / "saves" / "quicksave-model.snapshot")
+    assert np.array_equal(app.source.session.frames[0], saved_frame)
+
+
+def test_a_bad_model_frame_is_reported_and_play_goes_on(make_app, ckpt):
+    from runtime.session import FrameError
+
+    app = make_app(source=model_source(ckpt))
+    ticks(app, 3)
+    shown = app.frame.copy()
+
+    def fail(action):
+        raise FrameError("non-finite")
+
+    app.source.session.advance = fail
+    ticks(app, 1)
+    assert any(warn and "bad frame" in text for _, text, warn in app.toast_list)
+    assert np.array_equal(app.frame, shown)
+    del app.source.session.advance  # the real method again
+    ticks(app, 1)
+    assert app.info["frame"] == 4
+
+
+def test_screenshot_and_recording_of_the_model(make_app, ckpt, tmp_path):
+    app = make_app(source=model_source(ckpt), hud=True)
+    ticks(app, 2)
+    press(key_event("K_F12"), key_event("K_r"))
+    app.held.add(pygame.K_DOWN)
+    ticks(app, 6)
+    press(key_event("K_r"))
+    ticks(app, 1)
+    assert app.last_screenshot is not None and app.last_screenshot.is_file()
+    videos = list((tmp_path / "rec").glob("*.mp4"))
+    assert len(videos) == 1
+    log = json.loads(videos[0].with_suffix(".actions.json").read_text())
+    assert log["source"] == "model" and log["model"]["policy"] == "evolving"
+    assert len(log["frames"]) == 6
+
+
+def test_hud_shows_the_model_figures(make_app, ckpt):
+    app = make_app(source=model_source(ckpt, steps=None), hud=True, fps=20)  # the budget picks the steps
+    ticks(app, 3)
+    labels = [label for label, _ in app.hud_fields()]
+    for wanted in ("fps", "latency", "steps", "frame", "memory", "budget misses"):
+        assert wanted in labels
+    assert dict(app.hud_fields())["memory"].startswith("evolving")
+
+
+def test_compare_shows_the_teacher_beside_the_model(make_app, ckpt):
+    source = CompareSource(model_source(ckpt))
+    app = make_app(source=source, prompt=None, hud=True)
+    assert app.size == (1024, 512)
+    first = app.frame
+    assert np.array_equal(first[:, :64], first[:, 64:])  # the model starts from the teacher's frame
+    teacher = TeacherSource()
+    teacher.reset(0)
+    app.held.add(pygame.K_LEFT)
+    ticks(app, 3)
+    for _ in range(3):
+        truth, *_ = teacher.step(LEFT)
+    assert np.array_equal(app.frame[:, :64], truth)
+    assert source.model.prompt == teacher.info["caption"]
+    assert "PSNR" in dict(app.hud_fields())
+
+
+def test_play_cli_runs_the_model_headless(monkeypatch, capsys, ckpt):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    argv = ["--checkpoint", str(ckpt), "--text-encoder", "hash", "--headless", "--frames", "30"]
+    assert play.main(_parse(argv)) == 0
+    assert "source model 64x64" in capsys.readouterr().out
+    assert play.main(_parse(argv + ["--compare", "--frames", "5"])) == 0
+    assert "source compare" in capsys.readouterr().out
+
+
+def test_default_source_falls_back_to_the_teacher(monkeypatch, capsys, tmp_path, ckpt):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setattr(play, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "tiny")
+    assert play.main(_parse(["--headless", "--frames", "5"])) == 0
+    out, err = capsys.readouterr()
+    assert "source teacher" in out
+    assert len(err.strip().splitlines()) == 1 and "no trained checkpoint" in err
+    assert play.main(_parse(["--source", "model", "--headless", "--frames", "5"])) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "--source teacher" in err and "Traceback" not in err
+    monkeypatch.setattr(play, "DEFAULT_CHECKPOINT", ckpt)  # once it ships, the model is the default
+    assert play.main(_parse(["--text-encoder", "hash", "--headless", "--frames", "5"])) == 0
+    assert "source model" in capsys.readouterr().out
+
+
+def test_model_option_errors_exit_2(monkeypatch, capsys, ckpt):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    base = ["--checkpoint", str(ckpt), "--text-encoder", "hash", "--headless", "--frames", "5"]
+    assert play.main(_parse(base + ["--resolution", "128"])) == 2
+    assert play.main(_parse(base + ["--compare", "--source", "teacher"])) == 2
+    assert play.main(_parse(base + ["--compare", "--start", "generated"])) == 2
+    err = capsys.readouterr().err
+    assert "--resolution" in err and "--compare" in err and "Traceback" not in err
