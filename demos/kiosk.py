@@ -365,8 +365,11 @@ def build_kiosk(kiosk: KioskConfig, *, headless: bool = False, frames: int | Non
     if name == "teacher" and kiosk.world.source == "auto":
         log.warning("no checkpoint at %s: the kiosk shows the teacher game", kiosk.world.checkpoint or DEFAULT_CHECKPOINT)
     w = kiosk.world
+    # A window never waits longer than a frame for the model; a headless (scripted) run waits
+    # for every frame, up to the stall limit, so it is deterministic however loaded the machine.
+    frame_wait = kiosk.watchdog.stall_seconds if headless else 1.0 / w.fps
     watchdog = Watchdog(source_factory(kiosk, name), stall_s=kiosk.watchdog.stall_seconds,
-                        frame_wait_s=1.0 / w.fps, retry_s=kiosk.watchdog.retry_seconds, clock=clock,
+                        frame_wait_s=frame_wait, retry_s=kiosk.watchdog.retry_seconds, clock=clock,
                         log=logging.getLogger("echo_infinity.watchdog"))
     config = PlayConfig(seed=w.seed, prompt=w.prompt or None, fps=0 if headless else w.fps, smooth=kiosk.display.smooth,
                         resolution=watchdog.resolution, source=name, headless=headless, frames=frames,

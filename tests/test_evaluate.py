@@ -20,13 +20,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from world.model import build_model
-
-    d = tmp_path_factory.mktemp("ck") / "tiny"
-    build_model("tiny").randomize_(0).save(d)
-    (d / "trainer.json").write_text(json.dumps({"train_config": {"text_encoder": "hash"}}))  # eval's 'auto'
-    return d
+def checkpoint(ckpt):
+    return ckpt
 
 
 @pytest.fixture(scope="module")

@@ -41,14 +41,6 @@ class FakeClock:
         self.t += seconds
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from world.model import build_model
-
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    build_model("tiny").randomize_(0).save(path)
-    return path
 
 
 @pytest.fixture

@@ -39,15 +39,6 @@ from demos.source import (  # noqa: E402
 )
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """A random-init tiny checkpoint (the trained one ships later)."""
-    from world.model import build_model
-
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    build_model("tiny").randomize_(0).save(path)
-    return path
 
 
 def model_source(ckpt, **options):

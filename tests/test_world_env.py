@@ -24,10 +24,6 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # check_env opens the human w
 ACTIONS = [4, 4, 1, 1, 3, 0, 2, 5, 4, 1]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.set_num_threads(1)
-    return str(build_model("tiny").randomize_(0).save(tmp_path_factory.mktemp("ckpt")))
 
 
 def make(ckpt, **kw):
