@@ -208,7 +208,7 @@ def test_ppo_trains_in_imagination_and_plays_the_teacher(ckpt, tmp_path):
     from demos import ppo
 
     out = tmp_path / "ppo" / "results.json"
-    report = ppo.main(["--env-ids", envs.WORLD_ID, envs.TEACHER_ID, "--checkpoint", ckpt, "--text-encoder", "hash",
+    report = ppo.main(["--env-ids", envs.WORLD_ID, envs.TEACHER_ID, "--checkpoint", str(ckpt), "--text-encoder", "hash",
                        "--minutes", "5", "--total-steps", "192", "--num-envs", "4", "--num-steps", "16",
                        "--eval-episodes", "1", "--eval-max-steps", "40", "--out", str(out), "--no-progress"])
     saved = json.loads(out.read_text())
