@@ -286,7 +286,9 @@ class WorldEnv(gym.Env):
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         self.render_mode = render_mode
-        self.session = make_session(checkpoint, None, steps, policy, text_encoder, device)
+        # batch=1, not a single-world session: a non-finite frame then ends the episode (done 1)
+        # instead of raising, and no rewind snapshots are taken (an env never rewinds)
+        self.session = make_session(checkpoint, 1, steps, policy, text_encoder, device)
         self.resolution = self.session.cfg.tokenizer.image_size
         self.start = check_start(start, self.resolution)
         self.default_prompt = prompt
@@ -305,13 +307,13 @@ class WorldEnv(gym.Env):
         opts = parse_options(options, None, self.resolution)
         t0 = time.perf_counter()
         if opts.snapshot is not None:
-            frame = self.session.load(opts.snapshot)
+            frame = self.session.load(opts.snapshot)[0]
         else:
             prompt = opts.prompt[0] if opts.prompt is not None else self.default_prompt
             world_seed, prompt, first = self._starts.draw(self.np_random, seed, prompt,
                                                           use_teacher=opts.start_frame is None)
             start = opts.start_frame[0] if opts.start_frame is not None else first
-            frame = self.session.reset(seed=world_seed, prompt=prompt, start_frame=start)
+            frame = self.session.reset(seed=world_seed, prompt=prompt, start_frame=start)[0]
         self._frame = frame.copy()
         info = self._info((time.perf_counter() - t0) * 1e3)
         if self.render_mode == "human":
@@ -324,7 +326,7 @@ class WorldEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):
             raise action_error(action)
-        out = self.session.advance(int(action))
+        out = self.session.advance(np.array([int(action)]))
         self._frame = out.frames[0].copy()
         done_prob = float(out.done[0])
         info = self._info(out.latency_ms)

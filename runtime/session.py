@@ -24,16 +24,18 @@ picked from measured latency (`FrameBudget`, with hysteresis) and, with
 every miss. Without a budget the steps stay fixed (`steps`, default from the
 checkpoint's sampler config) and nothing sleeps.
 
-Faults: a step whose output is not finite raises `FrameError`; one world
-goes back to its newest rewind snapshot (a second or less ago), a batch
-names the bad worlds for the caller to reset. The kiosk's watchdog catches
-it and goes on.
+Faults: a step whose output is not finite never reaches the caller as
+frames. One world goes back to its newest rewind snapshot (a second or less
+ago) and raises `FrameError` (the kiosk's watchdog catches it and goes on);
+in a batch the bad worlds restart fresh with reward 0 and done 1 (a warning),
+the others go on.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -53,7 +55,7 @@ LATENCY_WINDOW = 1000  # frames kept for the latency percentiles in stats()
 
 
 class FrameError(RuntimeError):
-    """A step produced no usable frame (non-finite output); the state is unchanged."""
+    """One world's step produced no usable frame (non-finite output); it went back a little."""
 
 
 class StepOutput(NamedTuple):
@@ -255,18 +257,10 @@ class Session:
             out = self.backend(self.state, a, steps)
         reward, done = out.reward.float().cpu().numpy(), out.done_prob.float().cpu().numpy()
         latency = time.perf_counter() - t0
-        if not (np.isfinite(reward).all() and np.isfinite(done).all()):
-            # The step has already written NaN into the cache/memory: go back to the last
-            # good snapshot (one world) or leave the reset to the caller (batched).
-            self.faults += 1
-            bad = np.flatnonzero(~(np.isfinite(reward) & np.isfinite(done))).tolist()
-            if self.single and len(self.rewind_buffer):
-                _, snap = self.rewind_buffer.rewind(1)
-                self.restore(snap)
-                raise FrameError(f"a frame came out non-finite (fault #{self.faults}); "
-                                 f"the world went back to frame {self.frame_index}")
-            raise FrameError(f"worlds {bad} came out non-finite (fault #{self.faults}); reset them")
         self.frames = out.frame.cpu().numpy()
+        bad = ~(np.isfinite(reward) & np.isfinite(done))
+        if bad.any():
+            self._fault(np.flatnonzero(bad).tolist(), reward, done)
         self.frames_stepped += 1
         self._latency_ms.append(latency * 1e3)
         if self.budget is not None:
@@ -275,6 +269,25 @@ class Session:
             self.pacer.wait()
         self._push_rewind()
         return StepOutput(self.frames, reward, done, latency * 1e3, steps)
+
+    def _fault(self, worlds: list[int], reward: np.ndarray, done: np.ndarray) -> None:
+        """Non-finite output: the step has already written it into the cache/memory.
+
+        One world goes back to its newest rewind snapshot and raises FrameError. In a
+        batch the others go on: the bad worlds restart as fresh worlds (a seed drawn from
+        the fault count) and report reward 0, done 1, so an RL env ends their episodes.
+        """
+        self.faults += 1
+        if self.single:
+            _, snap = self.rewind_buffer.rewind(1)
+            self.restore(snap)
+            raise FrameError(f"a frame came out non-finite (fault #{self.faults}); "
+                             f"the world went back to frame {self.frame_index}")
+        warnings.warn(f"worlds {worlds} came out non-finite (fault #{self.faults}); they restart fresh",
+                      RuntimeWarning, stacklevel=3)
+        seeds = np.random.default_rng([self.faults, *worlds]).integers(0, 2**31, len(worlds)).tolist()
+        self.reset_worlds(worlds, seeds)  # also writes their first frames into self.frames
+        reward[worlds], done[worlds] = 0.0, 1.0
 
     def step(self, action) -> np.ndarray:
         """One frame: an action (int, or [B] ints) -> uint8 [H, W, 3] (or [B, H, W, 3])."""

@@ -290,3 +290,23 @@ def test_session_bench_reports_the_documented_names():
         assert key in r, key
     assert r["fps"] > 0 and r["non_finite"] == 0 and sum(r["steps_used"].values()) == 16
     assert r["budget_miss_rate"] is None  # not paced
+
+
+def test_a_non_finite_world_in_a_batch_restarts_and_the_others_go_on(model):
+    b = make(model, batch=2)
+    b.reset(seed=[1, 2])
+    reference = make(model)
+    reference.reset(seed=1)
+    real = b.backend
+
+    def broken(state, action, steps):  # world 1 goes bad
+        out = real(state, action, steps)
+        return out._replace(reward=torch.tensor([0.0, float("nan")]))
+
+    b.backend = broken
+    with pytest.warns(RuntimeWarning, match=r"worlds \[1\] came out non-finite"):
+        out = b.advance(np.array([4, 4]))
+    b.backend = real
+    assert out.done[1] == 1.0 and out.reward[1] == 0.0 and b.faults == 1
+    assert b.state.frame[1] == 1 and b.state.frame[0] == 2  # world 1 is fresh, world 0 went on
+    assert_same_up_to_rounding(out.frames[0], reference.step(4))

@@ -299,3 +299,15 @@ def test_human_mode_without_a_display_says_so(ckpt, monkeypatch):
     env = WorldEnv(checkpoint=ckpt, text_encoder="hash", render_mode="human")
     with pytest.raises(RuntimeError, match="no display.*rgb_array"):
         env.reset(seed=0)
+
+
+def test_a_non_finite_frame_ends_the_episode_instead_of_raising(ckpt):
+    env = make(ckpt)
+    env.reset(seed=0)
+    session = env.unwrapped.session
+    real = session.backend
+    session.backend = lambda state, action, steps: real(state, action, steps)._replace(
+        reward=torch.tensor([float("nan")]))
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        obs, reward, terminated, truncated, info = env.step(4)
+    assert terminated and reward == 0.0 and obs.shape == (64, 64, 3)
