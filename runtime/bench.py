@@ -5,7 +5,7 @@ the session with its adaptive denoising steps, optional pacing to the clock,
 the rewind snapshots and the output checks. Same JSON names as the model
 bench (`fps`, `latency_ms`, `latency_ratio_last_first`, `rss_mb`) plus
 `budget_fps`, `budget_miss_rate` (frames ready after their deadline; paced
-runs only, else null), `over_budget_rate` (frames whose own latency exceeded
+runs only, else null), `gpu_memory_mb` (peak allocated; null on CPU), `over_budget_rate` (frames whose own latency exceeded
 the budget, paced or not), `steps_used` ({steps: frames}) and `non_finite`.
 """
 from __future__ import annotations
@@ -75,6 +75,7 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
         "latency_ratio_last_first_p50": float(np.median(ms[-k:]) / np.median(ms[:k])),
         "ratio_window_frames": k,
         "rss_mb": {"start": rss_start, "end": rss_mb()},
+        "gpu_memory_mb": (torch.cuda.max_memory_allocated() / 2**20) if str(device).startswith("cuda") else None,
         "budget_fps": fps,
         "budget_miss_rate": stats.get("budget_miss_rate") if pace else None,
         "over_budget_rate": float((ms > budget_ms).mean()),
