@@ -151,7 +151,7 @@ class GraphBackend:
         c, N, C = cfg.memory.chunk_frames, cfg.tokenizer.tokens_per_frame, cfg.tokenizer.token_dim
         dev = state.frame.device
         ctx = self.run_context(state)  # once per frame, shared by every pass (as `model.prepare`)
-        x = model._noise(state, (c, N, C))  # [B, c, N, C]
+        x = model._noise(state, (c, N, C)) * model.cfg.sampler.temperature  # [B, c, N, C]
         ts = sampler.timesteps(steps).tolist()
         for t, t_next in zip(ts[:-1], ts[1:]):  # sampler.sample's Euler loop
             x = x + (t_next - t) * self.run_step(x, torch.full((B, c), t, device=dev), action, state, ctx)[0]

@@ -303,7 +303,8 @@ class WorldModel(nn.Module):
             tt = torch.full((B, c), t, device=x.device)
             return self.dit(x, tt, action, prompt_ctx, ctx)[0]
 
-        x0 = sampler.sample(v_fn, self._noise(state, (c, N, C)), steps)  # [B, c, N, C]
+        noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
+        x0 = sampler.sample(v_fn, noise, steps)
         reward, done = self.commit(state, ctx, x0, action)
         return x0, reward, done
 
