@@ -6,6 +6,8 @@ first push (one copy of the state per slot) and then written in place.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -20,11 +22,12 @@ class RewindBuffer:
         self._next = 0  # slot the next push writes
         self._count = 0  # valid slots
 
-    def maybe_push(self, frame_index: int, state: dict[str, torch.Tensor]) -> bool:
-        """Keep `state` if `frame_index` falls on the snapshot cadence."""
+    def maybe_push(self, frame_index: int, state: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        """Keep `state()` if `frame_index` falls on the snapshot cadence (the state is
+        only built then: a snapshot is a copy of the whole world)."""
         if frame_index % self.every:
             return False
-        self.push(frame_index, state)
+        self.push(frame_index, state())
         return True
 
     def push(self, frame_index: int, state: dict[str, torch.Tensor]) -> None:

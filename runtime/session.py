@@ -334,8 +334,12 @@ class Session:
         return frames
 
     def _push_rewind(self, force: bool = False) -> None:
-        if self.single and (force or self.frame_index % self.rewind_buffer.every == 0):
+        if not self.single:
+            return
+        if force:
             self.rewind_buffer.push(self.frame_index, self.snapshot())
+        else:
+            self.rewind_buffer.maybe_push(self.frame_index, self.snapshot)
 
     def rewind(self, seconds: float = 2.0) -> np.ndarray:
         """Go back about `seconds` of play (kept every `rewind_every` frames, last few seconds)."""

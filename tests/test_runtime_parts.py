@@ -137,7 +137,7 @@ def test_rewind_ring_is_constant_size_and_goes_back():
     ring = RewindBuffer(seconds=2, fps=10, every=5)  # 4 slots
     assert ring.capacity == 4
     for f in range(0, 100):
-        ring.maybe_push(f, {"x": torch.tensor([float(f)])})
+        ring.maybe_push(f, lambda: {"x": torch.tensor([float(f)])})
     assert len(ring) == 4 and len(ring._slots) == 4
     frame, s = ring.rewind(1)
     assert frame == 95 and s["x"].item() == 95.0
