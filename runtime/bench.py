@@ -3,10 +3,12 @@
 Where `world.bench` times the bare model step, this times what a player gets:
 the session with its adaptive denoising steps, optional pacing to the clock,
 the rewind snapshots and the output checks. Same JSON names as the model
-bench (`fps`, `latency_ms`, `latency_ratio_last_first`, `rss_mb`) plus
-`budget_fps`, `budget_miss_rate` (frames ready after their deadline; paced
-runs only, else null), `gpu_memory_mb` (peak allocated; null on CPU), `over_budget_rate` (frames whose own latency exceeded
-the budget, paced or not), `steps_used` ({steps: frames}) and `non_finite`.
+bench (`fps`, `latency_ms`, `latency_ratio_last_first`, `rss_mb`, here with an
+`after_warmup` reading once the rewind ring and the backend's arenas are full)
+plus `budget_fps`, `budget_miss_rate` (frames ready after their deadline;
+paced runs only, else null), `over_budget_rate` (frames whose own latency
+exceeded the budget, paced or not), `gpu_memory_mb` (peak allocated; null on
+CPU), `steps_used` ({steps: frames}) and `non_finite`.
 """
 from __future__ import annotations
 
