@@ -18,7 +18,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from world.bench import rss_mb
+from world.bench import latency_summary, rss_mb
 from world.model import build_model
 
 from .budget import BudgetConfig
@@ -73,11 +73,7 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
     budget_ms = 1000.0 / fps
     return {
         "fps": frames / total,
-        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-                       "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "max": float(ms.max())},
-        "latency_ratio_last_first": float(ms[-k:].mean() / ms[:k].mean()),
-        "latency_ratio_last_first_p50": float(np.median(ms[-k:]) / np.median(ms[:k])),
-        "ratio_window_frames": k,
+        **latency_summary(ms),
         "rss_mb": {"start": rss_start, "after_warmup": rss_warm, "end": rss_mb()},
         "gpu_memory_mb": (torch.cuda.max_memory_allocated() / 2**20) if str(device).startswith("cuda") else None,
         "budget_fps": fps,

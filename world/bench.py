@@ -40,6 +40,18 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def latency_summary(ms: np.ndarray) -> dict:
+    """Per-frame latencies (ms, in frame order) -> the bench JSON's latency names."""
+    k = min(1000, len(ms) // 4)
+    return {
+        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
+                       "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "max": float(ms.max())},
+        "latency_ratio_last_first": float(ms[-k:].mean() / ms[:k].mean()),
+        "latency_ratio_last_first_p50": float(np.median(ms[-k:]) / np.median(ms[:k])),
+        "ratio_window_frames": k,
+    }
+
+
 def run_model_bench(preset: str = "tiny", policy: str = "evolving", frames: int = 2000, steps: int = 2,
                     batch: int = 1, seed: int = 0, random_init: bool = True, checkpoint: str | None = None,
                     warmup: int = 20, threads: int | None = 1, progress: bool = True,
@@ -94,13 +106,9 @@ def run_model_bench(preset: str = "tiny", policy: str = "evolving", frames: int 
     ms = lat * 1000.0
     return {
         "fps": frames * batch / total,
-        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-                       "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "max": float(ms.max())},
-        "latency_ratio_last_first": float(ms[-k:].mean() / ms[:k].mean()),
-        "latency_ratio_last_first_p50": float(np.median(ms[-k:]) / np.median(ms[:k])),
+        **latency_summary(ms),
         "cpu_ms_p50": float(np.median(cpu) * 1000.0),
         "cpu_ratio_last_first": float(cpu[-k:].mean() / cpu[:k].mean()),
-        "ratio_window_frames": k,
         "latency_ms_by_tenth": [float(seg.mean()) for seg in np.array_split(ms, min(10, frames))],
         "rss_mb": {"start": rss_start, "end": rss_mb()},
         "frames": frames,
