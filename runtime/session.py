@@ -37,8 +37,9 @@ import json
 import time
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -220,7 +221,7 @@ class Session:
         src, dst = fresh.tensors(), self.state.tensors()
         for i, w in enumerate(worlds):
             for name, t in dst.items():
-                batch_axis = 1 if name.startswith("cache.k") or name.startswith("cache.v") else 0
+                batch_axis = 1 if name in ("cache.k", "cache.v") else 0  # [L, B, ...]; the rest [B, ...]
                 t.select(batch_axis, w).copy_(src[name].select(batch_axis, i))
             self.state.generators[w] = fresh.generators[i]
             self.prompts[w] = prompts[i]

@@ -17,8 +17,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 from .session import Session, StepOutput
 
@@ -44,7 +45,7 @@ class SessionWorker:
             self._busy_since = time.perf_counter()
             try:
                 result = fn(*args)
-            except BaseException as e:  # delivered to the UI thread, never kills the worker
+            except BaseException as e:  # noqa: BLE001  (delivered to the UI thread; never kills the worker)
                 result = e
             self._busy_since = None
             if future is None:
