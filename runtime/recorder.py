@@ -117,14 +117,15 @@ def replay(log_path: str | Path, session) -> np.ndarray:
     events = {}
     for e in log["events"]:
         events.setdefault(e["at"], []).append(e)
-    for i, entry in enumerate(log["frames"][1:], start=1):
-        for e in events.get(i, []):
-            if e["kind"] == "prompt":
-                session.set_prompt(e["text"])
-        session.fixed_steps = entry["steps"]
-        budget, session.budget = session.budget, None  # replay the logged steps, not new choices
-        try:
+    budget, steps = session.budget, session.fixed_steps
+    session.budget = None  # replay the logged steps, not new choices
+    try:
+        for i, entry in enumerate(log["frames"][1:], start=1):
+            for e in events.get(i, []):
+                if e["kind"] == "prompt":
+                    session.set_prompt(e["text"])
+            session.fixed_steps = entry["steps"]
             frames.append(session.step(entry["action"]))
-        finally:
-            session.budget = budget
+    finally:
+        session.budget, session.fixed_steps = budget, steps
     return np.stack(frames)

@@ -53,6 +53,7 @@ from .rewind import RewindBuffer
 from .snapshot import load_snapshot, save_snapshot
 
 LATENCY_WINDOW = 1000  # frames kept for the latency percentiles in stats()
+DEFAULT_FPS = 20.0  # the frame rate rewind counts seconds in when there is no budget
 
 
 class FrameError(RuntimeError):
@@ -115,8 +116,9 @@ class Session:
         if not isinstance(self.fixed_steps, int) or not 1 <= self.fixed_steps <= 64:
             raise ValueError(f"steps must be an int in [1, 64], got {steps!r}")
         self.budget = FrameBudget(budget) if budget is not None else None
-        self.pacer = Pacer(budget.fps) if (budget is not None and pace) else None
-        self.rewind_buffer = RewindBuffer(rewind_seconds, budget.fps if budget else 20.0, rewind_every)
+        self.fps = budget.fps if budget is not None else DEFAULT_FPS
+        self.pacer = Pacer(self.fps) if (budget is not None and pace) else None
+        self.rewind_buffer = RewindBuffer(rewind_seconds, self.fps, rewind_every)
         self.state = None
         self.prompts: list[str] = [""] * self.batch
         self.frames: np.ndarray | None = None  # last frames shown, uint8 [B, H, W, 3]
@@ -203,7 +205,7 @@ class Session:
         self.rewind_buffer.clear()
         self._push_rewind(force=True)
         if self.pacer is not None:
-            self.pacer = Pacer(self.budget.config.fps)
+            self.pacer = Pacer(self.fps)
         return self._out(self.frames)
 
     def reset_worlds(self, worlds: Sequence[int], seeds: Sequence[int], prompts: Sequence[str] | None = None,
@@ -347,8 +349,7 @@ class Session:
         self._require_state()
         if not self.single:
             raise RuntimeError("rewind keeps one world's history; it is off for batched sessions")
-        fps = self.budget.config.fps if self.budget is not None else 20.0
-        back = max(1, round(seconds * fps / self.rewind_buffer.every))
+        back = max(1, round(seconds * self.fps / self.rewind_buffer.every))
         back = min(back + 1, len(self.rewind_buffer))  # +1: the newest snapshot is ~now
         _, snap = self.rewind_buffer.rewind(back)
         return self.restore(snap)
