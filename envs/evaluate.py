@@ -42,12 +42,21 @@ Sections (`--skip` any of SECTIONS):
    actions: no NaN (reward/done heads every frame, memory and cache every
    500), every frame's mean within the teacher's range +-15 levels and its
    std within [0.5 x min, 1.5 x max] of the teacher's (measured on teacher
-   frames of all 96 styles), and flat cost: median per-frame CPU time of the
-   last k frames / first k (k = min(1000, frames // 4)) <= `flat_ratio_max`.
+   frames of all 96 styles), the player still drawn (below) in at least
+   `player_visible_min` of the frames, and flat cost: median per-frame CPU
+   time of the last k frames / first k (k = min(1000, frames // 4)) <=
+   `flat_ratio_max`.
+   The player check: the teacher always draws the player sprite in the
+   centre, so a frame whose centre no longer matches the sprite (PSNR over
+   the sprite's pixels below a threshold midway between true frames, p1,
+   and sprite-sized patches where the player is not, p99) has collapsed,
+   however normal its mean and std look. The fidelity section reports the
+   same check by horizon, and for the tokenizer's round trip (its ceiling).
 5. ablations: evolving memory with `memory.updates=False` (queries stay at
    query_init) on the revisit metric, vs full updates; with a second
    checkpoint (`--compare-checkpoint`, e.g. trained with memory.rope=
-   "absolute") its fidelity and revisit (its own policy) under `rope`.
+   "absolute") its fidelity, revisit (its own policy) and stability under
+   `rope`.
 
 JSON (`--json`), stable top-level names:
   checkpoint               path of the checkpoint evaluated
@@ -57,6 +66,8 @@ JSON (`--json`), stable top-level names:
   psnr_by_horizon          {"1": dB, "4": dB, ...}        (null when skipped)
   ssim_by_horizon          {"1": ssim, ...}
   fidelity_detail          {psnr_curve, ssim_curve (per frame 1..H), worlds_per_horizon, policy,
+                            player_visible_by_horizon (share of worlds still showing the player),
+                            player_visible_tokenizer (the same share for the tokenizer's round trip),
                             frozen_start_frame_psnr_by_horizon (baseline: the start frame, never moving),
                             tokenizer_psnr_heldout (ceiling: the true frames through the tokenizer)}
   revisit_psnr             {policy: {"16": dB, ...}} keyed by away frames A
@@ -66,11 +77,13 @@ JSON (`--json`), stable top-level names:
   prompt_adherence_detail  {start_train, start_heldout, start_teacher, per_biome, switch_within, switch_at,
                             switch_within_heldout, switch_at_heldout, switch_within_teacher, switch_at_teacher,
                             switch_frames, classifier_accuracy, classifier_key}
-  stable                   bool: stability.nan_free and range_ok and flat_ok
+  stable                   bool: stability.nan_free and range_ok and flat_ok and player_ok
   stability                {frames, nan_free, first_nan_frame, range_ok, out_of_range_frames, frame_mean_range,
                             frame_std_range, teacher_mean_range, teacher_std_range, allowed_mean_range,
                             allowed_std_range, latency_ms_p50, latency_ratio_last_first,
-                            latency_ratio_last_first_p50, cpu_ratio_last_first_p50, ratio_window_frames, flat_ok}
+                            latency_ratio_last_first_p50, cpu_ratio_last_first_p50, ratio_window_frames, flat_ok,
+                            player_visible_share, player_visible_share_first_last, player_psnr_p50,
+                            player_threshold, player_ok}
   ablations                {memory_updates_off: {revisit_psnr, delta_vs_updates_on}, rope: {...} or {skipped}}
   skipped                  [section] not run (their values are null)
   settings                 the EvalConfig used
@@ -80,6 +93,7 @@ JSON (`--json`), stable top-level names:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -140,6 +154,8 @@ class EvalConfig:
     """Stability: frames of the free rollout."""
     flat_ratio_max: float = 1.25
     """Stability: largest allowed CPU-time ratio last/first frames."""
+    player_visible_min: float = 0.9
+    """Stability: least share of frames that must still show the player (the teacher's: all)."""
     steps: int | None = None
     """Denoising steps per frame (None: the checkpoint's sampler.steps)."""
     skip: tuple[str, ...] = ()
@@ -381,7 +397,7 @@ def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, 
 
 
 def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, resolution: int,
-                  tag: str = "") -> tuple[dict, dict]:
+                  ref: dict | None = None, tag: str = "") -> tuple[dict, dict]:
     T = max(ev.horizons)
     eps = [teacher_run(s, T, resolution) for s in seeds]
     true = np.stack([e.frames for e in eps])  # [B, T + 1, R, R, 3]
@@ -407,6 +423,15 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, resoluti
                                "worlds_per_horizon": {str(h): int(alive[:, h - 1].sum()) for h in ev.horizons},
                                "psnr_curve": [_mean(p[:, t]) for t in range(T)],
                                "ssim_curve": [_mean(s[:, t]) for t in range(T)]}}
+    if ref is not None:  # share of worlds whose frame at horizon h still shows the player
+        def seen(frames: np.ndarray) -> np.ndarray:  # [B, T] 1/0, NaN after an episode ended
+            shown = np.stack([player_psnr(f, e.style) for f, e in zip(frames, eps)]) >= ref["player_threshold"]
+            return np.where(alive, shown, np.nan)
+
+        gen_seen, recon_seen = seen(gen[:, 1:]), seen(recon.reshape(true[:, 1:].shape))
+        out["fidelity_detail"]["player_visible_by_horizon"] = {str(h): _mean(gen_seen[:, h - 1])
+                                                               for h in ev.horizons}
+        out["fidelity_detail"]["player_visible_tokenizer"] = _mean(recon_seen)
     cols = [0, *ev.horizons]
     art = {"strip_true": true[:2, cols], "strip_gen": gen[:2, cols], "strip_cols": cols}
     return out, art
@@ -574,32 +599,71 @@ def _style(biome: int, seed: int):
 
 
 # --------------------------------------------------------------------------------------------
+# The player: the teacher always draws its sprite in the centre of the view, so a frame
+# without it has left the teacher's world (the collapse a mean/std range cannot see).
+
+
+@functools.lru_cache(maxsize=128)
+def _atlas(style, resolution: int):
+    from envs.teacher import VIEW
+    from envs.tiles import BASE_TILE, Atlas
+
+    return Atlas(style, BASE_TILE * (resolution // VIEW))
+
+
+def player_psnr(frames: np.ndarray, style, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """uint8 [T, R, R, 3] -> [T] PSNR of the centre patch vs the player sprite of `style`
+    (best of the 4 facings), over the sprite's own pixels only. `offset` moves the patch."""
+    R = frames.shape[1]
+    atlas = _atlas(style, R)
+    ts, mask = atlas.player.shape[1], atlas.player_mask  # [ts, ts] bool
+    y, x = R // 2 - ts // 2 + offset[0], R // 2 - ts // 2 + offset[1]
+    patch = frames[:, y : y + ts, x : x + ts][:, mask].astype(np.float32)  # [T, P, 3]
+    sprite = atlas.player[:, mask].astype(np.float32)  # [4, P, 3]
+    mse = ((patch[:, None] - sprite[None]) ** 2).mean(axis=(2, 3)).min(axis=1)  # [T]
+    return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)), PSNR_CAP)
+
+
+# --------------------------------------------------------------------------------------------
 # 4. Stability
 
 
-def teacher_frame_range(resolution: int, frames: int = 24) -> dict[str, tuple[float, float]]:
-    """Min/max of per-frame mean and std over teacher frames of all 96 styles."""
+def teacher_reference(resolution: int, frames: int = 24) -> dict[str, Any]:
+    """What the teacher's own frames look like, over all 96 styles (RANGE_SEED_BASE seeds).
+
+    mean/std: min/max of the per-frame mean and std. player_*: the player-sprite PSNR
+    (`player_psnr`) of the frames (p1: the least a frame showing the player scores, under
+    rain or snow) and of sprite-sized patches two tiles off the centre, where the player is
+    not (p99: the most a frame without the player scores); the threshold sits midway.
+    """
     from envs.style import BIOMES, TIMES_OF_DAY, WEATHERS, Style
 
-    means, stds = [], []
+    means, stds, present, absent = [], [], [], []
     for k in range(len(BIOMES) * len(TIMES_OF_DAY) * len(WEATHERS)):
         style = Style(BIOMES[k % 6], TIMES_OF_DAY[k // 6 % 4], WEATHERS[k // 24])
-        f = teacher_run(RANGE_SEED_BASE + k, frames, resolution, style=style).frames.astype(np.float32)
+        true = teacher_run(RANGE_SEED_BASE + k, frames, resolution, style=style).frames
+        f = true.astype(np.float32)
         means += list(f.mean(axis=(1, 2, 3)))
         stds += list(f.std(axis=(1, 2, 3)))
-    return {"mean": (float(min(means)), float(max(means))), "std": (float(min(stds)), float(max(stds)))}
+        present += list(player_psnr(true, style))
+        ts = _atlas(style, resolution).player.shape[1]
+        for off in ((0, 2 * ts), (2 * ts, 0), (-2 * ts, -ts)):
+            absent += list(player_psnr(true, style, off))
+    p_lo, a_hi = float(np.percentile(present, 1)), float(np.percentile(absent, 99))
+    return {"mean": (float(min(means)), float(max(means))), "std": (float(min(stds)), float(max(stds))),
+            "player_present_p1": p_lo, "player_absent_p99": a_hi, "player_threshold": (p_lo + a_hi) / 2}
 
 
 @torch.no_grad()
-def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: int) -> dict:
+def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: int, ref: dict) -> dict:
     from tqdm import tqdm
 
     N = ev.stability_frames
-    ref = teacher_frame_range(resolution)
     ep = teacher_run(seed, 0, resolution)
     state = model.init_state(1, text(ep.caption), [seed], first_frame=torch.from_numpy(ep.frames[:1]))
     actions = torch.from_numpy(np.random.default_rng(seed).integers(0, TEACHER_ACTIONS, (N, 1), dtype=np.int64))
     stats = torch.empty(N, 2)  # frame mean, std
+    player = np.empty(N)  # player-sprite PSNR
     finite = torch.empty(N, dtype=torch.bool)
     wall, cpu = np.empty(N), np.empty(N)
     nan_state_at = None
@@ -608,6 +672,7 @@ def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: in
         out = model.step(state, actions[i], steps)
         f = out.frame.float()
         stats[i, 0], stats[i, 1] = f.mean(), f.std(correction=0)
+        player[i] = player_psnr(out.frame.cpu().numpy(), ep.style)[0]
         finite[i] = torch.isfinite(out.reward).all() & torch.isfinite(out.done_prob).all()
         wall[i], cpu[i] = time.perf_counter() - t0, time.process_time() - c0
         if (i % 500 == 499 or i == N - 1) and nan_state_at is None:
@@ -622,6 +687,7 @@ def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: in
     out_of_range = int(((m < lo_m) | (m > hi_m) | (s < lo_s) | (s > hi_s)).sum())
     k = min(1000, N // 4)
     flat = float(np.median(cpu[-k:]) / np.median(cpu[:k]))
+    visible = player >= ref["player_threshold"]
     r = {"frames": N, "nan_free": first_nan is None, "first_nan_frame": first_nan,
          "range_ok": out_of_range == 0, "out_of_range_frames": out_of_range,
          "frame_mean_range": [float(m.min()), float(m.max())], "frame_std_range": [float(s.min()), float(s.max())],
@@ -631,8 +697,12 @@ def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: in
          "latency_ratio_last_first": float(wall[-k:].mean() / wall[:k].mean()),
          "latency_ratio_last_first_p50": float(np.median(wall[-k:]) / np.median(wall[:k])),
          "cpu_ratio_last_first_p50": flat, "ratio_window_frames": k,
-         "flat_ok": flat <= ev.flat_ratio_max, "flat_ratio_max": ev.flat_ratio_max}
-    r["ok"] = r["nan_free"] and r["range_ok"] and r["flat_ok"]
+         "flat_ok": flat <= ev.flat_ratio_max, "flat_ratio_max": ev.flat_ratio_max,
+         "player_visible_share": float(visible.mean()),
+         "player_visible_share_first_last": [float(visible[:k].mean()), float(visible[-k:].mean())],
+         "player_psnr_p50": float(np.median(player)), "player_threshold": ref["player_threshold"],
+         "player_ok": bool(visible.mean() >= ev.player_visible_min), "player_visible_min": ev.player_visible_min}
+    r["ok"] = r["nan_free"] and r["range_ok"] and r["flat_ok"] and r["player_ok"]
     return r
 
 
@@ -679,8 +749,9 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
 
     run = lambda s: s not in ev.skip  # noqa: E731
     model = ck.model()
+    ref = teacher_reference(R) if run("fidelity") or run("stability") else None
     if run("fidelity"):
-        out, a = eval_fidelity(model, ev, text, seeds, steps, R)
+        out, a = eval_fidelity(model, ev, text, seeds, steps, R, ref)
         result.update(out)
         art.update(a)
         lap("fidelity")
@@ -699,7 +770,7 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
         result["prompt_adherence"], result["prompt_adherence_detail"] = detail["start_train"], detail
         lap("adherence")
     if run("stability"):
-        result["stability"] = eval_stability(model, ev, text, seeds[0], steps, R)
+        result["stability"] = eval_stability(model, ev, text, seeds[0], steps, R, ref)
         result["stable"] = result["stability"]["ok"]
         lap("stability")
     if run("ablations"):
@@ -732,17 +803,23 @@ def _ablations(ck: Checkpoint, cmp_ck: Checkpoint | None, ev: EvalConfig, text, 
 
         cmp_text = build_text_encoder(cmp_ck.text_encoder)
     cmp_model = cmp_ck.model()
-    fid, _ = eval_fidelity(cmp_model, ev, cmp_text, seeds, ev.steps or cmp_ck.cfg.sampler.steps,
-                           cmp_ck.cfg.tokenizer.image_size, tag=" (compare)")
+    Rc, steps_c = cmp_ck.cfg.tokenizer.image_size, ev.steps or cmp_ck.cfg.sampler.steps
+    cmp_ref = teacher_reference(Rc)
+    fid, _ = eval_fidelity(cmp_model, ev, cmp_text, seeds, steps_c, Rc, cmp_ref, tag=" (compare)")
     cmp_plan = plan
-    if cmp_ck.cfg.memory.window_frames != ck.cfg.memory.window_frames or \
-            cmp_ck.cfg.tokenizer.image_size != ck.cfg.tokenizer.image_size:
-        cmp_plan = revisit_plan(ev, cmp_ck.cfg.memory.window_frames, seeds, cmp_ck.cfg.tokenizer.image_size)
+    if cmp_ck.cfg.memory.window_frames != ck.cfg.memory.window_frames or Rc != ck.cfg.tokenizer.image_size:
+        cmp_plan = revisit_plan(ev, cmp_ck.cfg.memory.window_frames, seeds, Rc)
     pol = cmp_ck.cfg.memory.policy
-    rev = revisit_section(cmp_ck, ev, cmp_text, cmp_plan, ev.steps or cmp_ck.cfg.sampler.steps, [pol])[0]
+    rev = revisit_section(cmp_ck, ev, cmp_text, cmp_plan, steps_c, [pol])[0]
     out["rope"] = {"checkpoint": str(cmp_ck.path), "rope": cmp_ck.cfg.memory.rope,
                    "this_rope": ck.cfg.memory.rope, "psnr_by_horizon": fid["psnr_by_horizon"],
-                   "ssim_by_horizon": fid["ssim_by_horizon"], "revisit_psnr": rev}
+                   "ssim_by_horizon": fid["ssim_by_horizon"],
+                   "player_visible_by_horizon": fid["fidelity_detail"]["player_visible_by_horizon"],
+                   "revisit_psnr": rev}
+    if "stability" not in ev.skip:  # the long rollout, where unbounded ids must extrapolate
+        st = eval_stability(cmp_model, ev, cmp_text, seeds[0], steps_c, Rc, cmp_ref)
+        out["rope"]["stability"] = {k: st[k] for k in ("frames", "ok", "nan_free", "range_ok", "flat_ok",
+                                                       "player_visible_share", "player_visible_share_first_last")}
     return out
 
 
@@ -775,7 +852,9 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   "| PSNR dB | " + " | ".join(fmt(result["psnr_by_horizon"][h]) for h in hs) + " |",
                   "| SSIM | " + " | ".join(fmt(result["ssim_by_horizon"][h], 3) for h in hs) + " |",
                   "| frozen start frame, PSNR dB (baseline) | " + " | ".join(
-                      fmt(result["fidelity_detail"]["frozen_start_frame_psnr_by_horizon"][h]) for h in hs) + " |", "",
+                      fmt(result["fidelity_detail"]["frozen_start_frame_psnr_by_horizon"][h]) for h in hs) + " |",
+                  "| worlds still showing the player | " + " | ".join(
+                      fmt(result["fidelity_detail"]["player_visible_by_horizon"][h], 2) for h in hs) + " |", "",
                   f"Tokenizer round trip of the true frames (the ceiling): "
                   f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB.", "",
                   "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
@@ -859,7 +938,10 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"{fmt(s['frame_std_range'][0], 1)}..{fmt(s['frame_std_range'][1], 1)}, allowed "
                   f"{fmt(s['allowed_std_range'][0], 1)}..{fmt(s['allowed_std_range'][1], 1)}); latency p50 "
                   f"{s['latency_ms_p50']:.1f} ms, last/first {s['ratio_window_frames']} frames: wall "
-                  f"{s['latency_ratio_last_first']:.2f}, CPU p50 {s['cpu_ratio_last_first_p50']:.2f}.", ""]
+                  f"{s['latency_ratio_last_first']:.2f}, CPU p50 {s['cpu_ratio_last_first_p50']:.2f}. "
+                  f"The player is still drawn in {s['player_visible_share']:.1%} of the frames (first / last "
+                  f"{s['ratio_window_frames']}: {s['player_visible_share_first_last'][0]:.1%} / "
+                  f"{s['player_visible_share_first_last'][1]:.1%}; needed {s['player_visible_min']:.0%}).", ""]
 
     if result["ablations"]:
         lines += ["## Ablations", "", "```json", json.dumps(result["ablations"], indent=1), "```", ""]

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 @dataclass
 class BudgetConfig:
     fps: float = 20.0  # target frames per second; the budget is 1/fps
-    min_steps: int = 1  # fewest denoising steps allowed
+    # Fewest denoising steps allowed. One step draws visibly worse worlds than two (tiny: 11.7 vs
+    # 18.1 dB at frame 128, docs/RESULTS.md), so a slow machine misses frames rather than go there.
+    min_steps: int = 2
     max_steps: int = 4  # most denoising steps allowed
     start_steps: int = 2  # steps of the first frame
     high: float = 0.90  # lower steps when EMA latency > high * budget

@@ -75,6 +75,18 @@ def test_psnr_and_ssim():
     assert E.ssim(stack, img)[0, 0] == pytest.approx(1.0) and E.ssim(stack, img)[0, 2] < 0.1
 
 
+def test_player_check_sees_the_sprite_and_its_absence():
+    ep = E.teacher_run(501, 8, 64)
+    assert np.all(E.player_psnr(ep.frames, ep.style) >= 40)  # clear weather: the sprite is drawn exactly
+    ts = E._atlas(ep.style, 64).player.shape[1]
+    assert np.all(E.player_psnr(ep.frames, ep.style, (0, 2 * ts)) < 20)  # two tiles off: ground, no player
+    flat = np.full_like(ep.frames, 128)  # a collapsed, featureless world
+    ref = E.teacher_reference(64, frames=2)
+    assert ref["player_absent_p99"] < ref["player_threshold"] < ref["player_present_p1"]
+    assert np.all(E.player_psnr(flat, ep.style) < ref["player_threshold"])
+    assert np.all(E.player_psnr(ep.frames, ep.style) >= ref["player_threshold"])
+
+
 def test_biome_classifier_beats_chance_and_is_cached(classifier, cache_dir):
     from envs.style import BIOMES
 
@@ -167,10 +179,15 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert d["switch_at_teacher"] > 0.5  # ... and the teacher's style switch (its 8-frame fade is over)
     assert isinstance(r["stable"], bool) and r["stability"]["frames"] == 16 and r["stability"]["nan_free"]
     assert r["stability"]["latency_ms_p50"] > 0
+    # A random-init model draws no player: the collapse check must say so.
+    assert r["stability"]["player_visible_share"] < 0.5 and not r["stability"]["player_ok"] and not r["stable"]
+    assert set(r["fidelity_detail"]["player_visible_by_horizon"]) == {"1", "4"}
+    assert r["fidelity_detail"]["player_visible_tokenizer"] is not None
     abl = r["ablations"]
     assert set(abl["memory_updates_off"]["revisit_psnr"]) == {"16"}
     assert abl["rope"]["rope"] == "absolute" and set(abl["rope"]["psnr_by_horizon"]) == {"1", "4"}
     assert set(abl["rope"]["revisit_psnr"]) == {"evolving"}
+    assert abl["rope"]["stability"]["frames"] == 16 and 0 <= abl["rope"]["stability"]["player_visible_share"] <= 1
 
     E.write_report(result, art, tmp_path / "report")
     for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png"):

@@ -38,9 +38,14 @@ def test_budget_has_hysteresis():
 
 
 def test_budget_waits_patience_frames_before_raising():
-    b = FrameBudget(BudgetConfig(fps=20, start_steps=1, patience=20))
+    b = FrameBudget(BudgetConfig(fps=20, min_steps=1, start_steps=1, patience=20))
     history = simulate(b, 0.0, 0.005, 25)
     assert history[:19] == [1] * 19 and history[19] == 2
+
+
+def test_budget_default_never_drops_to_one_step():
+    b = FrameBudget(BudgetConfig(fps=20))  # far too slow: 100 ms a step
+    assert set(simulate(b, 0.0, 0.1, 50)) == {2} and b.config.min_steps == 2
 
 
 @pytest.mark.parametrize("kwargs", [dict(fps=0), dict(min_steps=3, start_steps=2), dict(low=0.9, high=0.8)])

@@ -223,7 +223,21 @@ def test_bench_env_reports_steps_per_second():
     from envs.bench import bench_env
 
     r = bench_env(random_init=True, frames=2, batches=(2,), text_encoder="hash", progress=False)
-    assert r["results"]["single"]["steps_per_s"] > 0 and r["results"]["vector_2"]["env_steps"] == 4
+    single, vec = r["results"]["single"], r["results"]["vector_2"]
+    assert single["steps_per_s"] > 0 and vec["env_steps"] == 4
+    # One env step costs the same FLOPs alone or in a batch (the batch only shares the call).
+    assert single["gflop_per_env_step"] > 0 and vec["gflop_per_env_step"] == pytest.approx(
+        single["gflop_per_env_step"], rel=0.02)
+    assert r["machine_gemm_gflops"] > 0 and r["speedup_bound_vs_single"] > 0
+
+
+def test_count_flops_sees_matmul_and_cpu_attention():
+    from world.bench import count_flops
+
+    q, k = torch.randn(1, 2, 8, 16), torch.randn(1, 2, 32, 16)
+    flops = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k, attn_mask=torch.zeros(8, 32)))
+    assert flops["total"] == 2 * (2 * 8 * 32 * 16) * 2  # QK^T and AV, 2 heads
+    assert count_flops(lambda: torch.randn(4, 5) @ torch.randn(5, 6))["total"] == 2 * 4 * 5 * 6
 
 
 # -- bad input ----------------------------------------------------------------------------------------

@@ -52,6 +52,39 @@ def latency_summary(ms: np.ndarray) -> dict:
     }
 
 
+def count_flops(fn) -> dict[str, int]:
+    """Run fn() once and count the FLOPs of its torch ops -> {op name: flops, "total": flops}.
+
+    Matmuls, convolutions and attention (torch's counter plus the CPU SDPA kernel it
+    does not know); elementwise ops are not counted, so this is a lower bound.
+    """
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa})
+    with counter:
+        fn()
+    counts = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+    return {**counts, "total": int(counter.get_total_flops())}
+
+
+def gemm_gflops(n: int = 1024, reps: int = 10) -> float:
+    """fp32 GFLOP/s of an n x n x n matmul at torch's current thread count: the arithmetic
+    ceiling of this machine, against which a model's achieved GFLOP/s is judged."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):  # best of reps: the ceiling, not the average under noise
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def run_model_bench(preset: str = "tiny", policy: str = "evolving", frames: int = 2000, steps: int = 2,
                     batch: int = 1, seed: int = 0, random_init: bool = True, checkpoint: str | None = None,
                     warmup: int = 20, threads: int | None = 1, progress: bool = True,
