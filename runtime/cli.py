@@ -3,8 +3,8 @@
 Heavy optional pieces (pygame, the world model's weights, the text encoder)
 load only inside the command that needs them. The CLI is the one place in
 `runtime` that reaches up into `envs` and `demos` (lazily, per command): it
-dispatches to every package. Building the parser imports
-torch once (the `train` flags come from `TrainConfig`), about 2 s here.
+dispatches to every package. Building the parser does not import torch (the
+`train` flags come from the torch-free `world.train_config`), so `--help` is quick.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _add_train(sub) -> None:
     p.add_argument("--config", type=Path, default=None, help="JSON file of TrainConfig fields (flags override it)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    from world.train import TrainConfig  # every field becomes a flag
+    from world.train_config import TrainConfig  # every field becomes a flag (torch-free)
 
     for f in fields(TrainConfig):
         if f.name == "model":

@@ -153,3 +153,13 @@ def test_rewind_ring_is_constant_size_and_goes_back():
     ring.clear()
     with pytest.raises(IndexError):
         ring.rewind()
+
+
+def test_cli_parser_builds_without_torch():
+    """`echo-infinity --help` must stay quick: building every subcommand's flags imports no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, runtime.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

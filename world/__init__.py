@@ -2,10 +2,20 @@
 
 `world` imports nothing from runtime/envs/engines/demos. The text encoder
 (`world.text.TextEncoder`) loads its weights lazily, on first construction.
+The model names below load on first use, so torch-free modules (`world.config`,
+`world.train_config`) import without torch (the CLI's `--help` stays fast).
 """
 
-from .config import ModelConfig, from_preset, PRESETS
-from .model import StepResult, WorldModel, build_model
-from .state import WorldState
+from importlib import import_module
 
-__all__ = ["ModelConfig", "from_preset", "PRESETS", "WorldModel", "build_model", "StepResult", "WorldState"]
+from .config import PRESETS, ModelConfig, from_preset
+
+_LAZY = {"WorldModel": ".model", "build_model": ".model", "StepResult": ".model", "WorldState": ".state"}
+
+__all__ = ["ModelConfig", "from_preset", "PRESETS", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'world' has no attribute {name!r}")

@@ -32,7 +32,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -45,63 +45,9 @@ from . import sampler
 from .config import from_preset
 from .model import WorldModel
 from .text import build_text_encoder
+from .train_config import STAGES, TrainConfig
 
 Batches = Callable[[int, int], Iterator[dict]]
-STAGES = ("tokenizer", "stage1", "stage2")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs besides data; saved as trainer.json."""
-
-    preset: str = "tiny"
-    """Model preset (world.config.PRESETS)."""
-    model: dict = field(default_factory=dict)
-    """Overrides of the preset, by section: {"dit": {"depth": 2}} (JSON config only)."""
-    out: str = "runs/train"
-    """Run directory: checkpoints, metrics.jsonl, loss curves."""
-    seed: int = 0
-    text_encoder: str = "minilm"
-    """'minilm' (the real sentence encoder) or 'hash' (tests only)."""
-    tok_steps: int = 1500
-    tok_batch: int = 32
-    tok_lr: float = 2e-3
-    s1_steps: int = 1500
-    s1_batch: int = 8
-    s1_lr: float = 6e-4
-    s2_steps: int = 300
-    s2_batch: int = 4
-    s2_clip: int = 32
-    """Stage 2 clip length in frames (several windows: memory has to carry the rest)."""
-    s2_lr: float = 2e-4
-    warmup: int = 100
-    """Linear LR warm-up steps at the start of every stage, then cosine decay to 10%."""
-    caption_dropout: float = 0.1
-    """Share of clips trained with the empty prompt (unconditional)."""
-    context_noise_max: float = 0.1
-    """Context frames are noised to t ~ U(0, this): robustness to imperfect own frames."""
-    self_rollout: float = 0.3
-    """Stage 2: share of frames whose context is the model's own 2-step sample."""
-    revisit_weight: float = 3.0
-    """Stage 2: loss weight of frames that return to a place last seen before the window."""
-    reward_weight: float = 0.5
-    done_weight: float = 0.1
-    grad_clip: float = 1.0
-    log_every: int = 20
-    ckpt_every: int = 250
-
-    def validate(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-                raise ValueError(f"train config {f.name} must be >= 0, got {v}")
-        for name in ("caption_dropout", "self_rollout", "context_noise_max"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
-        if self.text_encoder not in ("minilm", "hash"):
-            raise ValueError(f"text_encoder must be 'minilm' or 'hash', got {self.text_encoder!r}")
-
-
 # --------------------------------------------------------------------------------------------
 # Losses, one module each so DDP sees one forward per backward.
 
