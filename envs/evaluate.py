@@ -83,7 +83,7 @@ JSON (`--json`), stable top-level names:
                             allowed_std_range, latency_ms_p50, latency_ratio_last_first,
                             latency_ratio_last_first_p50, cpu_ratio_last_first_p50, ratio_window_frames, flat_ok,
                             player_visible_share, player_visible_share_first_last, player_psnr_p50,
-                            player_threshold, player_ok}
+                            player_threshold, player_present_p1, player_absent_p99, player_ok}
   ablations                {memory_updates_off: {revisit_psnr, delta_vs_updates_on}, rope: {...} or {skipped}}
   skipped                  [section] not run (their values are null)
   settings                 the EvalConfig used
@@ -701,6 +701,7 @@ def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: in
          "player_visible_share": float(visible.mean()),
          "player_visible_share_first_last": [float(visible[:k].mean()), float(visible[-k:].mean())],
          "player_psnr_p50": float(np.median(player)), "player_threshold": ref["player_threshold"],
+         "player_present_p1": ref["player_present_p1"], "player_absent_p99": ref["player_absent_p99"],
          "player_ok": bool(visible.mean() >= ev.player_visible_min), "player_visible_min": ev.player_visible_min}
     r["ok"] = r["nan_free"] and r["range_ok"] and r["flat_ok"] and r["player_ok"]
     return r

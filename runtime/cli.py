@@ -229,8 +229,8 @@ def _add_eval(sub) -> None:
                    choices=["fidelity", "revisit", "adherence", "stability", "ablations"],
                    help="sections not to run: fidelity revisit adherence stability ablations")
     p.add_argument("--compare-checkpoint", type=Path, default=None,
-                   help="a second checkpoint (e.g. trained with memory.rope='absolute'): fidelity and revisit "
-                   "on it too, reported under ablations.rope")
+                   help="a second checkpoint (e.g. trained with memory.rope='absolute'): fidelity, revisit "
+                   "and stability on it too, reported under ablations.rope")
     p.add_argument("--text-encoder", choices=["auto", "minilm", "hash"], default="auto",
                    help="prompt encoder (default auto: the one in trainer.json beside the weights, else minilm)")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/eval_cache"),
