@@ -84,7 +84,9 @@ JSON (`--json`), stable top-level names:
                             latency_ratio_last_first_p50, cpu_ratio_last_first_p50, ratio_window_frames, flat_ok,
                             player_visible_share, player_visible_share_first_last, player_psnr_p50,
                             player_threshold, player_present_p1, player_absent_p99, player_ok}
-  ablations                {memory_updates_off: {revisit_psnr, delta_vs_updates_on}, rope: {...} or {skipped}}
+  ablations                {memory_updates_off: {revisit_psnr, delta_vs_updates_on}, rope: {checkpoint, rope,
+                            psnr_by_horizon, ssim_by_horizon, psnr_curve, player_visible_by_horizon,
+                            revisit_psnr, stability} or {skipped}}
   skipped                  [section] not run (their values are null)
   settings                 the EvalConfig used
   section_seconds          {section: s}
@@ -814,7 +816,7 @@ def _ablations(ck: Checkpoint, cmp_ck: Checkpoint | None, ev: EvalConfig, text, 
     rev = revisit_section(cmp_ck, ev, cmp_text, cmp_plan, steps_c, [pol])[0]
     out["rope"] = {"checkpoint": str(cmp_ck.path), "rope": cmp_ck.cfg.memory.rope,
                    "this_rope": ck.cfg.memory.rope, "psnr_by_horizon": fid["psnr_by_horizon"],
-                   "ssim_by_horizon": fid["ssim_by_horizon"],
+                   "ssim_by_horizon": fid["ssim_by_horizon"], "psnr_curve": fid["fidelity_detail"]["psnr_curve"],
                    "player_visible_by_horizon": fid["fidelity_detail"]["player_visible_by_horizon"],
                    "revisit_psnr": rev}
     if "stability" not in ev.skip:  # the long rollout, where unbounded ids must extrapolate
@@ -945,7 +947,24 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"{s['player_visible_share_first_last'][1]:.1%}; needed {s['player_visible_min']:.0%}).", ""]
 
     if result["ablations"]:
-        lines += ["## Ablations", "", "```json", json.dumps(result["ablations"], indent=1), "```", ""]
+        lines += ["## Ablations", ""]
+        rope = result["ablations"].get("rope", {})
+        if "psnr_curve" in rope and result["fidelity_detail"]:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            for name, curve in ((result["model"]["rope"], result["fidelity_detail"]["psnr_curve"]),
+                                (rope["rope"], rope["psnr_curve"])):
+                ax.plot(np.arange(1, len(curve) + 1), [np.nan if v is None else v for v in curve],
+                        label=f"rope={name}")
+            ax.set_xscale("log")
+            ax.set_xlabel("frames after the start frame")
+            ax.set_ylabel("PSNR vs true frames (dB)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(d / "rope.png", dpi=110)
+            plt.close(fig)
+            lines += ["![RoPE ablation: PSNR by frame](rope.png)", ""]
+        lines += ["```json", json.dumps(result["ablations"], indent=1), "```", ""]
     (d / "report.md").write_text("\n".join(lines))
     return d / "report.md"
 

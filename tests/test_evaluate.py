@@ -187,10 +187,11 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert set(abl["memory_updates_off"]["revisit_psnr"]) == {"16"}
     assert abl["rope"]["rope"] == "absolute" and set(abl["rope"]["psnr_by_horizon"]) == {"1", "4"}
     assert set(abl["rope"]["revisit_psnr"]) == {"evolving"}
+    assert len(abl["rope"]["psnr_curve"]) == 4
     assert abl["rope"]["stability"]["frames"] == 16 and 0 <= abl["rope"]["stability"]["player_visible_share"] <= 1
 
     E.write_report(result, art, tmp_path / "report")
-    for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png"):
+    for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png", "rope.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert "Revisit memory" in (tmp_path / "report" / "report.md").read_text()
 
