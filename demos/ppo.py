@@ -12,7 +12,7 @@ and count the gems each collects per episode:
 
 Both envs share spaces (64x64 RGB, six actions), so a policy moves from one to
 the other unchanged. Results go to `--out` (JSON) with the trained policies
-beside it (`policy_<name>.pt`).
+beside it (`policy_<name>.safetensors`: plain tensors, loading runs no code).
 
     python -m demos.ppo --checkpoint checkpoints/tiny --minutes 30 --out runs/ppo/results.json
     python -m demos.ppo --checkpoint /tmp/ckpt --text-encoder hash --minutes 0.5   # smoke run
@@ -33,6 +33,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torch.distributions.categorical import Categorical
 from tqdm import tqdm
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     for env_id in args.env_ids:
         agent, stats = train(args, env_id)
         name = env_id.split("/")[-1]
-        torch.save(agent.state_dict(), args.out.parent / f"policy_{name}.pt")
+        save_file(agent.state_dict(), str(args.out.parent / f"policy_{name}.safetensors"))
         gems = evaluate(policy_actor(agent, device, args.seed), args, name)
         results[env_id] = {"gems_per_episode": gems, "gems_mean": float(np.mean(gems)), "train": stats}
 
