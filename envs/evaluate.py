@@ -630,6 +630,7 @@ def player_psnr(frames: np.ndarray, style, offset: tuple[int, int] = (0, 0)) -> 
 # 4. Stability
 
 
+@functools.lru_cache(maxsize=4)  # once per resolution: the compare checkpoint reuses it (read-only)
 def teacher_reference(resolution: int, frames: int = 24) -> dict[str, Any]:
     """What the teacher's own frames look like, over all 96 styles (RANGE_SEED_BASE seeds).
 
