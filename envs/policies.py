@@ -9,6 +9,10 @@
   long-range memory if the data returns to places it has seen.
 On the teacher, `explore` and `revisit` steer around hazards (HazardGuard)
 except for a small slip chance, so episodes last but still sometimes end.
+In the teacher's tile-step mode (one move = one tile) they count in tiles,
+not frames: holds and excursions are 4x shorter, a quarter of the frames are
+NOOPs (a player at 20 fps moves ~8-10 tiles a second), and most moves into a
+wall are turned away (a few are kept, so blocked moves stay in the data).
 
 Every policy is seeded by a `np.random.Generator` and draws nothing else, so a
 recording is reproducible from its seed. Interface::
@@ -66,6 +70,11 @@ def _move_actions(env) -> dict[str, int] | None:
     return {m: start + meanings.index(m) for m in MOVES}
 
 
+def tile_steps(env) -> bool:
+    """Does one move go a whole tile (the teacher's tile-step mode)?"""
+    return getattr(env.unwrapped, "motion", None) == "tile"
+
+
 def _position(info: dict) -> tuple[int, int] | None:
     pos = info.get("position") if info else None
     return None if pos is None else (int(pos[0]), int(pos[1]))
@@ -76,18 +85,24 @@ class HazardGuard:
 
     It asks the env's `leads_to_hazard(action)` (the teacher has it); for any
     other env it does nothing. `slip_prob` is the chance of walking in anyway.
+    With `wall_avoid` > 0 it also turns away from moves the env's `blocks(action)`
+    says a wall stops, with that probability.
     """
 
-    def __init__(self, env, rng: np.random.Generator, slip_prob: float):
-        self.rng, self.slip_prob = rng, slip_prob
+    def __init__(self, env, rng: np.random.Generator, slip_prob: float, wall_avoid: float = 0.0):
+        self.rng, self.slip_prob, self.wall_avoid = rng, slip_prob, wall_avoid
         self.query = getattr(env.unwrapped, "leads_to_hazard", None)
+        self.walls = getattr(env.unwrapped, "blocks", None) if wall_avoid > 0 else None
         self.meanings = action_meanings(env)
 
     def deadly(self, info: dict, move: str) -> bool:
-        """Would `move` from here step onto a hazard (and may we not slip)?"""
+        """Would `move` from here step onto a hazard or, if avoided, into a wall (and may we not slip)?"""
         if self.query is None or self.meanings is None or move not in self.meanings:
             return False
-        if not self.query(self.meanings.index(move)):
+        action = self.meanings.index(move)
+        if self.walls is not None and self.walls(action):
+            return self.rng.random() < self.wall_avoid
+        if not self.query(action):
             return False
         return self.rng.random() >= self.slip_prob
 
@@ -144,16 +159,19 @@ class ExplorePolicy(Policy):
 
     name = "explore"
 
-    def __init__(self, env, rng, mean_hold: float = 12.0, use_prob: float = 0.03,
-                 noop_prob: float = 0.02, repeat_prob: float = 0.75, slip_prob: float = 0.01):
+    def __init__(self, env, rng, mean_hold: float | None = None, use_prob: float = 0.03,
+                 noop_prob: float | None = None, repeat_prob: float = 0.75, slip_prob: float = 0.01):
         super().__init__(env, rng)
+        tile = tile_steps(env)
+        mean_hold = (3.0 if tile else 12.0) if mean_hold is None else mean_hold
+        noop_prob = (0.25 if tile else 0.02) if noop_prob is None else noop_prob
         self.moves = _move_actions(env)
         meanings = action_meanings(env) or ()
         self.use = self.start + meanings.index("USE") if "USE" in meanings else None
         self.noop = self.start + meanings.index("NOOP") if "NOOP" in meanings else None
         self.mean_hold, self.use_prob, self.noop_prob = mean_hold, use_prob, noop_prob
         self.repeat_prob = repeat_prob
-        self.guard = HazardGuard(env, rng, slip_prob)
+        self.guard = HazardGuard(env, rng, slip_prob, wall_avoid=0.85 if tile else 0.0)
         self.current: int | None = None
         self.hold = 0
 
@@ -200,9 +218,12 @@ class RevisitPolicy(Policy):
     MIN_GAP, MAX_GAP = 20, 200      # frames between leaving a place and being back on it
     MIN_AWAY = 16                   # pixels (2 teacher tiles) it must have gone to count as a revisit
 
-    def __init__(self, env, rng, max_travel: int = 60, loop_prob: float = 0.4, mean_hold: float = 8.0,
-                 slip_prob: float = 0.01):
+    def __init__(self, env, rng, max_travel: int | None = None, loop_prob: float = 0.4,
+                 mean_hold: float | None = None, slip_prob: float = 0.01):
         super().__init__(env, rng)
+        self.unit = 4 if tile_steps(env) else 1  # a tile step covers 4 smooth moves: plans shrink 4x
+        max_travel = 60 // self.unit if max_travel is None else max_travel
+        mean_hold = 8.0 / self.unit if mean_hold is None else mean_hold
         moves = _move_actions(env)
         if moves is None:
             raise ValueError(
@@ -210,7 +231,7 @@ class RevisitPolicy(Policy):
                 f"this env's actions are {_describe_actions(env)} (use the explore or random policy)")
         self.moves = moves
         self.action_to_move = {a: m for m, a in moves.items()}
-        self.explore = ExplorePolicy(env, rng, mean_hold=mean_hold, slip_prob=slip_prob)
+        self.explore = ExplorePolicy(env, rng, mean_hold=mean_hold if self.unit == 1 else None, slip_prob=slip_prob)
         self.max_travel, self.loop_prob, self.mean_hold = max_travel, loop_prob, mean_hold
         self.reset({})
 
@@ -233,14 +254,14 @@ class RevisitPolicy(Policy):
         self.trail = [pos] if pos is not None else []   # positions to retrace, oldest first
         self.undo: list[str] = []                        # inverse moves, for position-less envs
         if self.rng.random() < self.loop_prob:           # square: 3 sides out, the 4th closes it
-            side = int(self.rng.integers(10, 51))
+            side = int(self.rng.integers(10 // self.unit, 50 // self.unit + 1))
             first = MOVES[int(self.rng.integers(4))]
             turn = [m for m in MOVES if m not in (first, INVERSE[first])][int(self.rng.integers(2))]
             self.plan = [first] * side + [turn] * side + [INVERSE[first]] * side
             self.back_plan = [INVERSE[turn]] * side
             self.mode = "direct"
         else:                                            # sticky walk out, retrace back
-            length, plan, move = int(self.rng.integers(10, 101)), [], None
+            length, plan, move = int(self.rng.integers(10 // self.unit, 100 // self.unit + 1)), [], None
             while len(plan) < length:
                 options = [m for m in MOVES if move is None or m != INVERSE[move]]
                 move = options[int(self.rng.integers(len(options)))]

@@ -64,8 +64,8 @@ def _is_image_space(space) -> bool:
     return len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))
 
 
-def make_env(env: str, resolution: int = 64, max_episode_steps: int | None = None):
-    """Make `env` ("teacher" or a Gymnasium id) for recording.
+def make_env(env: str, resolution: int = 64, max_episode_steps: int | None = None, motion: str = "smooth"):
+    """Make `env` ("teacher" or a Gymnasium id) for recording (`motion`: the teacher's mode).
 
     Returns (env, env_id, frames_fn). Raises RecordError for an unknown id, a
     non-Discrete action space, no image output, or an unsupported resolution.
@@ -81,6 +81,9 @@ def make_env(env: str, resolution: int = 64, max_episode_steps: int | None = Non
     if env_id == TEACHER_ID:
         import envs  # noqa: F401  (registers the teacher ids)
         kwargs["resolution"] = resolution
+        kwargs["motion"] = motion
+    elif motion != "smooth":
+        raise RecordError(f"--motion {motion} is a teacher mode; env {env!r} moves as it moves")
     try:
         e = gym.make(env_id, **kwargs)
     except gym.error.Error as err:                        # NameNotFound, VersionNotFound, ...
@@ -111,7 +114,7 @@ def make_env(env: str, resolution: int = 64, max_episode_steps: int | None = Non
 
 def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir,
                     resolution: int = 64, seed: int = 0, progress: bool = True,
-                    style_switch_prob: float = 0.002, overwrite: bool = False) -> dict:
+                    style_switch_prob: float = 0.002, overwrite: bool = False, motion: str = "smooth") -> dict:
     """Record `episodes` episodes of at most `steps` steps into `out_dir`; returns stats.
 
     `env_id` is "teacher" or a Gymnasium id. Episode i resets with a seed drawn
@@ -119,7 +122,8 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
     its policy and style switches draw from a generator on the same child, so a
     dataset is reproducible from (env, policy, seed). An episode that terminates early is
     kept with its shorter length. `style_switch_prob` (teacher only) is the
-    chance per frame of a switch to a random style. An `out_dir` that already
+    chance per frame of a switch to a random style; `motion` is the teacher's
+    motion mode ("smooth" or "tile", saved in the manifest). An `out_dir` that already
     holds shards is refused unless `overwrite` (which deletes them first).
     """
     from tqdm import tqdm
@@ -131,7 +135,11 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
     if not 0.0 <= style_switch_prob <= 1.0:
         raise RecordError(f"--style-switch-prob must be in [0, 1], got {style_switch_prob}")
     teacher = ENV_ALIASES.get(env_id, env_id) == TEACHER_ID
-    env, full_id, to_frame = make_env(env_id, resolution, max_episode_steps=steps if teacher else None)
+    from envs.teacher import MOTIONS
+    if motion not in MOTIONS:
+        raise RecordError(f"unknown motion {motion!r}; valid: {', '.join(MOTIONS)}")
+    env, full_id, to_frame = make_env(env_id, resolution, max_episode_steps=steps if teacher else None,
+                                      motion=motion)
     try:
         meanings = action_meanings(env)
         try:
@@ -145,7 +153,7 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
                  "episodes": episodes, "steps": 0, "frames": 0, "bytes": 0, "terminated": 0,
                  "revisits": 0, "style_switches": 0}
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "env_id": full_id, "policy": policy,
-                    "resolution": resolution, "seed": seed, "action_meanings": meanings,
+                    "resolution": resolution, "motion": motion, "seed": seed, "action_meanings": meanings,
                     "style_switch_prob": style_switch_prob, "episodes": []}
         t0 = time.perf_counter()
         bar = tqdm(total=episodes * steps, unit="frame", desc=f"record {env_id}/{policy}",
@@ -253,6 +261,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--resolution", type=int, default=64,
                         help="frame size R of R x R x 3 frames: 64, 128 or 256 (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (episode seeds derive from it)")
+    parser.add_argument("--motion", default="smooth", choices=("smooth", "tile"),
+                        help="teacher only: 'smooth' scrolls 2 px a frame; 'tile' moves one tile (one DiT "
+                             "token) a frame, the mode the tiny checkpoint is trained in (default smooth)")
     parser.add_argument("--style-switch-prob", type=float, default=0.002,
                         help="teacher only: chance per frame of switching to a random style "
                              "mid-episode (default 0.002, about 2 per 1000 frames)")
@@ -270,7 +281,7 @@ def main(args: argparse.Namespace) -> int:
         stats = record_episodes(args.env, args.policy, args.episodes, args.steps, args.out,
                                 resolution=args.resolution, seed=args.seed,
                                 progress=not args.no_progress, style_switch_prob=args.style_switch_prob,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, motion=args.motion)
     except (RecordError, ShardError) as err:
         print(f"echo-infinity record: error: {err}", file=sys.stderr)
         return 2

@@ -7,8 +7,14 @@ identically whatever path led there, and the player's changes (collected gems,
 chopped trees, placed crates) persist when they come back.
 
 Rules
-- The camera follows the player (always centred) and scrolls `SPEED` base
-  pixels per frame, so consecutive frames look like video.
+- The camera follows the player. Two motion modes (`motion=`):
+  `"smooth"`: a move scrolls `SPEED` base pixels a frame (a tile takes 4
+  frames), the player drawn in the exact centre;
+  `"tile"`: a move goes exactly one tile a frame, and the view is aligned so
+  that tile edges are DiT token edges (8 base pixels = one token at every
+  preset), the player drawn on the tile just right of and below the centre.
+  A tile step is a shift by whole tokens plus one new row or column: motion a
+  small model learns on a CPU budget.
 - Actions (Discrete(6)): 0 NOOP, 1 UP, 2 DOWN, 3 LEFT, 4 RIGHT, 5 USE.
   Moves turn the player and move it unless a solid tile (tree/rock/cactus or a
   placed crate) is in the way. USE acts on the tile in front of the player:
@@ -42,6 +48,7 @@ _MOVES = {UP: (0, -1), DOWN: (0, 1), LEFT: (-1, 0), RIGHT: (1, 0)}  # (dx, dy)
 _FACING_INDEX = {UP: 0, DOWN: 1, LEFT: 2, RIGHT: 3}  # order of Atlas.player
 
 RESOLUTIONS = (64, 128, 256)
+MOTIONS = ("smooth", "tile")
 VIEW = 64  # the view is 64 base pixels (8 tiles) across at every resolution
 SPEED = 2  # base pixels per frame: a tile takes 4 frames to cross
 PLAYER_HALF = 3  # the player's collision box is 6x6 base pixels
@@ -63,9 +70,14 @@ class TeacherEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
 
-    def __init__(self, render_mode: str | None = None, resolution: int = 64, style: str | dict | Style | None = None):
+    def __init__(self, render_mode: str | None = None, resolution: int = 64, style: str | dict | Style | None = None,
+                 motion: str = "smooth"):
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unsupported resolution {resolution!r}; choose one of {RESOLUTIONS}")
+        if motion not in MOTIONS:
+            raise ValueError(f"unknown motion {motion!r}; choose one of {MOTIONS}")
+        self.motion = motion
+        self.step_px = BASE_TILE if motion == "tile" else SPEED  # base pixels per move
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; choose one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
@@ -127,7 +139,7 @@ class TeacherEnv(gym.Env):
         if action in _MOVES:
             self.facing = action
             dx, dy = _MOVES[action]
-            nx, ny = self.x + dx * SPEED, self.y + dy * SPEED
+            nx, ny = self.x + dx * self.step_px, self.y + dy * self.step_px
             if not self._blocked(nx, ny):
                 self.x, self.y = nx, ny
             tx, ty = self.x // BASE_TILE, self.y // BASE_TILE
@@ -169,8 +181,15 @@ class TeacherEnv(gym.Env):
         if self.tilemap is None or action not in _MOVES:
             return False
         dx, dy = _MOVES[action]
-        x, y = self.x + dx * SPEED, self.y + dy * SPEED
+        x, y = self.x + dx * self.step_px, self.y + dy * self.step_px
         return self.tilemap.cls(x // BASE_TILE, y // BASE_TILE) == HAZARD
+
+    def blocks(self, action: int) -> bool:
+        """Would this move be stopped by a solid tile now? (For scripted policies.)"""
+        if self.tilemap is None or action not in _MOVES:
+            return False
+        dx, dy = _MOVES[action]
+        return self._blocked(self.x + dx * self.step_px, self.y + dy * self.step_px)
 
     # --- style -------------------------------------------------------------
     def set_style(self, style: str | dict | Style, transition: int = TRANSITION_FRAMES) -> Style:
@@ -246,15 +265,17 @@ class TeacherEnv(gym.Env):
 
     def _draw(self, atlas: Atlas) -> np.ndarray:
         s, ts, R = self.scale, self.tile_size, self.resolution
-        vx, vy = self.x - VIEW // 2, self.y - VIEW // 2  # view's top-left, base pixels
+        oy0, ox0 = player_origin(VIEW, self.motion)  # the sprite's top-left in the view, base pixels
+        half = BASE_TILE // 2
+        vx, vy = self.x - half - ox0, self.y - half - oy0  # view's top-left, base pixels
         tx0, ty0 = vx // BASE_TILE, vy // BASE_TILE
         n = VIEW // BASE_TILE + 1  # one extra tile covers the sub-tile offset
         codes = self.tilemap.block(tx0, ty0, n, n)  # [n, n]
         big = atlas.tiles[codes].transpose(0, 2, 1, 3, 4).reshape(n * ts, n * ts, 3)
         ox, oy = (vx - tx0 * BASE_TILE) * s, (vy - ty0 * BASE_TILE) * s
         frame = big[oy : oy + R, ox : ox + R]
-        c = R // 2 - ts // 2  # the player sprite sits in the centre
-        patch = frame[c : c + ts, c : c + ts]
+        cy, cx = oy0 * s, ox0 * s
+        patch = frame[cy : cy + ts, cx : cx + ts]
         patch[atlas.player_mask] = atlas.player[_FACING_INDEX[self.facing]][atlas.player_mask]
         if self.style.weather in ("rain", "snow"):
             kind = 0 if self.style.weather == "rain" else 1
@@ -287,6 +308,16 @@ class TeacherEnv(gym.Env):
         self._window.blit(pygame.transform.scale(surf, (size, size)), (0, 0))
         pygame.event.pump()
         pygame.display.flip()
+
+
+def player_origin(resolution: int, motion: str) -> tuple[int, int]:
+    """(y, x) of the player sprite's top-left pixel in a frame of side `resolution`.
+
+    smooth: the exact centre; tile: the tile whose top-left corner is the centre, so
+    tile edges fall on multiples of the tile size (token edges)."""
+    tile = resolution // (VIEW // BASE_TILE)
+    c = resolution // 2 if motion == "tile" else resolution // 2 - tile // 2
+    return c, c
 
 
 def _weather_pattern(seed: int, R: int) -> np.ndarray:

@@ -274,3 +274,36 @@ def test_info_and_rgb_array_render():
 
 def test_registration_is_on_import():
     assert envs.TEACHER_ID in gym.registry
+
+
+def test_tile_mode_moves_one_token_and_aligns_tiles_to_tokens():
+    from envs.teacher import player_origin
+
+    env = TeacherEnv(style=CLEAR, motion="tile")
+    frame, info = env.reset(seed=3)
+    assert player_origin(64, "tile") == (32, 32) and player_origin(64, "smooth") == (28, 28)
+    moved = 0
+    for a in (RIGHT, RIGHT, DOWN, LEFT, UP) * 4:
+        blocked = env.blocks(a)
+        nxt, _, terminated, _, new = env.step(a)
+        if terminated:
+            break
+        dx, dy = new["position"][0] - info["position"][0], new["position"][1] - info["position"][1]
+        assert (dx, dy) == (0, 0) if blocked else abs(dx) + abs(dy) == BASE_TILE
+        if not blocked:  # the view shifted by exactly one tile: everything but the new edge and the player
+            moved += 1
+            ox, oy = dx, dy
+            a_ = frame[max(oy, 0):64 + min(oy, 0), max(ox, 0):64 + min(ox, 0)].astype(int)
+            b_ = nxt[max(-oy, 0):64 + min(-oy, 0), max(-ox, 0):64 + min(-ox, 0)].astype(int)
+            diff = np.abs(a_ - b_).max(-1)
+            keep = np.ones_like(diff, bool)
+            for y, x in ((32 - max(-oy, 0), 32 - max(-ox, 0)), (32 - max(oy, 0), 32 - max(ox, 0))):
+                keep[max(y, 0):y + 8, max(x, 0):x + 8] = False  # the player's tile, old and new
+            assert diff[keep].max() == 0
+        frame, info = nxt, new
+    assert moved >= 5
+
+
+def test_tile_mode_rejects_unknown_motion():
+    with pytest.raises(ValueError, match="motion"):
+        TeacherEnv(motion="teleport")
