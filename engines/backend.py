@@ -111,7 +111,8 @@ class GraphBackend:
         raise NotImplementedError
 
     def run_step(self, x, t, action, state: WorldState, ctx: tuple[torch.Tensor, ...]):
-        """-> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh], new_v, reward [B,c], done_logit [B,c])."""
+        """One DiTStep over ctx, reading the state's prompt and previous frame (prev_latent,
+        prev_level) -> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh], new_v, reward [B,c], done_logit [B,c])."""
         raise NotImplementedError
 
     def run_update(self, state: WorldState, slot: torch.Tensor, evict: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -156,11 +157,12 @@ class GraphBackend:
         for t, t_next in zip(ts[:-1], ts[1:]):  # sampler.sample's Euler loop
             x = x + (t_next - t) * self.run_step(x, torch.full((B, c), t, device=dev), action, state, ctx)[0]
         x0 = x
-        # commit: context pass, evictions into memory, in-place cache write
+        # commit: context pass, evictions into memory, in-place cache write, the previous frame
         t_c = cfg.sampler.context_noise
+        level = torch.full((B,), t_c, device=dev)  # [B]
         x_c = x0
         if t_c > 0:
-            x_c = sampler.add_noise(x0, model._noise(state, (c, N, C)), torch.full((B, c), t_c, device=dev))
+            x_c = sampler.add_noise(x0, model._noise(state, (c, N, C)), level[:, None].expand(B, c))
         _, new_k, new_v, reward, done = self.run_step(x_c, torch.full((B, c), t_c, device=dev), action, state, ctx)
         cache = state.cache
         slots = cache.slots_for(state.frame)  # [B, c]
@@ -171,6 +173,10 @@ class GraphBackend:
                 state.memory = self.run_update(state, slots[:, i].contiguous(), evict)
         cache.write(slots, state.frame[:, None] + torch.arange(c, device=dev), new_k, new_v)
         state.frame = state.frame + c
+        # the next chunk reads the frame as the cache saw it (the context pass's input, its level);
+        # contiguous: the graphs bind it by address for every pass of the next frame
+        state.prev_latent = x_c[:, -1].contiguous()  # [B, N, C]
+        state.prev_level = level
         return x0, reward, done
 
     @torch.no_grad()
@@ -206,7 +212,7 @@ class EagerGraphBackend(GraphBackend):
         return self.context(state.frame, c.slot_frame, c.k, c.v, *self.memory_inputs(state))
 
     def run_step(self, x, t, action, state, ctx):
-        return self.dit_step(x, t, action, *self.prompt_inputs(state), *ctx)
+        return self.dit_step(x, t, action, state.prev_latent, state.prev_level, *self.prompt_inputs(state), *ctx)
 
     def run_update(self, state, slot, evict):
         out = self.update(state.cache.k, state.cache.v, slot, evict, *self.memory_inputs(state))

@@ -10,9 +10,12 @@ the torch `WorldState`:
   state tensors: recipe ids from `frame` and `slot_frame`, cached keys
   rotated at read time, the memory read, the validity mask;
   `DiTStep` (once per pass) is one DiT pass of the current chunk over that
-  context, returning the velocity, the chunk's pre-RoPE K/V (the cache rows
-  the context pass writes) and the reward / done heads. The same graph
-  serves the K denoising passes and the context pass (extra outputs: a copy).
+  context (and, with `dit.prev_frame`, over the last committed frame: the
+  state's `prev_latent` / `prev_level`), returning the velocity (an x0
+  prediction is turned into one inside the graph, `sampler.to_velocity`),
+  the chunk's pre-RoPE K/V (the cache rows the context pass writes) and the
+  reward / done heads. The same graph serves the K denoising passes and the
+  context pass (extra outputs: a copy).
   Rebuilding the context inside every pass instead cost ~15% of a pass
   (tiny, CPU): the cache rotation is the eager model's once-per-step work.
 - `MemoryUpdate`: the policy's update with the frame leaving a given slot
@@ -69,7 +72,9 @@ def context_output_names(model: WorldModel) -> list[str]:
 
 
 def step_input_names(model: WorldModel) -> list[str]:
-    return ["x", "t", "action"] + prompt_names(model) + context_output_names(model)
+    """prev_latent / prev_level are inputs of every model (one code path); without
+    dit.prev_frame the DiT never reads them and the ONNX exporter drops them."""
+    return ["x", "t", "action", "prev_latent", "prev_level"] + prompt_names(model) + context_output_names(model)
 
 
 STEP_OUTPUTS = ["velocity", "new_k", "new_v", "reward", "done_logit"]
@@ -108,7 +113,8 @@ class DiTContext(nn.Module):
         m = self.model
         cache = KVCache(cache_k, cache_v, slot_frame, m.policy.sink_frames, m.cfg.memory.chunk_frames)
         state = WorldState(frame=frame, cache=cache, memory=dict(zip(self.mem_names, mem)),
-                           prompt_pooled=None, prompt_tokens=None, prompt_mask=None, generators=[])
+                           prompt_pooled=None, prompt_tokens=None, prompt_mask=None,
+                           prev_latent=None, prev_level=None, generators=[])  # the context reads neither
         ctx = StreamContext(m, state, in_place=False)
         return (*ctx.k, *ctx.v, ctx.mask, ctx.q_cos, ctx.q_sin)
 
@@ -127,9 +133,15 @@ def stream_context(*tensors: torch.Tensor) -> StreamContext:
 class DiTStep(nn.Module):
     """One DiT pass of the current chunk over a DiTContext (denoising passes and the context pass).
 
-    (x [B,c,N,C], t [B,c], action [B,c] int64, prompt..., DiTContext's outputs) ->
+    (x [B,c,N,C], t [B,c], action [B,c] int64, prev_latent [B,N,C], prev_level [B], prompt...,
+    DiTContext's outputs) ->
     (velocity [B,c,N,C], new_k/v [L,B,H,c,N,Dh] pre-RoPE, reward [B,c], done_logit [B,c]).
+    prev_latent / prev_level: the state's last committed frame and its noise level, expanded
+    to every frame of the chunk inside the graph (`WorldModel.prev_input`); ignored (and
+    dropped from the ONNX) without dit.prev_frame.
     prompt: prompt_pooled [B,P] (tiny) or prompt_tokens [B,Lp,P] + prompt_mask [B,Lp] bool.
+    velocity: for both dit.prediction kinds (x0 -> (x - x0) / t with this pass's t); the
+    context pass ignores it.
     """
 
     def __init__(self, model: WorldModel):
@@ -138,13 +150,14 @@ class DiTStep(nn.Module):
         self.model = model
         self.pooled = model.dit.pooled
 
-    def forward(self, x, t, action, *rest):
+    def forward(self, x, t, action, prev_latent, prev_level, *rest):
         m = self.model
-        if self.pooled:
-            prompt_ctx, ctx = m.dit.prompt_context(rest[0], None, None), stream_context(*rest[1:])
-        else:
-            prompt_ctx, ctx = m.dit.prompt_context(None, rest[0], rest[1]), stream_context(*rest[2:])
-        v, hidden = m.dit(x, t, action, prompt_ctx, ctx)
+        n_prompt = 1 if self.pooled else 2
+        pooled, tokens, mask = (rest[0], None, None) if self.pooled else (None, rest[0], rest[1])
+        state = WorldState(frame=None, cache=None, memory={}, prompt_pooled=pooled, prompt_tokens=tokens,
+                           prompt_mask=mask, prev_latent=prev_latent, prev_level=prev_level, generators=[])
+        ctx = stream_context(*rest[n_prompt:])
+        v, hidden = m.velocity(state, ctx, x, t, action)  # the eager pass: prompt, prev frame, to_velocity
         reward, done = m.dit.heads(hidden)
         L, (B, H, _, Dh) = len(ctx.k), ctx.k[0].shape
         c, N = x.shape[1], x.shape[2]

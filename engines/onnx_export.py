@@ -12,7 +12,9 @@
 The model hash is the sha256 of the model's weights serialized as
 `WorldModel.save` writes them, i.e. of `model.safetensors`; a directory
 exported from other weights (or for another batch) is refused with both
-values named, so a stale export can never run silently.
+values named, so a stale export can never run silently. So is one written
+with another manifest `FORMAT` (the graphs' inputs/outputs changed: format 2
+added the previous frame to dit_step).
 
 Uses the TorchScript exporter (`dynamo=False`): it needs no onnxscript and
 traces these small static graphs in seconds.
@@ -32,7 +34,7 @@ from world.model import WorldModel
 from . import graphs
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: dit_step takes the previous frame (prev_latent, prev_level) and returns a velocity for x0 models
 DEFAULT_OPSET = 17
 FILES = {"dit_context": "dit_context.onnx", "dit_step": "dit_step.onnx", "memory_update": "memory_update.onnx",
          "decoder": "decoder.onnx"}
@@ -87,7 +89,8 @@ def example_inputs(model: WorldModel, batch: int) -> dict[str, dict[str, torch.T
     with torch.no_grad():
         ctx = graphs.DiTContext(model)(*context)
     step = [torch.randn(batch, c, N, C, device=dev), torch.full((batch, c), 0.5, device=dev),
-            torch.zeros(batch, c, dtype=torch.long, device=dev), *prompt, *ctx]
+            torch.zeros(batch, c, dtype=torch.long, device=dev), state.prev_latent, state.prev_level,
+            *prompt, *ctx]
     update = [state.cache.k, state.cache.v, torch.full((batch,), model.policy.sink_frames, device=dev),
               torch.ones(batch, dtype=torch.bool, device=dev), *memory]
     return {"dit_context": dict(zip(graphs.context_input_names(model), context)),
@@ -194,9 +197,14 @@ def read_manifest(onnx_dir: str | Path, model: WorldModel | None = None, batch: 
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ManifestError(f"bad {path}: {e}") from e
-    if manifest.get("format") != FORMAT:
-        raise ManifestError(f"{path} has format {manifest.get('format')!r}, this version reads {FORMAT}; "
-                            "export again")
+    fmt = manifest.get("format")
+    if isinstance(fmt, int) and fmt < FORMAT:
+        raise ManifestError(f"{d} was exported by an older echo-infinity (manifest format {fmt}, this version "
+                            f"reads {FORMAT}: its graphs take other inputs); export again "
+                            "(echo-infinity export --checkpoint C --out DIR)")
+    if fmt != FORMAT:
+        raise ManifestError(f"{path} has format {fmt!r}, this version reads {FORMAT}; "
+                            "export again, or upgrade echo-infinity if it was exported by a newer one")
     if model is not None:
         own = digest or model_hash(model)
         if manifest.get("model_hash") != own:
@@ -227,7 +235,7 @@ def ensure_exported(model: WorldModel, batch: int, cache_dir: str | Path | None 
     if cache_dir is None:
         from .backend import default_cache_dir
 
-        cache_dir = default_cache_dir() / "onnx" / f"{digest[:16]}-{config_hash(model)[:8]}-b{batch}"
+        cache_dir = default_cache_dir() / "onnx" / f"{digest[:16]}-{config_hash(model)[:8]}-f{FORMAT}-b{batch}"
     d = Path(cache_dir)
     if (d / MANIFEST).is_file():
         read_manifest(d, model, batch, digest=digest)

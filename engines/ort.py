@@ -1,9 +1,10 @@
 """onnxruntime backend: the exported graphs, run with IO binding on the state's own buffers.
 
 Inputs are bound by pointer to the torch tensors of the `WorldState` (the
-static cache, memory, prompt, frame counters), so a pass copies nothing in:
-per frame only the graph outputs are written (velocity, the chunk's K/V,
-the new memory, the pixels) into torch buffers allocated once per backend.
+static cache, memory, prompt, frame counters, previous frame), so a pass
+copies nothing in: per frame only the graph outputs are written (velocity,
+the chunk's K/V, the new memory, the pixels) into torch buffers allocated
+once per backend.
 Execution providers: TensorRT / CUDA when the state lives on a GPU and the
 installed onnxruntime has them, else CPU.
 """
@@ -128,7 +129,8 @@ class OrtBackend(GraphBackend):
         return tuple(self._ctx_out.values())
 
     def run_step(self, x, t, action, state, ctx):
-        inputs = {"x": x.contiguous(), "t": t, "action": action.contiguous()}
+        inputs = {"x": x.contiguous(), "t": t, "action": action.contiguous(),
+                  "prev_latent": state.prev_latent.contiguous(), "prev_level": state.prev_level.contiguous()}
         inputs.update(zip(self.prompt_names, self.prompt_inputs(state)))
         inputs.update(zip(self.ctx_names, ctx))
         out = self._step_out

@@ -5,7 +5,8 @@ with the TensorRT 10 Python API (ONNX parser, builder config with FP16/BF16
 flags and a timing cache shared by all builds; shapes are static, so an
 optimization profile is added only to pin a dim the parser left dynamic)
 and cached on disk under a key of model hash + TensorRT version +
-GPU name + precision + batch, so a second start deserializes in a second.
+GPU name + precision + batch (+ the export's manifest format), so a second
+start deserializes in a second.
 
 Buffers are torch CUDA tensors: the state's cache, memory and prompt are
 bound by address (`set_tensor_address`), outputs land in tensors allocated
@@ -55,16 +56,19 @@ def _slug(text: str) -> str:
 
 
 def engine_cache_key(model_hash: str, trt_version: str, gpu_name: str, precision: str, batch: int,
-                     config_hash: str = "") -> str:
-    """Directory name of one engine set, e.g. '0b9171bd0823ad9e-1a2b3c4d-trt10.3.0-nvidia-h100-80gb-hbm3-fp16-b1'.
+                     config_hash: str = "", onnx_format: int | None = None) -> str:
+    """Directory name of one engine set, e.g. '0b9171bd0823ad9e-1a2b3c4d-f2-trt10.3.0-nvidia-h100-80gb-hbm3-fp16-b1'.
 
     Engines are specific to the weights (and the config the graphs bake in),
-    the TensorRT version and the GPU model; precision and batch change what is built.
+    the graphs' interface (the manifest format: an engine built from an older
+    export lacks inputs), the TensorRT version and the GPU model; precision and
+    batch change what is built.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     cfg = f"-{config_hash[:8]}" if config_hash else ""
-    return f"{model_hash[:16]}{cfg}-trt{_slug(trt_version)}-{_slug(gpu_name)}-{precision}-b{batch}"
+    fmt = f"-f{onnx_format}" if onnx_format is not None else ""
+    return f"{model_hash[:16]}{cfg}{fmt}-trt{_slug(trt_version)}-{_slug(gpu_name)}-{precision}-b{batch}"
 
 
 def torch_dtype(trt, dt) -> torch.dtype:
@@ -167,7 +171,7 @@ class TensorRTBackend(GraphBackend):
         self.manifest = read_manifest(onnx_dir, model, batch)
         gpu = torch.cuda.get_device_name(dev)
         self.key = engine_cache_key(self.manifest["model_hash"], trt.__version__, gpu, precision, batch,
-                                    self.manifest.get("config_hash", ""))
+                                    self.manifest.get("config_hash", ""), self.manifest["format"])
         root = Path(engine_dir) if engine_dir is not None else onnx_dir / "trt"
         self.engine_dir = root / self.key
         timing = root / f"timing-trt{_slug(trt.__version__)}-{_slug(gpu)}.cache"
@@ -203,7 +207,7 @@ class TensorRTBackend(GraphBackend):
         return tuple(self._ctx_out.values())
 
     def run_step(self, x, t, action, state, ctx):
-        inputs = {"x": x, "t": t, "action": action}
+        inputs = {"x": x, "t": t, "action": action, "prev_latent": state.prev_latent, "prev_level": state.prev_level}
         inputs.update(zip(self.prompt_names, self.prompt_inputs(state)))
         inputs.update(zip(self.ctx_names, ctx))
         out = self._step_out

@@ -10,6 +10,7 @@ it returns, so a bad file changes nothing:
 - another checkpoint's snapshot  -> SnapshotError naming both hashes
 - a truncated or edited file     -> SnapshotError (unreadable, or content hash mismatch)
 - a newer format version         -> SnapshotError asking for a newer echo-infinity
+- an older format version         -> SnapshotError: its state lacks tensors this version needs
 - tensors missing, extra, or of another shape/dtype than the expected state -> SnapshotError
 """
 from __future__ import annotations
@@ -22,7 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""1: the first format. 2: the world state holds the previous frame ("prev.latent" [B, N, C],
+"prev.level" [B]) that the DiT's direct path reads (world/prev_frame.py)."""
 _HEADER_KEY = "echo_infinity"
 
 
@@ -94,6 +97,12 @@ def load_snapshot(path: str | Path, checkpoint_hash: str,
         raise SnapshotError(
             f"{path} was written by a newer echo-infinity (snapshot format {version}, "
             f"this one reads up to {FORMAT_VERSION}); upgrade to load it"
+        )
+    if version < FORMAT_VERSION:
+        raise SnapshotError(
+            f"{path} was written by an older echo-infinity (snapshot format {version}, this one reads "
+            f"format {FORMAT_VERSION}, whose world state also holds the previous frame): it cannot be "
+            "continued here and must be re-saved with this version (start the world again, then save)"
         )
     if header.get("checkpoint_hash") != checkpoint_hash:
         raise SnapshotError(

@@ -2,7 +2,9 @@
 
 Parity runs streamed frames with the window full (evictions into memory every
 frame) and compares latents, float pixels (before uint8 rounding), heads, the
-memory state and the cache. CPU only; TensorRT and CUDA tests skip with a reason.
+memory state, the cache and the previous frame the DiT reads, for the tiny
+preset (dit.prev_frame on, x0 prediction) and a model without the direct path
+(velocity prediction). CPU only; TensorRT and CUDA tests skip with a reason.
 """
 
 import json
@@ -20,12 +22,13 @@ from engines.backend import (
     make_backend,
 )
 from engines.graphs import Unsupported
-from engines.onnx_export import ManifestError, export_onnx, file_sha256, model_hash, read_manifest
+from engines.onnx_export import FORMAT, ManifestError, export_onnx, file_sha256, model_hash, read_manifest
 from runtime.cli import main
 from world.config import from_preset
 from world.model import WorldModel, build_model
 
 TOL = 1e-3  # fp32 max abs difference allowed over a whole run
+NO_PREV = {"prev_frame": False, "prediction": "velocity"}  # the DiT before the direct path (issue 14)
 
 
 @pytest.fixture(autouse=True)
@@ -36,18 +39,21 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny(seed=0, **memory):
+def tiny(seed=0, prev_frame=True):
+    """The tiny preset (prev_frame on); prev_frame=False: the same model without the direct path."""
     torch.manual_seed(seed)  # randomize_ perturbs biases around their (seeded) init
-    model = build_model("tiny", memory=memory) if memory else build_model("tiny")
+    model = build_model("tiny") if prev_frame else build_model("tiny", dit=NO_PREV)
     return model.randomize_(seed).eval()
 
 
-def micro(policy="evolving", chunk=1, prompt_mode="pooled", context_noise=0.0, seed=1, **memory):
+def micro(policy="evolving", chunk=1, prompt_mode="pooled", context_noise=0.0, seed=1, prev_frame=True,
+          **memory):
     """16x16 frames, 16 tokens, dim 32: hundreds of frames per second."""
     mem = {"policy": policy, "chunk_frames": chunk, "window_frames": 4 * chunk, "sink_frames": chunk,
            "memory_frames": 2, "memory_tokens_per_frame": 4, "full_capacity": 64, **memory}
-    cfg = from_preset("tiny", tokenizer={"image_size": 16, "channels": [8]},
-                      dit={"dim": 32, "depth": 2, "heads": 2, "prompt_mode": prompt_mode, "prompt_tokens": 4},
+    dit = {"dim": 32, "depth": 2, "heads": 2, "prompt_mode": prompt_mode, "prompt_tokens": 4,
+           **({} if prev_frame else NO_PREV)}
+    cfg = from_preset("tiny", tokenizer={"image_size": 16, "channels": [8]}, dit=dit,
                       memory=mem, sampler={"context_noise": context_noise})
     torch.manual_seed(seed)
     return WorldModel(cfg).eval().randomize_(seed)
@@ -74,7 +80,7 @@ def run_parity(model, ref, other, frames, batch=1, steps=2, seed=3, prompt=None)
     gen = torch.Generator().manual_seed(seed)
     c = model.cfg.memory.chunk_frames
     shape = (batch,) if c == 1 else (batch, c)
-    worst = {"x0": 0.0, "pixels": 0.0, "heads": 0.0, "memory": 0.0, "cache": 0.0, "frames_uint8": 0}
+    worst = {"x0": 0.0, "pixels": 0.0, "heads": 0.0, "memory": 0.0, "cache": 0.0, "prev": 0.0, "frames_uint8": 0}
     for _ in range(frames):
         a = torch.randint(0, model.cfg.dit.num_actions, shape, generator=gen)
         x_r, r_r, d_r = ref.step_latents(s_ref, a, steps)
@@ -84,11 +90,14 @@ def run_parity(model, ref, other, frames, batch=1, steps=2, seed=3, prompt=None)
         worst["x0"] = max(worst["x0"], max_diff(x_r, x_o))
         worst["pixels"] = max(worst["pixels"], max_diff(p_r, p_o))
         worst["heads"] = max(worst["heads"], max_diff(r_r, r_o), max_diff(d_r, d_o))
+        worst["prev"] = max(worst["prev"], max_diff(s_ref.prev_latent, s_oth.prev_latent),
+                            max_diff(s_ref.prev_level, s_oth.prev_level))
     for k in s_ref.memory:
         worst["memory"] = max(worst["memory"], max_diff(s_ref.memory[k], s_oth.memory[k]))
     worst["cache"] = max(max_diff(s_ref.cache.k, s_oth.cache.k), max_diff(s_ref.cache.v, s_oth.cache.v))
     assert torch.equal(s_ref.frame, s_oth.frame) and torch.equal(s_ref.cache.slot_frame, s_oth.cache.slot_frame)
     assert x_r.abs().mean() > 0.1 and p_r.std() > 0.01  # not a comparison of zeros
+    assert s_oth.prev_latent.abs().mean() > 0.1 and (s_oth.prev_level < 1).all()  # a previous frame was read
     # whole steps too: uint8 frames may differ by one level where a value sits on a rounding edge
     f_r = ref.step(s_ref, torch.zeros(shape, dtype=torch.long), steps).frame
     f_o = other.step(s_oth, torch.zeros(shape, dtype=torch.long), steps).frame
@@ -105,24 +114,52 @@ def assert_close(worst, tol=TOL):
 # -- the graphs in eager torch are the eager model --------------------------------------
 
 
-def test_graphs_are_the_eager_step(tiny_model):
-    worst, state = run_parity(tiny_model, TorchBackend(tiny_model), EagerGraphBackend(tiny_model), frames=12)
-    assert int(state.frame[0]) > tiny_model.cfg.memory.window_frames  # evictions happened
+@pytest.mark.parametrize("prev_frame", [True, False], ids=["prev_frame", "no_prev_frame"])
+def test_graphs_are_the_eager_step(prev_frame, tiny_model):
+    model = tiny_model if prev_frame else tiny(prev_frame=False)
+    assert model.cfg.dit.prev_frame == prev_frame and model.cfg.dit.prediction == ("x0" if prev_frame else "velocity")
+    worst, state = run_parity(model, TorchBackend(model), EagerGraphBackend(model), frames=12)
+    assert int(state.frame[0]) > model.cfg.memory.window_frames  # evictions happened
     assert_close(worst, tol=1e-6)
+
+
+def test_graph_step_reads_the_previous_frame(tiny_model):
+    """The DiTStep graph is the eager pass given the state's previous frame, and depends on it."""
+    from engines.graphs import DiTContext, DiTStep
+
+    m = tiny_model
+    state = m.init_state(1, seed=0)
+    for a in range(3):
+        m.step_latents(state, torch.tensor([a]))
+    c = state.cache
+    ctx_eager = m.prepare(state)
+    ctx = DiTContext(m)(state.frame, c.slot_frame, c.k, c.v, *[state.memory[n] for n in sorted(state.memory)])
+    x, t, a = torch.randn(1, 1, 64, 32), torch.full((1, 1), 0.5), torch.tensor([[2]])
+    step = DiTStep(m)
+    v = step(x, t, a, state.prev_latent, state.prev_level, state.prompt_pooled, *ctx)[0]
+    assert max_diff(v, m.velocity(state, ctx_eager, x, t, a)[0]) <= 1e-6
+    v_none = step(x, t, a, torch.zeros_like(state.prev_latent), torch.ones_like(state.prev_level),
+                  state.prompt_pooled, *ctx)[0]
+    assert max_diff(v, v_none) > 1e-2
 
 
 # -- onnxruntime -------------------------------------------------------------------------
 
 
-def test_onnxruntime_parity_50_frames(tiny_model, tiny_onnx):
-    ort_backend = make_backend("onnxruntime", tiny_model, 1, cache_dir=tiny_onnx, warn=pytest.fail)
+@pytest.mark.parametrize("prev_frame", [True, False], ids=["prev_frame", "no_prev_frame"])
+def test_onnxruntime_parity_50_frames(prev_frame, tiny_model, tiny_onnx, tmp_path):
+    model = tiny_model if prev_frame else tiny(prev_frame=False)
+    onnx_dir = tiny_onnx if prev_frame else tmp_path / "onnx"
+    ort_backend = make_backend("onnxruntime", model, 1, cache_dir=onnx_dir, warn=pytest.fail)
     assert ort_backend.name == "onnxruntime"
-    worst, state = run_parity(tiny_model, TorchBackend(tiny_model), ort_backend, frames=50)
+    step_inputs = {i.name for i in ort_backend.graphs["dit_step"].session.get_inputs()}
+    assert ({"prev_latent", "prev_level"} <= step_inputs) == prev_frame  # unused inputs are dropped
+    worst, state = run_parity(model, TorchBackend(model), ort_backend, frames=50)
     # 50 frames through a window of 8: every frame from the 9th on evicted one into the memory
-    q0 = tiny_model.policy.query_init
+    q0 = model.policy.query_init
     assert (state.memory["queries"][0] - q0).abs().max() > 1e-2
     assert_close(worst)
-    print("onnxruntime vs torch, 50 frames:", worst)
+    print(f"onnxruntime vs torch, 50 frames (prev_frame={prev_frame}):", worst)
 
 
 @pytest.mark.parametrize("case", [
@@ -132,7 +169,11 @@ def test_onnxruntime_parity_50_frames(tiny_model, tiny_onnx):
     dict(policy="evolving", chunk=2),
     dict(policy="evolving", prompt_mode="cross_attention", context_noise=0.1),
     dict(policy="evolving", updates=False),
-], ids=["compress", "sink", "window", "chunk2", "cross_attention+context_noise", "no_updates"])
+    dict(policy="evolving", chunk=2, context_noise=0.1),
+    dict(policy="evolving", chunk=2, context_noise=0.1, prev_frame=False),
+    dict(policy="compress", prompt_mode="cross_attention", prev_frame=False),
+], ids=["compress", "sink", "window", "chunk2", "cross_attention+context_noise", "no_updates",
+        "chunk2+context_noise", "no_prev_frame+chunk2+context_noise", "no_prev_frame+compress+cross_attention"])
 def test_onnxruntime_parity_settings(case, tmp_path):
     model = micro(**case)
     ort_backend = make_backend("onnxruntime", model, 2, cache_dir=tmp_path / "onnx", warn=pytest.fail)
@@ -185,7 +226,11 @@ def test_manifest_describes_the_graphs(tiny_model, tiny_onnx, tmp_path):
     m = read_manifest(tiny_onnx, tiny_model, 1)
     assert m["model_hash"] == model_hash(tiny_model)
     assert set(m["graphs"]) == {"dit_context", "dit_step", "memory_update", "decoder"}
+    assert m["format"] == FORMAT == 2
     assert m["graphs"]["dit_step"]["inputs"]["x"] == {"shape": [1, 1, 64, 32], "dtype": "float32"}
+    assert m["graphs"]["dit_step"]["inputs"]["prev_latent"] == {"shape": [1, 64, 32], "dtype": "float32"}
+    assert m["graphs"]["dit_step"]["inputs"]["prev_level"] == {"shape": [1], "dtype": "float32"}
+    assert m["graphs"]["dit_step"]["outputs"]["velocity"]["shape"] == [1, 1, 64, 32]
     assert m["graphs"]["dit_step"]["outputs"]["new_k"]["shape"] == [4, 1, 4, 1, 64, 32]
     assert m["graphs"]["memory_update"]["inputs"]["evict"]["dtype"] == "bool"
     assert m["opset"] == 17 and m["torch_version"] == torch.__version__ and m["batch"] == 1
@@ -205,6 +250,21 @@ def test_onnx_dir_of_another_model_is_refused(tiny_model, tiny_onnx):
     assert model_hash(other) in str(e.value) and model_hash(tiny_model) in str(e.value)
     with pytest.raises(ManifestError, match="batch 1, not 2"):
         make_backend("onnxruntime", tiny_model, 2, cache_dir=tiny_onnx)
+
+
+def test_onnx_dir_of_an_older_format_is_refused(tiny_model, tiny_onnx, tmp_path):
+    """An export from before the previous-frame inputs (format 1) is refused, naming the way out."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_onnx, old)
+    m = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**m, "format": 1}))
+    with pytest.raises(ManifestError, match=r"older echo-infinity \(manifest format 1, this version reads 2"):
+        make_backend("onnxruntime", tiny_model, 1, cache_dir=old, warn=pytest.fail)
+    (old / "manifest.json").write_text(json.dumps({**m, "format": FORMAT + 1}))
+    with pytest.raises(ManifestError, match="upgrade echo-infinity"):
+        read_manifest(old, tiny_model, 1)
 
 
 def test_onnx_dir_with_another_config_is_refused(tmp_path):
@@ -229,7 +289,8 @@ def test_default_cache_dir_is_per_model(tmp_path, monkeypatch):
     model = micro()
     b = make_backend("onnxruntime", model, 1, warn=pytest.fail)
     dirs = list((tmp_path / "onnx").iterdir())
-    assert len(dirs) == 1 and dirs[0].name.startswith(model_hash(model)[:16]) and dirs[0].name.endswith("-b1")
+    assert len(dirs) == 1 and dirs[0].name.startswith(model_hash(model)[:16])
+    assert dirs[0].name.endswith(f"-f{FORMAT}-b1")
     assert b.manifest["model_hash"] == model_hash(model)
     make_backend("onnxruntime", model, 1, warn=pytest.fail)  # reused, not exported again
     assert list((tmp_path / "onnx").iterdir()) == dirs
@@ -283,6 +344,8 @@ def test_tensorrt_engine_cache_key():
                          ("precision", "bf16"), ("batch", 2)]:
         assert engine_cache_key(**{**base, field: value}) != key, field
     assert engine_cache_key(**base, config_hash="12345678ff") != key
+    assert engine_cache_key(**base, onnx_format=2) == "abababababababab-f2-trt10.3.0-nvidia-h100-80gb-hbm3-fp16-b1"
+    assert engine_cache_key(**base, onnx_format=3) != engine_cache_key(**base, onnx_format=2)
     with pytest.raises(ValueError, match="precision"):
         engine_cache_key(**{**base, "precision": "int4"})
 
@@ -337,11 +400,12 @@ def test_onnxruntime_cuda_parity(tmp_path):
 # -- torch.compile on CPU ----------------------------------------------------------------
 
 
-def test_compile_captures_whole_graphs():
+@pytest.mark.parametrize("prev_frame", [True, False], ids=["prev_frame", "no_prev_frame"])
+def test_compile_captures_whole_graphs(prev_frame):
     """fullgraph capture of every graph (dynamo, no inductor codegen: seconds, not a minute)."""
     from engines.compiled import CompileBackend
 
-    model = micro()
+    model = micro(prev_frame=prev_frame)
     b = CompileBackend(model, 1, compiler="eager")
     worst, _ = run_parity(model, TorchBackend(model), b, frames=8)
     assert_close(worst, tol=1e-6)

@@ -11,7 +11,7 @@ import torch
 from runtime.budget import BudgetConfig
 from runtime.recorder import SessionRecorder, replay
 from runtime.session import FrameError, Session
-from runtime.snapshot import SnapshotError
+from runtime.snapshot import SnapshotError, save_snapshot
 from runtime.worker import SessionWorker
 from world.model import build_model
 
@@ -99,20 +99,25 @@ def test_save_load_continues_identically(model, tmp_path):
     np.testing.assert_array_equal(np.stack([first] + list(run(s2, ACTIONS[1:]))), after)
 
 
+def _with_format_version(data: bytes, version: int) -> bytes:
+    """Snapshot bytes with the header's format_version replaced (the tensors untouched)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    inner = json.loads(header["__metadata__"]["echo_infinity"])
+    inner["format_version"] = version
+    header["__metadata__"]["echo_infinity"] = json.dumps(inner)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
+
+
 def _bad_files(tmp_path, good):
     data = good.read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     edited = bytearray(data)
     edited[-100] ^= 0xFF
     (tmp_path / "edited.safetensors").write_bytes(bytes(edited))
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    inner = json.loads(header["__metadata__"]["echo_infinity"])
-    inner["format_version"] = 99
-    header["__metadata__"]["echo_infinity"] = json.dumps(inner)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    (tmp_path / "newer.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n :])
+    (tmp_path / "newer.safetensors").write_bytes(_with_format_version(data, 99))
     (tmp_path / "garbage.safetensors").write_bytes(b"not a snapshot at all")
     return {"truncated": "truncated", "edited": "modified", "newer": "newer", "garbage": "not an Echo-Infinity"}
 
@@ -137,6 +142,21 @@ def test_every_bad_snapshot_is_rejected_and_changes_nothing(model, tmp_path):
     with pytest.raises(SnapshotError, match="no snapshot"):
         s.load(tmp_path / "missing.safetensors")
     np.testing.assert_array_equal(run(s, ACTIONS[:6]), expected)  # the world went on untouched
+
+
+def test_older_format_snapshot_is_refused_clearly(model, tmp_path):
+    """A format-1 snapshot (no previous frame in the state) is refused by its version, not a KeyError."""
+    s = make(model)
+    s.reset(seed=2, prompt="forest")
+    run(s, ACTIONS[:5])
+    assert {"prev.latent", "prev.level"} <= set(s.snapshot())
+    old = {k: v for k, v in s.snapshot().items() if not k.startswith("prev.")}  # what format 1 held
+    path = save_snapshot(tmp_path / "old.safetensors", old, s.checkpoint_hash, s.frame_index, "forest")
+    path.write_bytes(_with_format_version(path.read_bytes(), 1))
+    before = s.snapshot()
+    with pytest.raises(SnapshotError, match=r"older echo-infinity \(snapshot format 1.*must be re-saved"):
+        s.load(path)
+    assert all(torch.equal(v, s.snapshot()[k]) for k, v in before.items())  # nothing changed
 
 
 def test_rewind_goes_back_and_replays(model):

@@ -20,8 +20,8 @@ def micro(policy="evolving", rope="unified_relative", chunk=1, prompt_mode="pool
     return WorldModel(cfg).eval().randomize_(seed=1)
 
 
-def stream_velocities(model, x_noisy, t, action, x_ctx):
-    """Step-by-step: denoising pass of each chunk, then its context pass writes the cache."""
+def stream_predictions(model, x_noisy, t, action, x_ctx):
+    """Step-by-step: denoising pass of each chunk (its raw prediction), then its context pass writes the cache."""
     B, T = action.shape
     c = model.cfg.memory.chunk_frames
     state = model.init_state(B)
@@ -29,7 +29,7 @@ def stream_velocities(model, x_noisy, t, action, x_ctx):
     for f in range(0, T, c):
         sl = slice(f, f + c)
         ctx = model.prepare(state)
-        v, _ = model.velocity(state, ctx, x_noisy[:, sl], t[:, sl], action[:, sl])
+        v, _ = model.denoise(state, ctx, x_noisy[:, sl], t[:, sl], action[:, sl])
         out.append(v)
         model.commit(state, ctx, x_ctx[:, sl], action[:, sl])
     return torch.cat(out, 1)
@@ -53,9 +53,32 @@ def test_streaming_equals_parallel(policy, rope, chunk):
     action = torch.randint(0, model.cfg.dit.num_actions, (B, T))
     with torch.no_grad():
         v_par, _, _ = model.forward_parallel(x_noisy, t, action, x_ctx, 0.0)
-        v_str = stream_velocities(model, x_noisy, t, action, x_ctx)
+        v_str = stream_predictions(model, x_noisy, t, action, x_ctx)
     assert v_par.abs().mean() > 1e-2  # not a vacuous comparison of zeros
     assert (v_par - v_str).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("policy,rope,chunk", [c for c in CASES if c[2] == 1][:3])
+def test_single_stream_equals_streaming_its_own_noisy_frames(policy, rope, chunk):
+    """Diffusion forcing (no clean copy): chunk b sees the earlier *noisy* chunks at their levels,
+    which is streaming with each noisy chunk committed as context at its level."""
+    torch.manual_seed(0)
+    model = micro(policy, rope, chunk)
+    tk = model.cfg.tokenizer
+    T = min(model.policy.sink_frames + model.policy.ring_frames + chunk, 8)
+    B, N, C = 2, tk.tokens_per_frame, tk.token_dim
+    x, t = torch.randn(B, T, N, C), torch.rand(B, T)
+    action = torch.randint(0, model.cfg.dit.num_actions, (B, T))
+    with torch.no_grad():
+        par = model.forward_parallel(x, t, action, None)[0]
+        state, out = model.init_state(B), []
+        for f in range(0, T, chunk):
+            sl = slice(f, f + chunk)
+            ctx = model.prepare(state)
+            out.append(model.denoise(state, ctx, x[:, sl], t[:, sl], action[:, sl])[0])
+            model.commit(state, ctx, x[:, sl], action[:, sl], level=t[:, f + chunk - 1])
+    assert par.abs().mean() > 1e-2
+    assert (par - torch.cat(out, 1)).abs().max().item() <= 1e-4
 
 
 def test_parallel_is_causal():

@@ -22,6 +22,8 @@ from typing import Any
 MEMORY_POLICIES = ("window", "sink", "compress", "evolving", "full")
 ROPE_RECIPES = ("unified_relative", "absolute", "window_relative")
 PROMPT_MODES = ("pooled", "cross_attention")
+PREDICTIONS = ("velocity", "x0")
+MOTIONS = ("smooth", "tile")
 
 
 @dataclass
@@ -91,6 +93,14 @@ class DiTConfig:
     """Fixed number of prompt tokens kept in the world state (padded/truncated)."""
     rope_theta: float = 10000.0
     """RoPE base frequency."""
+    prev_frame: bool = False
+    """A direct path to the previous frame (world/prev_frame.py): each token reads the last
+    frame's latent tokens in its 3x3 token neighbourhood through a per-action projection,
+    and the output is an action-chosen mix of those neighbours plus a residual. Off: the
+    previous frame is reached through attention only (checkpoints before issue 14)."""
+    prediction: str = "velocity"
+    """What the DiT outputs: 'velocity' (eps - x0, rectified flow) or 'x0' (the clean latent;
+    the sampler turns it into a velocity). prev_frame needs 'x0' (its copy path is an x0)."""
 
     @property
     def head_dim(self) -> int:
@@ -110,6 +120,9 @@ class DiTConfig:
                f"must be one of {PROMPT_MODES}")
         _check(self.prompt_tokens > 0, "dit.prompt_tokens", self.prompt_tokens, "must be > 0")
         _check(self.rope_theta > 1, "dit.rope_theta", self.rope_theta, "must be > 1")
+        _check(self.prediction in PREDICTIONS, "dit.prediction", self.prediction, f"must be one of {PREDICTIONS}")
+        _check(not self.prev_frame or self.prediction == "x0", "dit.prediction", self.prediction,
+               "must be 'x0' when dit.prev_frame is on (its copy path predicts the clean frame)")
 
 
 @dataclass
@@ -194,6 +207,19 @@ class SamplerConfig:
 
 
 @dataclass
+class GameConfig:
+    """What the checkpoint's frames are: how the teacher moved when its data was recorded."""
+
+    motion: str = "smooth"
+    """The teacher's motion mode: 'smooth' (2 px a frame) or 'tile' (one tile = one token a
+    move). Everything that plays or measures the checkpoint (eval, World-v0, play, kiosk,
+    --compare) runs the teacher in this mode."""
+
+    def validate(self) -> None:
+        _check(self.motion in MOTIONS, "game.motion", self.motion, f"must be one of {MOTIONS}")
+
+
+@dataclass
 class ModelConfig:
     """Everything needed to build a `WorldModel` (saved as config.json)."""
 
@@ -202,6 +228,7 @@ class ModelConfig:
     dit: DiTConfig = field(default_factory=DiTConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    game: GameConfig = field(default_factory=GameConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -212,6 +239,7 @@ class ModelConfig:
         self.dit.validate()
         self.memory.validate()
         self.sampler.validate()
+        self.game.validate()
         side = math.isqrt(self.memory.memory_tokens_per_frame)
         _check(self.tokenizer.grid_size % side == 0, "memory.memory_tokens_per_frame",
                self.memory.memory_tokens_per_frame,
@@ -237,7 +265,7 @@ class ModelConfig:
         if not isinstance(d, dict):
             raise ValueError(f"model config must be a JSON object, got {type(d).__name__}")
         sections = {"tokenizer": TokenizerConfig, "dit": DiTConfig,
-                    "memory": MemoryConfig, "sampler": SamplerConfig}
+                    "memory": MemoryConfig, "sampler": SamplerConfig, "game": GameConfig}
         _reject_unknown(d, {"name", *sections}, "")
         kwargs: dict[str, Any] = {}
         if "name" in d:
@@ -298,17 +326,20 @@ def _check(ok: bool, name: str, value: Any, why: str) -> None:
 PRESETS: dict[str, dict[str, Any]] = {
     # temperature chosen on teacher seeds 501-504 (not eval seeds): PSNR at frame 128
     # 13.2 dB at 1.0, 16.8 at 0.25 for the shipped checkpoint (docs/RESULTS.md)
-    "tiny": {"sampler": {"temperature": 0.25}},
+    "tiny": {"sampler": {"temperature": 0.25},
+             # issue 14: tile-step motion and the direct previous-frame path
+             "dit": {"prev_frame": True, "prediction": "x0"}, "game": {"motion": "tile"}},
     "small": {
         "tokenizer": {"image_size": 128, "channels": [32, 64, 128], "latent_channels": 16},
-        "dit": {"dim": 384, "depth": 8, "heads": 6, "prompt_mode": "cross_attention"},
+        "dit": {"dim": 384, "depth": 8, "heads": 6, "prompt_mode": "cross_attention",
+                "prev_frame": True, "prediction": "x0"},
         "memory": {"window_frames": 12, "memory_frames": 2, "memory_tokens_per_frame": 16},
         # 128px -> latent 16x16x16 -> 64 tokens of 64 values
     },
     "base": {
         "tokenizer": {"image_size": 256, "channels": [64, 128, 256], "latent_channels": 16},
         "dit": {"dim": 768, "depth": 12, "heads": 12, "prompt_mode": "cross_attention",
-                "prompt_tokens": 32},
+                "prompt_tokens": 32, "prev_frame": True, "prediction": "x0"},
         "memory": {"chunk_frames": 3, "window_frames": 12, "sink_frames": 3,
                    "memory_frames": 2, "memory_tokens_per_frame": 64},
         # 256px -> latent 32x32x16 -> 256 tokens of 64 values; chunks of 3 frames (paper)

@@ -12,6 +12,11 @@ two forward paths:
 - `ParallelContext` (below): a whole clip at once, block-causal, for training
   stage 1 (teacher forcing with clean context frames).
 Both rotate keys with the same recipe ids, so they agree to float rounding.
+
+With `dit.prev_frame` the DiT also reads the previous frame directly
+(world/prev_frame.py) and predicts the clean latent x0; a learned absolute
+position embedding per token lets a token know where in the view it is (the
+player is always drawn on the same tile).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .memory import MemoryRead
+from .prev_frame import PrevFrame, neighbourhood
 from .rope import Rotary3D
 
 
@@ -117,6 +123,12 @@ class DiT(nn.Module):
             nn.init.zeros_(m.bias)
         self.reward_head = nn.Linear(D, 1)
         self.done_head = nn.Linear(D, 1)
+        self.grid = tk.grid_size
+        self.prev = None
+        if d.prev_frame:
+            self.prev = PrevFrame(tk.grid_size, tk.token_dim, D, d.num_actions)
+            self.prev_level = TimestepEmbedder(D)  # noise level of the previous frame
+            self.pos_embed = nn.Parameter(torch.randn(tk.tokens_per_frame, D) * 0.02)  # [N, D]
 
     def prompt_context(self, pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
         """Project the prompt once per step. pooled [B, P]; tokens [B, L, P]; mask [B, L]."""
@@ -127,9 +139,19 @@ class DiT(nn.Module):
         m = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
         return t, m
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, prompt_ctx, ctx):
-        """x [B, F, N, token_dim]; t [B, F]; action [B, F] -> (velocity [B, F, N, token_dim], hidden [B, F, N, D])."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, prompt_ctx, ctx,
+                prev: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x [B, F, N, token_dim]; t [B, F]; action [B, F];
+        prev: (the previous frame's latent [B, F, N, token_dim], its noise level [B, F]), needed
+        with dit.prev_frame -> (prediction [B, F, N, token_dim] (velocity or x0, per
+        dit.prediction), hidden [B, F, N, D])."""
         c = self.t_embed(t) + self.a_embed(action)  # [B, F, D]
+        nb = None
+        if self.prev is not None:
+            if prev is None:
+                raise ValueError("this DiT reads the previous frame (dit.prev_frame): pass prev=(latent, level)")
+            nb = neighbourhood(prev[0], self.grid)  # [B, F, N, 9, C]
+            c = c + self.prev_level(prev[1])
         if self.pooled:
             c = c + prompt_ctx[:, None]
             prompt = None
@@ -137,11 +159,16 @@ class DiT(nn.Module):
             prompt = prompt_ctx
         c = F.silu(c)
         h = self.in_proj(x)  # [B, F, N, D]
+        if nb is not None:
+            h = h + self.prev.embed(nb, action) + self.pos_embed
         for i, block in enumerate(self.blocks):
             h = block(h, c, ctx, i, prompt)
         shift, scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)
         h = modulate(self.norm_out(h), shift, scale)
-        return self.out(h), h
+        out = self.out(h)
+        if nb is not None:
+            out = out + self.prev.copy(nb, action, h)
+        return out, h
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [B, F, N, D] -> reward [B, F], done logit [B, F] (mean over tokens)."""
@@ -150,19 +177,26 @@ class DiT(nn.Module):
 
 
 class ParallelContext:
-    """Block-causal attention over a clip, teacher forcing with clean context.
+    """Block-causal attention over a clip for training stage 1, in one of two layouts.
 
-    The sequence holds two copies of the clip: the context stream (what the
-    streaming context pass writes to the cache) and the noisy stream (what a
-    denoising pass sees). Query chunk b of the context stream attends
-    [memory | context chunks <= b]; of the noisy stream [memory | context
-    chunks < b | its own noisy chunk]; exactly what streaming sees when the
-    clip fits in the window. Keys are rotated once per query chunk with the
-    ids the recipe gives from that chunk's newest frame.
+    streams=2, teacher forcing with a clean copy: the sequence holds the
+    context stream (what the streaming context pass writes to the cache) and
+    the noisy stream (what a denoising pass sees). Query chunk b of the context
+    stream attends [memory | context chunks <= b]; of the noisy stream
+    [memory | context chunks < b | its own noisy chunk]: exactly what streaming
+    sees when the clip fits in the window.
+    streams=1, diffusion forcing: one copy of the clip, every frame at its own
+    noise level; chunk b attends [memory | chunks <= b]. Half the tokens and a
+    quarter of the attention; the context a frame sees is noisy at levels the
+    model is told, and streaming (clean context) is one point of that range.
+    Keys are rotated once per query chunk with the ids the recipe gives from
+    that chunk's newest frame.
     """
 
     def __init__(self, rotary: Rotary3D, memory: MemoryRead | None, frames: int, tokens: int,
-                 chunk: int, batch: int, device=None):
+                 chunk: int, batch: int, device=None, streams: int = 2):
+        if streams not in (1, 2):
+            raise ValueError(f"streams must be 1 or 2, got {streams}")
         recipe = rotary.recipe
         T, N, c = frames, tokens, chunk
         nc = T // c
@@ -177,40 +211,44 @@ class ParallelContext:
         q_cos = cos_f.view(nc, T, N, -1)[qi[:, None], qi[:, None] * c + torch.arange(c, device=dev)]
         q_sin = sin_f.view(nc, T, N, -1)[qi[:, None], qi[:, None] * c + torch.arange(c, device=dev)]
         self.q_cos, self.q_sin = q_cos.reshape(nc, c * N, -1), q_sin.reshape(nc, c * N, -1)  # [nc, cN, Dh]
-        k_cos, k_sin = [cos_f, cos_f], [sin_f, sin_f]  # context and noisy copies share ids
+        k_cos, k_sin = [cos_f] * streams, [sin_f] * streams  # both copies share ids
         self.memory = memory
         M = 0
         if memory is not None:
             M = memory.k.shape[-2]
             mc, ms = rotary.cos_sin(recipe.memory_ids(f_b), memory=True)  # [nc, M, Dh]
             k_cos, k_sin = [mc] + k_cos, [ms] + k_sin
-        self.k_cos, self.k_sin = torch.cat(k_cos, 1), torch.cat(k_sin, 1)  # [nc, M + 2TN, Dh]
-        # mask [B, nc, 2cN, M + 2TN]: rows = (context chunk b, noisy chunk b)
+        self.k_cos, self.k_sin = torch.cat(k_cos, 1), torch.cat(k_sin, 1)  # [nc, M + streams*TN, Dh]
+        # mask [B, nc, streams*cN, M + streams*TN]: rows = (context chunk b, noisy chunk b) or (chunk b)
         chunk_of_key = torch.arange(T, device=dev).repeat_interleave(N) // c  # [TN]
         b = qi[:, None]
-        ctx_rows = torch.cat([chunk_of_key[None] <= b, torch.zeros(nc, T * N, dtype=torch.bool, device=dev)], 1)
-        noisy_rows = torch.cat([chunk_of_key[None] < b, chunk_of_key[None] == b], 1)
-        rows = torch.stack([ctx_rows, noisy_rows], 1)[:, :, None].expand(nc, 2, c * N, 2 * T * N)
+        if streams == 2:
+            ctx_rows = torch.cat([chunk_of_key[None] <= b, torch.zeros(nc, T * N, dtype=torch.bool, device=dev)], 1)
+            noisy_rows = torch.cat([chunk_of_key[None] < b, chunk_of_key[None] == b], 1)
+            rows = torch.stack([ctx_rows, noisy_rows], 1)
+        else:
+            rows = (chunk_of_key[None] <= b)[:, None]
+        rows = rows[:, :, None].expand(nc, streams, c * N, streams * T * N)
         mem_valid = torch.ones(batch, M, dtype=torch.bool, device=dev)
         if memory is not None and memory.valid is not None:
             mem_valid = memory.valid
-        allowed = torch.cat([mem_valid[:, None, None, None].expand(batch, nc, 2, c * N, M),
-                             rows[None].expand(batch, nc, 2, c * N, 2 * T * N)], -1)
+        allowed = torch.cat([mem_valid[:, None, None, None].expand(batch, nc, streams, c * N, M),
+                             rows[None].expand(batch, nc, streams, c * N, streams * T * N)], -1)
         # Additive float mask, built once per clip and shared by every layer and head: a bool
         # mask is converted (and copied per head) inside SDPA on every call, which cost more
         # than the attention itself. Every row sees at least its own frame, so no row is all -inf.
         self.mask = torch.zeros(allowed.shape, device=dev).masked_fill_(~allowed, float("-inf"))
-        self.mask = self.mask.reshape(batch * nc, 1, 2 * c * N, M + 2 * T * N)  # [B*nc, 1, 2cN, K]
-        self.T, self.N, self.c, self.nc = T, N, c, nc
+        self.mask = self.mask.reshape(batch * nc, 1, streams * c * N, M + streams * T * N)  # [B*nc, 1, scN, K]
+        self.T, self.N, self.c, self.nc, self.streams = T, N, c, nc, streams
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q, k, v [B, H, 2TN, Dh] (context stream then noisy stream) -> [B, H, 2TN, Dh]."""
+        """q, k, v [B, H, s*TN, Dh] (s streams: context then noisy) -> [B, H, s*TN, Dh]."""
         B, H, _, Dh = q.shape
-        nc, cN, TN = self.nc, self.c * self.N, self.T * self.N
-        # queries grouped by chunk: [B, H, nc, 2cN, Dh] (context rows then noisy rows)
-        qc = q.view(B, H, 2, nc, cN, Dh).transpose(2, 3)
+        s, nc, cN, TN = self.streams, self.nc, self.c * self.N, self.T * self.N
+        # queries grouped by chunk: [B, H, nc, s*cN, Dh] (context rows then noisy rows)
+        qc = q.view(B, H, s, nc, cN, Dh).transpose(2, 3)
         qc = apply_rope5(qc, self.q_cos[:, None], self.q_sin[:, None])
-        qc = qc.reshape(B, H, nc, 2 * cN, Dh)
+        qc = qc.reshape(B, H, nc, s * cN, Dh)
         if self.memory is not None:
             mk = self.memory.k[layer if self.memory.k.shape[0] > 1 else 0]  # [B, H, M, Dh]
             mv = self.memory.v[layer if self.memory.v.shape[0] > 1 else 0]
@@ -219,12 +257,12 @@ class ParallelContext:
         K = kc.shape[3]
         # Fold the chunk axis into the batch axis: 4-D inputs take the fused CPU attention
         # kernel (5-D ones fall back to the math path) and the mask broadcasts over heads.
-        q4 = qc.transpose(1, 2).reshape(B * nc, H, 2 * cN, Dh)
+        q4 = qc.transpose(1, 2).reshape(B * nc, H, s * cN, Dh)
         k4 = kc.transpose(1, 2).reshape(B * nc, H, K, Dh)
         v4 = v[:, None].expand(B, nc, H, K, Dh).reshape(B * nc, H, K, Dh)
-        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=self.mask)  # [B*nc, H, 2cN, Dh]
-        out = out.view(B, nc, H, 2, cN, Dh).permute(0, 2, 3, 1, 4, 5)  # [B, H, 2, nc, cN, Dh]
-        return out.reshape(B, H, 2 * TN, Dh)
+        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=self.mask)  # [B*nc, H, s*cN, Dh]
+        out = out.view(B, nc, H, s, cN, Dh).permute(0, 2, 3, 1, 4, 5)  # [B, H, s, nc, cN, Dh]
+        return out.reshape(B, H, s * TN, Dh)
 
 
 def apply_rope5(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

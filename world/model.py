@@ -163,9 +163,12 @@ class WorldModel(nn.Module):
         cache = KVCache.allocate(d.depth, batch, d.heads, self.policy.sink_frames, self.policy.ring_frames,
                                  cfg.tokenizer.tokens_per_frame, d.head_dim, cfg.memory.chunk_frames, device=dev)
         pooled, tokens, mask = self._prompt_tensors(prompt, batch)
+        tk = cfg.tokenizer
         state = WorldState(frame=torch.zeros(batch, dtype=torch.long, device=dev), cache=cache,
                            memory=self.policy.init_state(batch, dev), prompt_pooled=pooled,
-                           prompt_tokens=tokens, prompt_mask=mask, generators=gens)
+                           prompt_tokens=tokens, prompt_mask=mask,
+                           prev_latent=torch.zeros(batch, tk.tokens_per_frame, tk.token_dim, device=dev),
+                           prev_level=torch.ones(batch, device=dev), generators=gens)
         if first_frame is not None:
             if cfg.memory.chunk_frames != 1:
                 raise ValueError("first_frame needs chunk_frames == 1")
@@ -200,6 +203,8 @@ class WorldModel(nn.Module):
             state.prompt_pooled[b] = fresh.prompt_pooled[i]
             state.prompt_tokens[b] = fresh.prompt_tokens[i]
             state.prompt_mask[b] = fresh.prompt_mask[i]
+            state.prev_latent[b] = 0.0
+            state.prev_level[b] = 1.0
             state.generators[b] = fresh.generators[i]
 
     def snapshot(self, state: WorldState) -> dict[str, torch.Tensor]:
@@ -278,11 +283,24 @@ class WorldModel(nn.Module):
     def prepare(self, state: WorldState) -> StreamContext:
         return StreamContext(self, state)
 
+    def denoise(self, state: WorldState, ctx: StreamContext, x: torch.Tensor, t: torch.Tensor,
+                action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DiT pass of the current chunk. x [B, c, N, C]; t, action [B, c] ->
+        (prediction (velocity or x0, per dit.prediction), hidden)."""
+        prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
+        return self.dit(x, t, action, prompt_ctx, ctx, self.prev_input(state, x.shape[1]))
+
     def velocity(self, state: WorldState, ctx: StreamContext, x: torch.Tensor, t: torch.Tensor,
                  action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One DiT pass of the current chunk. x [B, c, N, C]; t, action [B, c] -> (v, hidden)."""
-        prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
-        return self.dit(x, t, action, prompt_ctx, ctx)
+        """`denoise` with the prediction turned into a velocity: (v [B, c, N, C], hidden)."""
+        pred, hidden = self.denoise(state, ctx, x, t, action)
+        return sampler.to_velocity(pred, x, t, self.cfg.dit.prediction), hidden
+
+    @staticmethod
+    def prev_input(state: WorldState, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every frame of a chunk reads the last committed frame: ([B, c, N, C], [B, c])."""
+        latent, level = state.prev_latent, state.prev_level
+        return latent[:, None].expand(-1, c, -1, -1), level[:, None].expand(-1, c)
 
     def step_latents(self, state: WorldState, action, steps: int | None = None):
         """Generate the next chunk's latent tokens and advance the state.
@@ -290,34 +308,46 @@ class WorldModel(nn.Module):
         Returns (x0 [B, c, N, C], reward [B, c], done_logit [B, c]). Runs with
         autograd if enabled (training stage 2); `step` wraps it in no_grad.
         """
+        action = self.check_action(action, state.batch)
+        ctx = self.prepare(state)
+        x0 = self.sample(state, ctx, action, steps)
+        reward, done = self.commit(state, ctx, x0, action)
+        return x0, reward, done
+
+    def sample(self, state: WorldState, ctx: StreamContext, action: torch.Tensor, steps: int | None = None):
+        """Denoise the next chunk from each world's noise without changing the world:
+        action int64 [B, c] (checked) -> x0 [B, c, N, C]. `commit` then makes it part of the world
+        (or, teacher-forced, the true frame is committed instead)."""
         steps = self.cfg.sampler.steps if steps is None else steps
         if not isinstance(steps, int) or not 1 <= steps <= 64:
             raise ValueError(f"steps must be an int in [1, 64], got {steps!r}")
         B = state.batch
-        action = self.check_action(action, B)
         c, N, C = self.cfg.memory.chunk_frames, self.cfg.tokenizer.tokens_per_frame, self.cfg.tokenizer.token_dim
-        ctx = self.prepare(state)
         prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
+        prev, kind = self.prev_input(state, c), self.cfg.dit.prediction
 
         def v_fn(x: torch.Tensor, t: float) -> torch.Tensor:
             tt = torch.full((B, c), t, device=x.device)
-            return self.dit(x, tt, action, prompt_ctx, ctx)[0]
+            return sampler.to_velocity(self.dit(x, tt, action, prompt_ctx, ctx, prev)[0], x, t, kind)
 
         noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
-        x0 = sampler.sample(v_fn, noise, steps)
-        reward, done = self.commit(state, ctx, x0, action)
-        return x0, reward, done
+        return sampler.sample(v_fn, noise, steps)
 
-    def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor):
-        """Context pass over the finished chunk, evict into memory, write its K/V in place."""
+    def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor,
+               level: torch.Tensor | None = None):
+        """Context pass over the finished chunk, evict into memory, write its K/V in place.
+
+        level: [B] noise level the caller already gave x0 (training stage 2); None adds
+        `sampler.context_noise` here (inference)."""
         cfg, cache = self.cfg, state.cache
         B, c = x0.shape[:2]
-        t_c = cfg.sampler.context_noise
         x_c = x0
-        if t_c > 0:
-            x_c = sampler.add_noise(x0, self._noise(state, tuple(x0.shape[1:])), torch.full((B, c), t_c, device=x0.device))
+        if level is None:
+            level = torch.full((B,), cfg.sampler.context_noise, device=x0.device)
+            if cfg.sampler.context_noise > 0:
+                x_c = sampler.add_noise(x0, self._noise(state, tuple(x0.shape[1:])), level[:, None].expand(B, c))
         ctx.record, ctx.new_k, ctx.new_v = True, [], []
-        _, hidden = self.velocity(state, ctx, x_c, torch.full((B, c), t_c, device=x0.device), action)
+        _, hidden = self.denoise(state, ctx, x_c, level[:, None].expand(B, c), action)
         ctx.record = False
         reward, done = self.dit.heads(hidden)
         L, H, N, Dh = cfg.dit.depth, cfg.dit.heads, cfg.tokenizer.tokens_per_frame, cfg.dit.head_dim
@@ -334,6 +364,9 @@ class WorldModel(nn.Module):
         frames = state.frame[:, None] + torch.arange(c, device=slots.device)
         cache.write(slots, frames, new_k, new_v)
         state.frame = state.frame + c
+        # the next chunk reads the frame as the cache saw it (noised like the context pass)
+        state.prev_latent = x_c[:, -1].detach()
+        state.prev_level = level.detach()
         return reward, done
 
     def _truncate_bptt(self, state: WorldState, evict: torch.Tensor) -> None:
@@ -359,19 +392,24 @@ class WorldModel(nn.Module):
     # -- parallel (training stage 1) ------------------------------------------------
 
     def forward_parallel(self, x_noisy: torch.Tensor, t: torch.Tensor, action: torch.Tensor,
-                         x_ctx: torch.Tensor, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None):
-        """Teacher-forced clip, block-causal: x_noisy, x_ctx [B, T, N, C]; t, action [B, T].
+                         x_ctx: torch.Tensor | None, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None):
+        """A clip at once, block-causal: x_noisy [B, T, N, C]; t, action [B, T].
 
-        Frame chunk b is denoised from x_noisy given the context frames x_ctx of
-        earlier chunks (what streaming would have cached) and the initial memory.
-        Returns (velocity of the noisy frames [B, T, N, C], reward [B, T],
-        done_logit [B, T]) with the heads read from the context stream.
+        With x_ctx [B, T, N, C] (teacher forcing): chunk b is denoised from x_noisy
+        given the context frames x_ctx of earlier chunks (what streaming would have
+        cached, at noise levels t_ctx) and the initial memory; the heads read the
+        context stream. With x_ctx None (diffusion forcing): one stream, chunk b
+        attends the earlier chunks of x_noisy itself at their levels t.
+        With dit.prev_frame every frame of chunk b also reads the last context
+        frame of chunk b-1 directly (chunk 0: none, level 1).
+        Returns (the prediction for the noisy frames [B, T, N, C] (velocity or x0,
+        per dit.prediction), reward [B, T], done_logit [B, T]).
         """
         m, tk = self.cfg.memory, self.cfg.tokenizer
         B, T, N, C = x_noisy.shape
-        if (N, C) != (tk.tokens_per_frame, tk.token_dim) or x_ctx.shape != x_noisy.shape:
+        if (N, C) != (tk.tokens_per_frame, tk.token_dim) or (x_ctx is not None and x_ctx.shape != x_noisy.shape):
             raise ValueError(f"x_noisy and x_ctx must both be [B, T, {tk.tokens_per_frame}, {tk.token_dim}], "
-                             f"got {list(x_noisy.shape)} and {list(x_ctx.shape)}")
+                             f"got {list(x_noisy.shape)} and {None if x_ctx is None else list(x_ctx.shape)}")
         c = m.chunk_frames
         fits = self.policy.sink_frames + self.policy.ring_frames + c
         if T % c != 0 or T > fits:
@@ -381,14 +419,28 @@ class WorldModel(nn.Module):
             raise ValueError(f"action must be int64 [B, T] = [{B}, {T}], got {action.dtype} {list(action.shape)}")
         if not isinstance(t_ctx, torch.Tensor):
             t_ctx = torch.full((B, T), float(t_ctx), device=x_noisy.device)
+        streams = 1 if x_ctx is None else 2
+        if x_ctx is None:
+            x_ctx, t_ctx = x_noisy, t  # the clip is its own context
         mem = self.policy.read(self.policy.init_state(B, x_noisy.device))
-        ctx = ParallelContext(self.rotary, mem, T, N, c, B, x_noisy.device)
+        ctx = ParallelContext(self.rotary, mem, T, N, c, B, x_noisy.device, streams=streams)
         pooled, tokens, mask = self._prompt_tensors(prompt, B)
         prompt_ctx = self.dit.prompt_context(pooled, tokens, mask)
-        x = torch.cat([x_ctx, x_noisy], 1)  # [B, 2T, N, C]: context stream, then noisy stream
-        v, hidden = self.dit(x, torch.cat([t_ctx, t], 1), torch.cat([action, action], 1), prompt_ctx, ctx)
+        prev = None
+        if self.dit.prev is not None:
+            # chunk b reads frame b*c - 1 of the context stream: shift the clip by one chunk
+            last = x_ctx[:, c - 1 :: c].repeat_interleave(c, dim=1)  # [B, T, N, C] last frame of each chunk
+            lvl = t_ctx[:, c - 1 :: c].repeat_interleave(c, dim=1)  # [B, T]
+            prev = (torch.cat([torch.zeros_like(last[:, :c]), last[:, :-c]], 1),
+                    torch.cat([torch.ones_like(lvl[:, :c]), lvl[:, :-c]], 1))
+            prev = tuple(torch.cat([p] * streams, 1) for p in prev)
+        if streams == 2:
+            x, tt, aa = torch.cat([x_ctx, x_noisy], 1), torch.cat([t_ctx, t], 1), torch.cat([action, action], 1)
+        else:
+            x, tt, aa = x_noisy, t, action
+        pred, hidden = self.dit(x, tt, aa, prompt_ctx, ctx, prev)
         reward, done = self.dit.heads(hidden[:, :T])
-        return v[:, T:], reward, done
+        return pred[:, -T:], reward, done
 
     # -- weights ----------------------------------------------------------------------
 

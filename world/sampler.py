@@ -1,7 +1,8 @@
 """Few-step rectified flow (Liu et al. 2022; minRF style).
 
 Convention: x_t = (1 - t) * x_0 + t * eps, t in [0, 1]; the model predicts the
-velocity v = eps - x_0, and sampling integrates dx/dt = v from t = 1 (noise)
+velocity v = eps - x_0 (or x_0 itself, turned into v = (x_t - x_0) / t, which
+makes each Euler step a DDIM step towards the predicted frame), and sampling integrates dx/dt = v from t = 1 (noise)
 to t = 0 (data) with K Euler steps (K = 1..4 at play time). The context pass
 that writes a finished frame's K/V sees the frame at a small noise level t_c
 (0 by default), the same augmentation as in training.
@@ -27,6 +28,23 @@ def add_noise(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Ten
 
 def velocity_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return eps - x0
+
+
+def to_velocity(pred: torch.Tensor, x_t: torch.Tensor, t, kind: str) -> torch.Tensor:
+    """The DiT's prediction as a velocity: kind 'velocity' is one already; an x0 prediction
+    gives v = (x_t - x0) / t (t >= 1/64 whenever the sampler asks)."""
+    if kind == "velocity":
+        return pred
+    if isinstance(t, torch.Tensor):
+        t = t.clamp_min(1e-4)[..., None, None]
+    else:
+        t = max(float(t), 1e-4)
+    return (x_t - pred) / t
+
+
+def target(kind: str, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The training target of a prediction kind."""
+    return x0 if kind == "x0" else velocity_target(x0, eps)
 
 
 def sample(velocity: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, steps: int) -> torch.Tensor:

@@ -23,6 +23,8 @@ class WorldState:
     prompt_pooled: torch.Tensor  # [B, P]
     prompt_tokens: torch.Tensor  # [B, Lp, P]
     prompt_mask: torch.Tensor  # [B, Lp] bool
+    prev_latent: torch.Tensor  # [B, N, C] the last committed frame's latent (the direct path's input)
+    prev_level: torch.Tensor  # [B] its noise level (1 = no previous frame yet)
     generators: list[torch.Generator]  # one per world: noise is independent of the batch
     updates_since_detach: int = field(default=0)  # truncated BPTT bookkeeping (training only)
 
@@ -34,7 +36,8 @@ class WorldState:
         """The state as a flat dict of tensors (no copies)."""
         out = {"frame": self.frame, "cache.k": self.cache.k, "cache.v": self.cache.v,
                "cache.slot_frame": self.cache.slot_frame, "prompt.pooled": self.prompt_pooled,
-               "prompt.tokens": self.prompt_tokens, "prompt.mask": self.prompt_mask}
+               "prompt.tokens": self.prompt_tokens, "prompt.mask": self.prompt_mask,
+               "prev.latent": self.prev_latent, "prev.level": self.prev_level}
         out.update({f"memory.{k}": v for k, v in self.memory.items()})
         return out
 
@@ -57,7 +60,8 @@ class WorldState:
         cache = KVCache(s["cache.k"], s["cache.v"], s["cache.slot_frame"], sink_frames, chunk_frames)
         memory = {k[len("memory."):]: v for k, v in s.items() if k.startswith("memory.")}
         return cls(frame=s["frame"], cache=cache, memory=memory, prompt_pooled=s["prompt.pooled"],
-                   prompt_tokens=s["prompt.tokens"], prompt_mask=s["prompt.mask"], generators=gens)
+                   prompt_tokens=s["prompt.tokens"], prompt_mask=s["prompt.mask"],
+                   prev_latent=s["prev.latent"], prev_level=s["prev.level"], generators=gens)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.tensors().items()}
