@@ -7,14 +7,21 @@ keys down now. :class:`PygameInput` reads the real keyboard; :class:`ScriptedInp
 replays a fixed script (headless runs, tests) through the very same UI code.
 
 Movement is *held*: a movement key down now moves the player this frame, so a
-held key repeats every frame. With several movement keys down, the one pressed
-most recently wins; keys already down when the window got focus (their press
-was never seen) rank UP > DOWN > LEFT > RIGHT. USE fires once per press of
-space and wins over movement in the frame it is pressed.
+held key repeats. How fast depends on the world's motion (``envs.teacher``):
+in a smooth world (2 px a frame) a held key moves every frame; in a tile-step
+world (one whole tile a move) every frame would be 20 tiles a second, too fast
+to steer, so a held key repeats ``move_rate`` times a second (:class:`Pacer`,
+8 by default) with NOOP frames between, in which the world (its weather, its
+water) still animates at the frame rate. A fresh press moves at once, even if
+the key is already up again by the next frame (a tap is one tile). With several
+movement keys down, the one pressed most recently wins; keys already down when
+the window got focus (their press was never seen) rank UP > DOWN > LEFT > RIGHT.
+USE fires once per press of space and wins over movement in the frame it is pressed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,7 +30,7 @@ from demos.source import DOWN, LEFT, NOOP, RIGHT, UP
 
 # (keys, what they do) — the F1 overlay and the README both show this table.
 KEY_HELP: tuple[tuple[str, str], ...] = (
-    ("Arrows / WASD", "move (hold to keep moving)"),
+    ("Arrows / WASD", "move (hold to keep moving; tile-step worlds: --move-rate steps/s, default 8)"),
     ("Space", "use: chop / place in front"),
     ("T", "type a new prompt (Enter apply, Esc cancel)"),
     ("F1", "this help"),
@@ -49,15 +56,60 @@ def move_keys() -> dict[int, int]:
     return {key_code(name): action for action, names in _MOVE_KEY_NAMES for name in names}
 
 
-class Movement:
-    """Turns held keys into one movement action per frame (most recent press wins)."""
+DEFAULT_MOVE_RATE = 8.0  # tile-step worlds: moves a second while a key is held (~a player's pace)
 
-    def __init__(self) -> None:
+
+class Pacer:
+    """``rate`` moves a second at ``fps`` frames a second: which frames are move slots.
+
+    Slots are the frames where ``floor(k * rate / fps)`` steps up (``k``: frames since
+    :meth:`restart`), so the first frame is always one and they are evenly spread:
+    8/s at 20 fps moves on frames 0, 3, 5, 8, 10, ... (8 in every 20). ``rate=None``
+    (or one of at least ``fps``) makes every frame a slot.
+    """
+
+    def __init__(self, rate: float | None, fps: float):
+        if rate is not None and not rate > 0:
+            raise ValueError(f"move rate must be > 0 moves a second, got {rate}")
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.per_frame = None if rate is None or rate >= fps else rate / fps  # moves per frame, < 1
+        self.restart()
+
+    def restart(self) -> None:
+        """The next frame is a slot, and the cadence counts from it."""
+        self._k, self._next = 0, 0  # frames since restart; index of the next slot to fill
+
+    def due(self) -> bool:
+        """Is this frame a move slot? Call it exactly once a frame."""
+        if self.per_frame is None:
+            return True
+        slot = math.floor(self._k * self.per_frame + 1e-9)  # the epsilon keeps 5 * 0.4 at 2
+        self._k += 1
+        if slot < self._next:
+            return False
+        self._next = slot + 1
+        return True
+
+
+class Movement:
+    """Turns held keys into one movement action per frame (most recent press wins).
+
+    ``pacer`` None: a held key moves every frame (smooth worlds). With a :class:`Pacer`
+    (tile-step worlds) a held key moves on its slots and is NOOP between them; a
+    fresh press restarts the cadence, so it moves on the frame it is seen, and a
+    press released before the frame is read still moves once.
+    """
+
+    def __init__(self, pacer: Pacer | None = None) -> None:
         self.keys = move_keys()
+        self.pacer = pacer
         self._order: list[int] = []  # key codes of movement keys, oldest press first
+        self._pressed: int | None = None  # the movement action of a press seen since the last frame
+        self._holding = False  # a movement key was down last frame
 
     def observe(self, event: Any) -> None:
-        """Track press order from KEYDOWN/KEYUP events."""
+        """Track press order (and fresh presses) from KEYDOWN/KEYUP events."""
         pygame = import_pygame()
         key = getattr(event, "key", None)
         if key not in self.keys:
@@ -66,9 +118,10 @@ class Movement:
             self._order.remove(key)
         if event.type == pygame.KEYDOWN:
             self._order.append(key)
+            self._pressed = self.keys[key]
 
-    def action(self, held: Any) -> int:
-        """The movement action for this frame, NOOP when no movement key is down."""
+    def direction(self, held: Any) -> int:
+        """The movement key that counts now (NOOP: none down), unpaced; no state advances."""
         self._order = [k for k in self._order if held[k]]
         if self._order:
             return self.keys[self._order[-1]]
@@ -76,6 +129,22 @@ class Movement:
             if held[key]:
                 return action
         return NOOP
+
+    def action(self, held: Any) -> int:
+        """This frame's movement action (NOOP: no key down, or between paced moves); once a frame."""
+        move = self.direction(held)
+        pressed, self._pressed = self._pressed, None
+        if self.pacer is None:
+            return move
+        if move == NOOP and pressed is not None:
+            move = pressed  # a tap: down and up again between two frames
+        if move == NOOP:
+            self._holding = False
+            return NOOP
+        if pressed is not None or not self._holding:
+            self.pacer.restart()  # a new press (or a key found down) moves now
+        self._holding = True
+        return move if self.pacer.due() else NOOP
 
 
 class HeldKeys:

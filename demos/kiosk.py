@@ -11,7 +11,10 @@ window (:class:`demos.play.PlayApp`) with the rules of a public place:
 - **attract mode**: no key for ``attract.idle_seconds`` and an autopilot walks
   the world (``envs.policies.ExplorePolicy``, a sticky random walk with
   momentum; it needs only the action names, not the teacher), while the
-  prompt cycles through ``attract.playlist``. Any key hands control back;
+  prompt cycles through ``attract.playlist``. In a tile-step world (a
+  checkpoint with ``game.motion = "tile"``) it walks at ``world.move_rate``
+  moves a second, NOOP frames between, as a visitor's held key does. Any key
+  hands control back;
 - **fresh worlds**: after ``session.idle_reset_seconds`` without a key (and
   again every as long while nobody plays), and when a visitor's world is
   ``session.max_seconds`` old (counted from their first key), a new world
@@ -69,11 +72,18 @@ class _ActionsOnly:
         return list(ACTION_MEANINGS)
 
 
-def make_autopilot(seed: int, mean_hold: float, use_prob: float) -> Any:
-    """The attract-mode walker: the recording policy ``explore`` over the bare action set."""
+TILE_HOLD = 4  # smooth moves (2 px) in one tile step (8 px): a tile autopilot holds a direction 4x fewer moves
+
+
+def make_autopilot(seed: int, mean_hold: float, use_prob: float, motion: str = "smooth") -> Any:
+    """The attract-mode walker: the recording policy ``explore`` over the bare action set.
+
+    It acts once a move; in a tile-step world a move goes 4x as far, so ``mean_hold``
+    (in smooth frames) is divided by 4 to keep the distance walked one way."""
     from envs.policies import ExplorePolicy
 
-    return ExplorePolicy(_ActionsOnly(), np.random.default_rng(seed), mean_hold=mean_hold, use_prob=use_prob,
+    hold = max(1.0, mean_hold / TILE_HOLD) if motion == "tile" else mean_hold
+    return ExplorePolicy(_ActionsOnly(), np.random.default_rng(seed), mean_hold=hold, use_prob=use_prob,
                          noop_prob=0.0)
 
 
@@ -92,7 +102,9 @@ class KioskApp(PlayApp):
         self.now = clock  # kiosk timers (self.clock is the window's pygame Clock)
         self.log = log
         self.attract = False
-        self.autopilot = make_autopilot(kiosk.world.seed, kiosk.attract.mean_hold, kiosk.attract.use_prob)
+        self.autopilot = make_autopilot(kiosk.world.seed, kiosk.attract.mean_hold, kiosk.attract.use_prob,
+                                        self.motion)
+        self.autopilot_pace = self.move_pacer()  # None: a move every frame (smooth worlds)
         self.playlist_index = -1
         self.start_prompt = kiosk.world.prompt or None
         self.fresh_worlds = 0
@@ -181,11 +193,15 @@ class KioskApp(PlayApp):
 
     def _choose_action(self, held: Any) -> int:
         action = super()._choose_action(held)
-        return self.autopilot.act({}) if self.attract else action
+        if not self.attract:
+            return action
+        if self.autopilot_pace is not None and not self.autopilot_pace.due():
+            return NOOP  # between tile steps: the world animates, the autopilot waits
+        return self.autopilot.act({})
 
     def _advance(self, held: Any) -> int | None:
         """After this frame's input: timers (which see it), then the step."""
-        if self.movement.action(held) != NOOP:
+        if self.movement.direction(held) != NOOP:
             self._activity()  # a held movement key is someone playing
         self._timers()
         action = super()._advance(held)
@@ -248,6 +264,8 @@ class KioskApp(PlayApp):
         self.show_help = False
         self.session_started = None
         self.autopilot.reset({})
+        if self.autopilot_pace is not None:
+            self.autopilot_pace.restart()
         self._next_prompt_at = self.now()  # the playlist starts at once
         self.log.info("attract mode on after %.0f s idle", idle)
 
@@ -372,7 +390,8 @@ def build_kiosk(kiosk: KioskConfig, *, headless: bool = False, frames: int | Non
                         frame_wait_s=frame_wait, retry_s=kiosk.watchdog.retry_seconds, clock=clock,
                         log=logging.getLogger("echo_infinity.watchdog"))
     config = PlayConfig(seed=w.seed, prompt=w.prompt or None, fps=0 if headless else w.fps, smooth=kiosk.display.smooth,
-                        resolution=watchdog.resolution, source=name, headless=headless, frames=frames,
+                        resolution=watchdog.resolution, source=name, motion=watchdog.motion, move_rate=w.move_rate,
+                        headless=headless, frames=frames,
                         hud=kiosk.display.hud, save_dir=Path(kiosk.session.save_dir))
     hotkeys = OperatorHotkeys(kiosk.operator_bindings, use_global=kiosk.operator.global_hotkeys and not headless,
                               off_reason="a headless run" if headless else "global hotkeys are off in the config")

@@ -68,6 +68,9 @@ class WorldSection:
     """torch CPU threads."""
     text_encoder: str = _opt("auto", choices=TEXT_ENCODERS)
     """Prompt encoder; auto = the one the checkpoint was trained with."""
+    move_rate: float = _opt(8.0, gt=0, le=240)
+    """Tile-step worlds (a checkpoint with game.motion = "tile"): moves a second while a key is held,
+    and the autopilot's pace; smooth worlds move every frame."""
 
 
 @dataclass
@@ -93,7 +96,8 @@ class AttractSection:
     prompt_seconds: float = _opt(20.0, gt=0)
     """How long each playlist prompt stays in attract mode."""
     mean_hold: float = _opt(12.0, ge=1, le=1000)
-    """Autopilot momentum: mean number of frames it keeps walking one way."""
+    """Autopilot momentum: mean number of frames it keeps walking one way (tile-step worlds: a quarter
+    as many tile steps, the same distance)."""
     use_prob: float = _opt(0.03, ge=0, le=1)
     """Autopilot: chance per frame of pressing USE."""
 

@@ -13,7 +13,11 @@ One frame of the loop (:meth:`PlayApp.tick`), held at ``--fps`` by
     poll input -> handle keys -> source.step(action) -> draw -> flip -> wait
 
 Input read at the top of a frame is on screen at the end of that same frame:
-input-to-screen latency is one frame (the HUD's "latency" is that time). The
+input-to-screen latency is one frame (the HUD's "latency" is that time). In a
+tile-step world (a checkpoint with ``game.motion = "tile"``, or ``--motion
+tile`` for the teacher) one move is a whole tile, so a held key moves
+``--move-rate`` times a second (8 by default), with NOOP frames between
+(:class:`demos.keys.Pacer`); a smooth world moves every frame a key is down. The
 model source holds the frame budget itself: its session picks the denoising
 steps from measured latency (``runtime.budget``); a frame that still takes
 longer than 1/fps is a budget miss, counted in the HUD. Key map:
@@ -44,6 +48,7 @@ import numpy as np
 from demos.source import (
     ACTION_MEANINGS,
     DEFAULT_CHECKPOINT,
+    MOTIONS,
     NOOP,
     SOURCES,
     START_FRAMES,
@@ -54,6 +59,7 @@ from demos.source import (
 
 RESOLUTIONS = (64, 128, 256)
 WINDOW = 512  # default window side; --scale overrides
+DEFAULT_FPS = 20.0  # the world's frame rate (the teacher's render_fps) when the loop is unthrottled
 END_PAUSE_S = 1.5  # how long the end-of-episode message holds before the reset
 REWIND_S = 3.0  # how far Backspace goes back (sources that can snapshot)
 TOAST_S = 2.5  # how long a notice stays up
@@ -79,6 +85,10 @@ class PlayConfig:
     """Side of the source frames in pixels (the teacher: 64, 128 or 256; the model: its checkpoint's)."""
     source: str = "teacher"
     """What generates the frames: model, teacher, or compare (both side by side)."""
+    motion: str = "smooth"
+    """The teacher source's motion: smooth (2 px a frame) or tile (a tile a move); a model has its checkpoint's."""
+    move_rate: float = 8.0
+    """Tile-step worlds: moves a second while a movement key is held (NOOP frames between)."""
     checkpoint: Path = DEFAULT_CHECKPOINT
     """The world model's directory (model.safetensors + config.json)."""
     backend: str = "torch"
@@ -150,7 +160,8 @@ class PlayApp:
         self.source = source
         self.config = config
         self.input = input if input is not None else PygameInput()
-        self.movement = Movement()
+        self.motion = getattr(source, "motion", "smooth")
+        self.movement = Movement(self.move_pacer())
         self.summary = PlaySummary()
         self.running = False
         # UI state
@@ -211,6 +222,16 @@ class PlayApp:
         self.clock = pygame.time.Clock()
         self.running = True
         self._t0 = time.perf_counter()
+
+    def move_pacer(self) -> Any:
+        """Held moves' pace: a :class:`demos.keys.Pacer` in a tile-step world, None (every frame) else.
+
+        The pace counts world frames: ``--fps``, or the teacher's 20 when unthrottled."""
+        from demos.keys import Pacer
+
+        if self.motion != "tile":
+            return None
+        return Pacer(self.config.move_rate, self.config.fps or DEFAULT_FPS)
 
     def _open_display(self, size: tuple[int, int]) -> Any:
         """The surface the game is drawn on: a window of ``size`` (the kiosk goes fullscreen)."""
@@ -298,17 +319,18 @@ class PlayApp:
         if done:
             self.summary.episodes_ended += 1
             self.end_reason = self.info.get("end_reason", "The episode ended")
-            self.end_frames = max(1, round(END_PAUSE_S * (self.config.fps or 20)))
+            self.end_frames = max(1, round(END_PAUSE_S * (self.config.fps or DEFAULT_FPS)))
         return action
 
     def _choose_action(self, held: Any) -> int:
         """This frame's action from the keys (the kiosk's autopilot overrides it)."""
+        move = self.movement.action(held)  # every frame: the move pace counts frames
         if self._use_pending:
             action = USE
         elif self.typing is not None:
             action = NOOP  # letters go to the prompt box, not to WASD
         else:
-            action = self.movement.action(held)
+            action = move
         self._use_pending = False
         return action
 
@@ -462,6 +484,7 @@ class PlayApp:
             "source": self.source.name,
             "seed": self.config.seed,
             "resolution": self.config.resolution,
+            "motion": self.motion,
             **({"model": self.source.meta} if hasattr(self.source, "meta") else {}),
             "action_meanings": list(ACTION_MEANINGS),
             "start": {"prompt": self._episode_prompt, "before": [list(e) for e in self.episode_events]},
@@ -506,9 +529,11 @@ class PlayApp:
         if self.end_frames > 0:
             ov.banner(self.screen, self.end_reason, "the world restarts from the same seed")
         if self.show_help:
+            pace = (f" ({self.config.move_rate:g} tile steps a second)" if self.movement.pacer is not None
+                    else " (every frame)")
             footer = (
                 f"source: {self.source.name}, seed {self.config.seed}. "
-                "Movement repeats while held; the key pressed last wins. Esc closes this help."
+                f"Movement repeats while held{pace}; the key pressed last wins. Esc closes this help."
             )
             ov.help(self.screen, KEY_HELP, "Echo-Infinity - keys", footer)
         bottom = self.size[1]
@@ -537,6 +562,8 @@ class PlayApp:
         if self.config.fps > 0:
             fields.append(("budget misses", f"{self.misses} ({100 * self.misses / frames:.1f}%)"))
         fields.append(("source", f"{self.source.name} {self.config.resolution}px, seed {self.config.seed}"))
+        if self.movement.pacer is not None:
+            fields.append(("moves", f"tile steps, {self.config.move_rate:g}/s held"))
         if self.prompt and self.prompt != self.info.get("caption"):  # the caption line shows it otherwise
             fields.append(("prompt", _clip(self.prompt, 34)))
         if self.recorder is not None:
@@ -583,6 +610,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the teacher's caption for the seed)")
     parser.add_argument("--fps", type=float, default=20.0,
                         help="target frames per second: the frame budget; 0 = unthrottled (default 20)")
+    parser.add_argument("--move-rate", type=float, default=8.0,
+                        help="tile-step worlds (a checkpoint with game.motion 'tile', or --motion tile): moves a "
+                        "second while an arrow / WASD key is held, with NOOP frames between so the world keeps "
+                        "animating; a fresh press moves at once. Smooth worlds move every frame (default 8)")
+    parser.add_argument("--motion", choices=MOTIONS, default=None,
+                        help="teacher: 'smooth' (2 px a frame) or 'tile' (one tile a move, what the tiny preset trains "
+                        "on); the model and --compare use the checkpoint's game.motion (default: smooth / the "
+                        "checkpoint's)")
     parser.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=None,
                         help="teacher: frame side in pixels (default 64; the model draws its checkpoint's size)")
     parser.add_argument("--scale", type=int, default=None,
@@ -646,12 +681,23 @@ def config_from_args(args: argparse.Namespace) -> tuple[PlayConfig, str | None]:
         raise ValueError(f"--fps must be >= 0 (0 = unthrottled), got {args.fps:g}")
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if not args.move_rate > 0:
+        raise ValueError(f"--move-rate must be > 0 moves a second, got {args.move_rate:g}")
     source, checkpoint, notice = pick_source(args.source, args.compare, args.checkpoint)
     if args.compare and args.start != "teacher":
         raise ValueError("--compare starts the model from the teacher's first frame; drop --start generated")
+    motion = args.motion or "smooth"
+    if source != "teacher":
+        from demos.source import checkpoint_motion
+
+        motion = checkpoint_motion(checkpoint)
+        if args.motion is not None and args.motion != motion:
+            raise ValueError(f"--motion {args.motion}: the checkpoint {_shown(checkpoint)} moves {motion!r} "
+                             "(its game.motion); --motion is for the teacher source")
     config = PlayConfig(
         seed=args.seed, prompt=args.prompt, fps=args.fps, scale=args.scale, smooth=args.smooth,
-        resolution=args.resolution or 64, source=source, headless=args.headless, frames=frames,
+        resolution=args.resolution or 64, source=source, motion=motion, move_rate=args.move_rate,
+        headless=args.headless, frames=frames,
         hud=args.hud, screenshot_dir=args.screenshot_dir, record_dir=args.record_dir, save_dir=args.save_dir,
         checkpoint=checkpoint, backend=args.backend, policy=args.policy, start=args.start,
         text_encoder=args.text_encoder, device=args.device, threads=args.threads,
@@ -664,7 +710,7 @@ def build_source(config: PlayConfig, resolution_given: bool = False) -> FrameSou
     from demos.source import make_source
 
     if config.source == "teacher":
-        return make_source("teacher", resolution=config.resolution)
+        return make_source("teacher", resolution=config.resolution, motion=config.motion)
     import torch
 
     torch.set_num_threads(config.threads)

@@ -11,7 +11,9 @@ and count the gems each collects per episode:
 - random: uniform actions, the floor.
 
 Both envs share spaces (64x64 RGB, six actions), so a policy moves from one to
-the other unchanged. Results go to `--out` (JSON) with the trained policies
+the other unchanged. The teacher (training and evaluation) moves the way the
+checkpoint's frames move (its `game.motion`: smooth, or a tile a move), so all
+three play the same game. Results go to `--out` (JSON) with the trained policies
 beside it (`policy_<name>.safetensors`: plain tensors, loading runs no code).
 
     python -m demos.ppo --checkpoint checkpoints/tiny --minutes 30 --out runs/ppo/results.json
@@ -50,7 +52,8 @@ class Args:
     minutes: float = field(default=30.0, metadata={"help": "wall-clock training budget per env id"})
     total_steps: int = field(default=10**9, metadata={"help": "cap on env steps per training run"})
     checkpoint: str | None = field(default=None,
-                                   metadata={"help": "World-v0: model directory (None: the shipped checkpoints/tiny)"})
+                                   metadata={"help": "World-v0: model directory (None: the shipped checkpoints/tiny); "
+                                                     "the teacher moves as its game.motion says"})
     text_encoder: str = field(default="minilm", metadata={"help": "World-v0: prompt encoder ('hash': tests)",
                                                           "choices": ["minilm", "hash"]})
     world_start: str = field(default="teacher", metadata={"help": "World-v0: each episode's first frame from",
@@ -136,11 +139,25 @@ class Agent(nn.Module):
 # -- envs ------------------------------------------------------------------------------------
 
 
+def teacher_motion(args: Args) -> str:
+    """The checkpoint's game.motion (the shipped one when --checkpoint is not given); smooth without one."""
+    from demos.source import DEFAULT_CHECKPOINT, checkpoint_motion, checkpoint_problem
+
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    return "smooth" if checkpoint_problem(checkpoint) else checkpoint_motion(checkpoint)
+
+
+def make_teacher(args: Args, **kwargs) -> gym.Env:
+    return gym.make(TEACHER_ID, motion=teacher_motion(args), **kwargs)
+
+
 def make_train_envs(args: Args, env_id: str) -> gym.vector.VectorEnv:
     if env_id == WORLD_ID:  # natively batched: one forward pass for all worlds
         return gym.make_vec(WORLD_ID, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
                             checkpoint=args.checkpoint, text_encoder=args.text_encoder, start=args.world_start,
                             prompt=args.world_prompt, steps=args.denoising_steps, device=args.device)
+    if env_id == TEACHER_ID:  # in the checkpoint's motion mode, as World-v0 and the evaluation
+        return gym.vector.SyncVectorEnv([lambda: make_teacher(args) for _ in range(args.num_envs)])
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(args.num_envs)])
 
 
@@ -257,7 +274,7 @@ def train(args: Args, env_id: str) -> tuple[Agent, dict]:
 
 def evaluate(act, args: Args, label: str) -> list[int]:
     """Gems collected per teacher episode by `act(obs) -> action` (same seeds for every policy)."""
-    env = gym.make(TEACHER_ID, max_episode_steps=args.eval_max_steps)
+    env = make_teacher(args, max_episode_steps=args.eval_max_steps)
     gems = []
     for ep in tqdm(range(args.eval_episodes), desc=f"eval {label}", disable=args.no_progress):
         obs, info = env.reset(seed=10_000 + ep)  # held-out seeds
@@ -291,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(args.seed)
-    n_actions = gym.make(TEACHER_ID).action_space.n
+    n_actions = make_teacher(args).action_space.n
     gems = evaluate(lambda obs: int(rng.integers(n_actions)), args, "random")
     results = {"random": {"gems_per_episode": gems, "gems_mean": float(np.mean(gems))}}
     for env_id in args.env_ids:
@@ -302,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
         results[env_id] = {"gems_per_episode": gems, "gems_mean": float(np.mean(gems)), "train": stats}
 
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
-              "eval": {"env": TEACHER_ID, "episodes": args.eval_episodes, "max_steps": args.eval_max_steps,
+              "eval": {"env": TEACHER_ID, "motion": teacher_motion(args), "episodes": args.eval_episodes,
+                       "max_steps": args.eval_max_steps,
                        "seeds": [10_000 + i for i in range(args.eval_episodes)]},
               "results": results}
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -13,6 +13,11 @@ imports the game or the model. Three sources (the layering of DIAMOND's
 - :class:`CompareSource`: the teacher's true frame beside the model's, for the
   same actions, the model started from the teacher's first frame and caption.
 
+Every source has a ``motion``: how far one move goes (``envs.teacher``:
+``"smooth"``, 2 px a frame, or ``"tile"``, one whole tile a move). A model source
+takes its checkpoint's (``game.motion``), and any teacher it runs beside or
+starts from moves the same way; the window paces held keys by it.
+
 The model source steps the session synchronously, in the window's loop: the
 frame is read, generated and shown in the same loop iteration (one frame of
 input latency), and the budget keeps the step inside the frame period. The
@@ -29,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 # The shared Discrete(6) action set of the teacher and the world model.
-from envs.teacher import ACTION_MEANINGS, DOWN, LEFT, NOOP, RIGHT, UP, USE  # noqa: F401  (re-exported)
+from envs.teacher import ACTION_MEANINGS, DOWN, LEFT, MOTIONS, NOOP, RIGHT, UP, USE  # noqa: F401  (re-exported)
 
 SOURCES = ("model", "teacher")
 # The shipped checkpoint, at the repository root (what `play` and the kiosk run by default).
@@ -51,6 +56,7 @@ class FrameSource(Protocol):
 
     name: str
     resolution: int
+    motion: str  # "smooth" or "tile" (envs.teacher): how far one move goes; the window paces keys by it
     can_snapshot: bool  # True for a SnapshotSource (F5 save, F9 load, Backspace rewind)
 
     def reset(self, seed: int, prompt: str | None = None) -> np.ndarray:
@@ -97,11 +103,12 @@ class TeacherSource:
     can_snapshot = False
     no_snapshot = "the teacher game cannot be saved or rewound (the world model can: --source model)"
 
-    def __init__(self, resolution: int = 64):
+    def __init__(self, resolution: int = 64, motion: str = "smooth"):
         from envs.teacher import TeacherEnv
 
         self.resolution = resolution
-        self.env = TeacherEnv(render_mode="rgb_array", resolution=resolution)
+        self.motion = motion  # "smooth" (2 px a frame) or "tile" (one tile a move)
+        self.env = TeacherEnv(render_mode="rgb_array", resolution=resolution, motion=motion)
         self.info: dict[str, Any] = {}
 
     def reset(self, seed: int, prompt: str | None = None) -> np.ndarray:
@@ -159,6 +166,14 @@ def checkpoint_problem(directory: str | Path) -> str | None:
     return f"{d} is not a checkpoint (missing {', '.join(missing)})" if missing else None
 
 
+def checkpoint_motion(directory: str | Path) -> str:
+    """The checkpoint's ``game.motion`` from its config.json (no weights read); old configs: "smooth"."""
+    from world.config import ModelConfig
+    from world.model import CONFIG_FILE
+
+    return ModelConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE).read_text())).game.motion
+
+
 def trained_text_encoder(directory: str | Path) -> str:
     """The text encoder a checkpoint was trained with (``trainer.json`` beside it), else minilm."""
     meta = Path(directory) / "trainer.json"
@@ -200,12 +215,13 @@ class ModelSource:
         self.session = Session(checkpoint, backend=backend, device=device, budget=budget, steps=steps,
                                policy=policy, text_encoder=text_encoder)
         self.resolution = self.session.cfg.tokenizer.image_size
+        self.motion = self.session.cfg.game.motion  # the teacher it starts from moves the same way
         self.start = start
         self.done_threshold = done_threshold
         self.backend = backend
         self.meta = {"checkpoint": str(checkpoint), "checkpoint_hash": self.session.checkpoint_hash,
                      "policy": self.session.cfg.memory.policy, "backend": backend, "start": start,
-                     "text_encoder": text_encoder}
+                     "text_encoder": text_encoder, "motion": self.motion}
         self.prompt: str | None = None
         self.info: dict[str, Any] = {}
         self._teacher: TeacherSource | None = None
@@ -226,7 +242,7 @@ class ModelSource:
         """The teacher's first frame and caption for ``seed`` (in the prompt's style when
         the teacher understands it; the model takes any text)."""
         if self._teacher is None:
-            self._teacher = TeacherSource(self.resolution)
+            self._teacher = TeacherSource(self.resolution, self.motion)
         try:
             frame = self._teacher.reset(seed, prompt)
         except ValueError:
@@ -311,8 +327,10 @@ class CompareSource:
 
     Both worlds start from the same seed; the model from the teacher's first
     frame, with the teacher's caption as its prompt (a prompt change goes to the
-    teacher, and its new caption to the model). A hazard in the teacher ends the
-    episode for both. No snapshots: the teacher has none to keep in step.
+    teacher, and its new caption to the model). The teacher moves in the
+    checkpoint's mode (``game.motion``), so the two pictures see the same moves.
+    A hazard in the teacher ends the episode for both. No snapshots: the
+    teacher has none to keep in step.
     """
 
     name = "compare"
@@ -324,8 +342,8 @@ class CompareSource:
         if model.start != "teacher":
             raise ValueError("--compare starts the model from the teacher's first frame (--start teacher)")
         self.model = model
-        self.resolution = model.resolution
-        self.teacher = TeacherSource(model.resolution)
+        self.resolution, self.motion = model.resolution, model.motion
+        self.teacher = TeacherSource(model.resolution, model.motion)
         self.meta = {**model.meta, "compare": True}
         self.info: dict[str, Any] = {}
 
@@ -368,13 +386,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
 
 
-def make_source(name: str, resolution: int = 64, **model_options: Any) -> FrameSource:
+def make_source(name: str, resolution: int = 64, motion: str = "smooth", **model_options: Any) -> FrameSource:
     """Build the source a ``--source`` choice names (``compare``: the model beside the teacher).
 
+    ``resolution`` and ``motion`` are the teacher's (a model source takes its checkpoint's);
     ``model_options`` go to :class:`ModelSource` (``checkpoint``, ``fps``, ``backend``, ...).
     """
     if name == "teacher":
-        return TeacherSource(resolution=resolution)
+        return TeacherSource(resolution=resolution, motion=motion)
     if name == "model":
         return ModelSource(**model_options)
     if name == "compare":

@@ -82,6 +82,7 @@ class Watchdog:
         self.worker = None
         self._build()  # a source that cannot be built at all is the caller's error
         self.name, self.resolution = self.source.name, self.source.resolution
+        self.motion = getattr(self.source, "motion", "smooth")  # fixed by the checkpoint: a rebuild keeps it
         self.frame = np.zeros((self.resolution, self.resolution, 3), np.uint8)  # until the first reset
 
     # -- what a FrameSource has -------------------------------------------------------

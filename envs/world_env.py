@@ -32,7 +32,9 @@ constructor's `prompt` and `start`.
 start="teacher": the first frame is the teacher game's first frame for the same
 seed (`Teacher-v0.reset(seed=seed, options={"prompt": prompt})`), so the world
 begins where the model was trained; an empty prompt then takes the teacher's
-caption of the style it drew, so the prompt describes the frame.
+caption of the style it drew, so the prompt describes the frame. The teacher
+runs in the checkpoint's motion mode (`game.motion`: "smooth" or "tile", also
+the env's `motion` attribute, which the recording policies read).
 
 info: "frame" (the world's frame index), "latency_ms" (model time of the step,
 a `Timing`), "steps" (denoising steps), "prompt", and on steps "done_prob".
@@ -174,9 +176,10 @@ def parse_options(options: Mapping[str, Any] | None, batch: int | None, resoluti
 class EpisodeStarts:
     """A new episode's draws: the session's seed, the prompt and (start="teacher") the first frame."""
 
-    def __init__(self, start: str, resolution: int):
+    def __init__(self, start: str, resolution: int, motion: str = "smooth"):
         self.start = start
         self.resolution = resolution
+        self.motion = motion  # the checkpoint's game.motion: the teacher moves as the model learnt
         self._teacher: TeacherEnv | None = None
 
     def draw(self, rng: np.random.Generator, seed: int | None, prompt: str,
@@ -187,7 +190,7 @@ class EpisodeStarts:
             return world_seed, prompt, None
         teacher_seed = int(seed) if seed is not None else int(rng.integers(0, TEACHER_SEED_BOUND))
         if self._teacher is None:
-            self._teacher = TeacherEnv(resolution=self.resolution)
+            self._teacher = TeacherEnv(resolution=self.resolution, motion=self.motion)
         frame, info = self._teacher.reset(seed=teacher_seed, options={"prompt": prompt} if prompt else None)
         return world_seed, prompt or info["caption"], frame
 
@@ -290,12 +293,13 @@ class WorldEnv(gym.Env):
         # instead of raising, and no rewind snapshots are taken (an env never rewinds)
         self.session = make_session(checkpoint, 1, steps, policy, text_encoder, device)
         self.resolution = self.session.cfg.tokenizer.image_size
+        self.motion = self.session.cfg.game.motion  # "smooth" or "tile": how one move moves
         self.start = check_start(start, self.resolution)
         self.default_prompt = prompt
         self.done_threshold = float(done_threshold)
         self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
         self.action_space = spaces.Discrete(len(ACTION_MEANINGS))
-        self._starts = EpisodeStarts(self.start, self.resolution)
+        self._starts = EpisodeStarts(self.start, self.resolution, self.motion)
         self._window = HumanWindow("Echo-Infinity world model")
         self._frame: np.ndarray | None = None
         self._closed = False

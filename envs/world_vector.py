@@ -68,6 +68,7 @@ class WorldVectorEnv(gym.vector.VectorEnv):
         self.render_mode = render_mode
         self.session = make_session(checkpoint, num_envs, steps, policy, text_encoder, device)
         self.resolution = R = self.session.cfg.tokenizer.image_size
+        self.motion = self.session.cfg.game.motion  # as WorldEnv: the teacher starts move this way
         self.start = check_start(start, R)
         self.default_prompt = prompt
         self.done_threshold = float(done_threshold)
@@ -75,7 +76,7 @@ class WorldVectorEnv(gym.vector.VectorEnv):
         self.single_action_space = spaces.Discrete(len(ACTION_MEANINGS))
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._starts = EpisodeStarts(self.start, R)
+        self._starts = EpisodeStarts(self.start, R, self.motion)
         self._window = HumanWindow(f"Echo-Infinity world model x{num_envs}")
         self._rngs: list[np.random.Generator | None] = [None] * num_envs  # one generator per env
         self._prompts = [prompt] * num_envs  # each env's episode prompt (kept by autoreset)

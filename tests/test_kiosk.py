@@ -114,7 +114,9 @@ def test_attract_mode_starts_after_idle_and_any_key_ends_it(make_kiosk, ckpt, tm
     assert app.source.session.prompts[0] == "a snowy forest"
     start = app.frame.copy()
     actions = [app._choose_action(HeldKeys()) for _ in range(60)]
-    assert sum(a != NOOP for a in actions) > 40  # the autopilot walks
+    moves = [i for i, a in enumerate(actions) if a != NOOP]
+    assert app.motion == "tile" and len(moves) == 24  # the autopilot walks tile steps, 8 a second at 20 fps
+    assert min(b - a for a, b in zip(moves, moves[1:])) >= 2  # NOOP frames between: the world animates
     ticks(app, 5)
     assert not np.array_equal(app.frame, start)
     clock.advance(10)
@@ -128,6 +130,20 @@ def test_attract_mode_starts_after_idle_and_any_key_ends_it(make_kiosk, ckpt, tm
     assert not app.attract and app.session_started == clock()
     text = log_text(tmp_path)
     assert "attract mode on after 31 s idle" in text and "took over from the autopilot" in text
+
+
+def test_smooth_worlds_autopilot_moves_every_frame_and_visitors_are_paced_in_tile_worlds(make_kiosk, ckpt):
+    clock = FakeClock()
+    app = make_kiosk(clock=clock)  # the teacher source: a smooth world
+    clock.advance(31)
+    ticks(app, 1)
+    assert app.attract and app.motion == "smooth" and app.autopilot_pace is None
+    actions = [app._choose_action(HeldKeys()) for _ in range(60)]
+    assert sum(a != NOOP for a in actions) > 40  # a move (nearly) every frame, as before
+    tile = make_kiosk(ckpt, world={"move_rate": 5.0})
+    assert tile.movement.pacer is not None and tile.config.move_rate == 5.0
+    held = HeldKeys({pygame.K_RIGHT})
+    assert sum(tile._choose_action(held) != NOOP for _ in range(20)) == 5  # a visitor's held key: 5 a second
 
 
 def test_visitors_save_load_and_rewind_through_the_watchdog(make_kiosk, ckpt, tmp_path):

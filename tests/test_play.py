@@ -25,8 +25,9 @@ cv2 = pytest.importorskip("cv2")
 torch = pytest.importorskip("torch")
 
 from demos import play  # noqa: E402
-from demos.keys import HeldKeys, Movement, key_event, text_event  # noqa: E402
+from demos.keys import HeldKeys, Movement, Pacer, key_event, text_event  # noqa: E402
 from demos.source import (  # noqa: E402
+    DOWN,
     LEFT,
     NOOP,
     RIGHT,
@@ -113,6 +114,53 @@ def test_most_recent_movement_key_wins():
     assert movement.action(HeldKeys({pygame.K_UP, pygame.K_RIGHT, pygame.K_a})) == LEFT
     assert movement.action(HeldKeys({pygame.K_UP})) == UP  # released keys drop out
     assert movement.action(HeldKeys()) == NOOP
+
+
+def test_pacer_spreads_8_moves_over_20_frames():
+    pacer = Pacer(8, 20)
+    assert [i for i in range(40) if pacer.due()] == [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28, 30, 33, 35, 38]
+    pacer.restart()
+    assert pacer.due() and not pacer.due()
+    assert all(Pacer(None, 20).due() for _ in range(5)) and all(Pacer(30, 20).due() for _ in range(5))
+    with pytest.raises(ValueError, match="move rate"):
+        Pacer(0, 20)
+
+
+def test_held_key_in_a_tile_world_moves_8_times_a_second(make_app):
+    app = make_app(source=TeacherSource(motion="tile"), fps=20)
+    assert app.movement.pacer is not None and ("moves", "tile steps, 8/s held") in app.hud_fields()
+    right = HeldKeys({pygame.K_RIGHT})
+    actions = [app._choose_action(right) for _ in range(20)]  # held from before: the first frame moves
+    assert actions.count(RIGHT) == 8 and actions.count(NOOP) == 12 and actions[0] == RIGHT
+    assert app._choose_action(right) == RIGHT  # frame 20: the next slot
+    app.movement.observe(key_event("K_UP"))  # a fresh press on a between-slots frame moves at once
+    assert app._choose_action(HeldKeys({pygame.K_RIGHT, pygame.K_UP})) == UP
+    assert app._choose_action(HeldKeys({pygame.K_RIGHT, pygame.K_UP})) == NOOP  # then the pace again
+    app.movement.observe(key_event("K_UP", down=False))
+    app.movement.observe(key_event("K_DOWN"))  # a tap: down and up before the frame reads it
+    app.movement.observe(key_event("K_DOWN", down=False))
+    assert [app._choose_action(HeldKeys()) for _ in range(3)] == [DOWN, NOOP, NOOP]
+
+
+def test_tile_world_keeps_animating_between_moves(make_app):
+    app = make_app(source=TeacherSource(motion="tile"))  # unthrottled: the pace counts 20 fps frames
+    x0, y0 = app.info["position"]
+    app.held.add(pygame.K_RIGHT)
+    ticks(app, 20)
+    assert app.info["frame"] == 20  # one world frame per tick, moves or not
+    steps = [e for e in app.episode_events if e[0] == "step"]
+    assert sum(n for _, a, n in steps if a == RIGHT) == 8 and sum(n for _, a, n in steps if a == NOOP) == 12
+    x1, y1 = app.info["position"]
+    assert y1 == y0 and x1 - x0 in range(0, 8 * 8 + 1, 8)  # whole tiles (a tree may stop it)
+
+
+def test_held_key_in_a_smooth_world_moves_every_frame(make_app):
+    app = make_app(fps=20)
+    assert app.movement.pacer is None
+    assert [app._choose_action(HeldKeys({pygame.K_RIGHT})) for _ in range(20)] == [RIGHT] * 20
+    app.movement.observe(key_event("K_DOWN"))
+    app.movement.observe(key_event("K_DOWN", down=False))
+    assert app._choose_action(HeldKeys()) == NOOP  # a press not held when read: no move, as before
 
 
 def test_prompt_box_applies_a_prompt_live(make_app):
@@ -325,8 +373,9 @@ def test_model_source_is_a_snapshot_source(ckpt):
     frame = source.reset(3)
     assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
     assert source.prompt == source.info["caption"]  # no prompt: the teacher's caption for the seed
-    teacher = TeacherSource()
-    assert np.array_equal(frame, teacher.reset(3))  # --start teacher: the teacher's first frame
+    assert source.motion == source.meta["motion"] == "tile"  # the tiny preset's game.motion
+    teacher = TeacherSource(motion="tile")
+    assert np.array_equal(frame, teacher.reset(3))  # --start teacher: the teacher's first frame, same motion
     generated = model_source(ckpt, start="generated")
     assert not np.array_equal(generated.reset(3, "a snowy forest"), frame)
 
@@ -450,12 +499,14 @@ def test_compare_shows_the_teacher_beside_the_model(make_app, ckpt):
     assert app.size == (1024, 512)
     first = app.frame
     assert np.array_equal(first[:, :64], first[:, 64:])  # the model starts from the teacher's frame
-    teacher = TeacherSource()
+    assert source.motion == source.teacher.env.motion == "tile"  # the teacher moves as the checkpoint does
+    teacher = TeacherSource(motion="tile")
     teacher.reset(0)
     app.held.add(pygame.K_LEFT)
     ticks(app, 3)
-    for _ in range(3):
-        truth, *_ = teacher.step(LEFT)
+    assert app.episode_events == [["step", LEFT, 1], ["step", NOOP, 2]]  # tile steps are paced
+    for action in (LEFT, NOOP, NOOP):
+        truth, *_ = teacher.step(action)
     assert np.array_equal(app.frame[:, :64], truth)
     assert source.model.prompt == teacher.info["caption"]
     assert "PSNR" in dict(app.hud_fields())
@@ -491,5 +542,22 @@ def test_model_option_errors_exit_2(monkeypatch, capsys, ckpt):
     assert play.main(_parse(base + ["--resolution", "128"])) == 2
     assert play.main(_parse(base + ["--compare", "--source", "teacher"])) == 2
     assert play.main(_parse(base + ["--compare", "--start", "generated"])) == 2
+    assert play.main(_parse(base + ["--motion", "smooth"])) == 2  # the checkpoint moves tile steps
+    assert play.main(_parse(base + ["--move-rate", "0"])) == 2
     err = capsys.readouterr().err
     assert "--resolution" in err and "--compare" in err and "Traceback" not in err
+    assert "--motion smooth" in err and "'tile'" in err and "--move-rate" in err
+
+
+def test_motion_and_move_rate_options(monkeypatch, capsys, ckpt):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    config, _ = play.config_from_args(_parse(["--source", "teacher", "--motion", "tile", "--move-rate", "10"]))
+    assert (config.motion, config.move_rate) == ("tile", 10.0)
+    assert play.build_source(config).motion == "tile"
+    config, _ = play.config_from_args(_parse(["--checkpoint", str(ckpt)]))
+    assert config.source == "model" and config.motion == "tile"  # the checkpoint's game.motion
+    assert play.main(_parse(["--source", "teacher", "--motion", "tile", "--headless", "--frames", "20"])) == 0
+    assert "play: 20 frames" in capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    play.add_arguments(parser)
+    assert "--move-rate" in parser.format_help() and "NOOP frames" in parser.format_help()

@@ -78,15 +78,33 @@ def test_same_seed_same_world_and_info(ckpt):
     assert isinstance(reward, float) and terminated == (info["done_prob"] > 0.5) and truncated is False
 
 
-def test_teacher_start_is_the_teachers_first_frame(ckpt):
-    obs, info = make(ckpt, start="teacher").reset(seed=7)
-    t_obs, t_info = gym.make(envs.TEACHER_ID).reset(seed=7)
-    np.testing.assert_array_equal(obs, t_obs)
+@pytest.fixture(scope="module")
+def smooth_ckpt(tmp_path_factory):
+    """The tiny checkpoint of a smooth-motion game (checkpoints from before game.motion read so)."""
+    from world.model import build_model
+
+    path = tmp_path_factory.mktemp("smooth") / "tiny"
+    build_model("tiny", game={"motion": "smooth"}).randomize_(0).save(path)
+    return path
+
+
+@pytest.mark.parametrize("motion", ["tile", "smooth"])
+def test_teacher_start_is_the_teachers_first_frame(ckpt, smooth_ckpt, motion):
+    path = ckpt if motion == "tile" else smooth_ckpt  # the tiny preset is tile
+    env = make(path, start="teacher")
+    assert env.unwrapped.motion == motion == make_vec(path, 2).unwrapped.motion
+    obs, info = env.reset(seed=7)
+    t_obs, t_info = gym.make(envs.TEACHER_ID, motion=motion).reset(seed=7)
+    np.testing.assert_array_equal(obs, t_obs)  # the teacher in the checkpoint's motion mode
+    other, _ = gym.make(envs.TEACHER_ID, motion="smooth" if motion == "tile" else "tile").reset(seed=7)
+    assert not np.array_equal(obs, other)
     assert info["prompt"] == t_info["caption"]  # "" takes the teacher's caption
-    obs, info = make(ckpt, start="teacher").reset(seed=7, options={"prompt": "a desert at noon"})
-    t_obs, _ = gym.make(envs.TEACHER_ID).reset(seed=7, options={"prompt": "a desert at noon"})
+    obs, info = make(path, start="teacher").reset(seed=7, options={"prompt": "a desert at noon"})
+    t_obs, _ = gym.make(envs.TEACHER_ID, motion=motion).reset(seed=7, options={"prompt": "a desert at noon"})
     np.testing.assert_array_equal(obs, t_obs)
     assert info["prompt"] == "a desert at noon"
+    vec_obs, _ = make_vec(path, 2, start="teacher").reset(seed=[7, 7])
+    np.testing.assert_array_equal(vec_obs[1], gym.make(envs.TEACHER_ID, motion=motion).reset(seed=7)[0])
 
 
 def test_prompt_changes_mid_episode_and_reset_goes_back(ckpt):
@@ -214,6 +232,7 @@ def test_ppo_trains_in_imagination_and_plays_the_teacher(ckpt, tmp_path):
                        "--minutes", "5", "--total-steps", "192", "--num-envs", "4", "--num-steps", "16",
                        "--eval-episodes", "1", "--eval-max-steps", "40", "--out", str(out), "--no-progress"])
     saved = json.loads(out.read_text())
+    assert saved["eval"]["motion"] == "tile"  # the teacher plays the checkpoint's game (tiny: tile steps)
     assert saved["results"].keys() == {"random", envs.WORLD_ID, envs.TEACHER_ID} == report["results"].keys()
     for env_id in (envs.WORLD_ID, envs.TEACHER_ID):
         assert saved["results"][env_id]["train"]["env_steps"] == 192
