@@ -69,7 +69,19 @@ JSON (`--json`), stable top-level names:
                             player_visible_by_horizon (share of worlds still showing the player),
                             player_visible_tokenizer (the same share for the tokenizer's round trip),
                             frozen_start_frame_psnr_by_horizon (baseline: the start frame, never moving),
-                            tokenizer_psnr_heldout (ceiling: the true frames through the tokenizer)}
+                            tokenizer_psnr_heldout (ceiling: the true frames through the tokenizer),
+                            teacher_forced_psnr, teacher_forced_ssim, teacher_forced_player_visible,
+                            teacher_forced_frames (one-step predictions from the true past),
+                            copy_previous_psnr (baseline: the previous true frame as the prediction),
+                            teacher_forced_psnr_moved, copy_previous_psnr_moved, teacher_forced_moved_share
+                            (the same over the frames that differ from the previous one),
+                            seen_psnr_by_horizon, seen_share_by_horizon, seen_psnr_tokenizer_by_horizon
+                            (PSNR over the pixels whose world position the start frame showed),
+                            invented_psnr_by_horizon, invented_psnr_teacher_by_horizon,
+                            invented_share_by_horizon, invented_lag (the model's frame vs its own
+                            frame invented_lag frames earlier, over their shared world outside the start view),
+                            tile_valid_by_horizon, tile_valid_teacher, tile_valid_tokenizer, tile_threshold
+                            (share of tile cells matching a real tile; envs/eval_content.py)}
   revisit_psnr             {policy: {"16": dB, ...}} keyed by away frames A
   revisit_detail           {away_frames, lead_in, return_frames, consistency_psnr, teacher_consistency_psnr,
                             clean_share, trajectories}
@@ -83,7 +95,8 @@ JSON (`--json`), stable top-level names:
                             allowed_std_range, latency_ms_p50, latency_ratio_last_first,
                             latency_ratio_last_first_p50, cpu_ratio_last_first_p50, ratio_window_frames, flat_ok,
                             player_visible_share, player_visible_share_first_last, player_psnr_p50,
-                            player_threshold, player_present_p1, player_absent_p99, player_ok}
+                            player_threshold, player_present_p1, player_absent_p99, player_ok,
+                            tile_valid_share, tile_valid_share_first_last}
   ablations                {memory_updates_off: {revisit_psnr, delta_vs_updates_on}, rope: {checkpoint, rope,
                             psnr_by_horizon, ssim_by_horizon, psnr_curve, player_visible_by_horizon,
                             revisit_psnr, stability} or {skipped}}
@@ -123,6 +136,19 @@ PERPENDICULAR = {"UP": ("LEFT", "RIGHT"), "DOWN": ("RIGHT", "LEFT"),
                  "LEFT": ("DOWN", "UP"), "RIGHT": ("UP", "DOWN")}
 
 
+@dataclass(frozen=True)
+class Game:
+    """How the teacher draws the checkpoint's world: frame side and motion mode (`game.motion`)."""
+
+    resolution: int
+    motion: str = "smooth"
+
+
+def as_game(game: "Game | int") -> Game:
+    """A Game; a bare int is a resolution in the smooth mode (the checkpoints before issue 14)."""
+    return game if isinstance(game, Game) else Game(int(game))
+
+
 def eval_seeds(n: int) -> list[int]:
     return [EVAL_SEED_BASE + i for i in range(n)]
 
@@ -152,6 +178,10 @@ class EvalConfig:
     """Adherence (b): frames before the prompt switch."""
     switch_frames: int = 16
     """Adherence (b): frames scored after the switch."""
+    teacher_forced_frames: int = 32
+    """Fidelity: frames per world predicted one step ahead from the true past."""
+    invented_lag: int = 8
+    """Fidelity: invented content is compared with the model's own frame this many frames earlier."""
     stability_frames: int = 10_000
     """Stability: frames of the free rollout."""
     flat_ratio_max: float = 1.25
@@ -333,7 +363,7 @@ class Episode:
     positions: list[tuple[int, int]] = field(default_factory=list)
 
 
-def teacher_run(seed: int, T: int, resolution: int, actions: Sequence[int] | None = None,
+def teacher_run(seed: int, T: int, game: Game | int, actions: Sequence[int] | None = None,
                 style=None, switch: tuple[int, Any] | None = None) -> Episode:
     """Play the teacher for T frames: the given actions, else its explore policy (no hazard slips).
 
@@ -343,7 +373,8 @@ def teacher_run(seed: int, T: int, resolution: int, actions: Sequence[int] | Non
     from envs.policies import make_policy
     from envs.teacher import TeacherEnv
 
-    env = TeacherEnv(resolution=resolution)
+    game = as_game(game)
+    env = TeacherEnv(resolution=game.resolution, motion=game.motion)
     obs, info = env.reset(seed=seed, options=None if style is None else {"style": style})
     policy = None
     if actions is None:
@@ -394,14 +425,33 @@ def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, 
     return out
 
 
+@torch.no_grad()
+def teacher_forced(model, true: np.ndarray, prompts: list, actions: np.ndarray, seeds: Sequence[int],
+                   steps: int | None) -> np.ndarray:
+    """One-step predictions with the true past as context: true uint8 [B, T + 1, R, R, 3],
+    actions [B, T] -> frames uint8 [B, T, R, R, 3]; frame t is drawn from true frames 0..t
+    (committed to the world in place of the model's own), so errors cannot build up."""
+    B, T = actions.shape
+    state = model.init_state(B, prompts, list(seeds), first_frame=torch.from_numpy(true[:, 0]))
+    out = np.empty((B, T, *true.shape[2:]), np.uint8)
+    act = torch.from_numpy(actions)
+    for t in range(T):
+        a = model.check_action(act[:, t].contiguous(), B)
+        ctx = model.prepare(state)
+        x0 = model.sample(state, ctx, a, steps)
+        out[:, t] = model.tokenizer.decode(x0[:, 0]).cpu().numpy()
+        model.commit(state, ctx, model.tokenizer.encode(torch.from_numpy(true[:, t + 1]))[:, None], a)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # 1. Fidelity by horizon
 
 
-def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, resolution: int,
+def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Game,
                   ref: dict | None = None, tag: str = "") -> tuple[dict, dict]:
     T = max(ev.horizons)
-    eps = [teacher_run(s, T, resolution) for s in seeds]
+    eps = [teacher_run(s, T, game) for s in seeds]
     true = np.stack([e.frames for e in eps])  # [B, T + 1, R, R, 3]
     gen = model_rollout(model, true[:, 0], [text(e.caption) for e in eps], np.stack([e.actions for e in eps]),
                         seeds, steps, desc=f"fidelity{tag}", progress=ev.progress)
@@ -427,16 +477,71 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, resoluti
                                "ssim_curve": [_mean(s[:, t]) for t in range(T)]}}
     if ref is not None:  # share of worlds whose frame at horizon h still shows the player
         def seen(frames: np.ndarray) -> np.ndarray:  # [B, T] 1/0, NaN after an episode ended
-            shown = np.stack([player_psnr(f, e.style) for f, e in zip(frames, eps)]) >= ref["player_threshold"]
+            shown = np.stack([player_psnr(f, e.style, motion=game.motion)
+                              for f, e in zip(frames, eps)]) >= ref["player_threshold"]
             return np.where(alive, shown, np.nan)
 
         gen_seen, recon_seen = seen(gen[:, 1:]), seen(recon.reshape(true[:, 1:].shape))
         out["fidelity_detail"]["player_visible_by_horizon"] = {str(h): _mean(gen_seen[:, h - 1])
                                                                for h in ev.horizons}
         out["fidelity_detail"]["player_visible_tokenizer"] = _mean(recon_seen)
+    out["fidelity_detail"].update(_content(ev, eps, gen, true, recon.reshape(true[:, 1:].shape), alive, game))
+    tf_T = min(ev.teacher_forced_frames, T)
+    tf = teacher_forced(model, true[:, :tf_T + 1], [text(e.caption) for e in eps],
+                        np.stack([e.actions[:tf_T] for e in eps]), seeds, steps)
+    tf_alive = alive[:, :tf_T]
+    target = true[:, 1:tf_T + 1]
+    out["fidelity_detail"].update({
+        "teacher_forced_frames": tf_T,
+        "teacher_forced_psnr": _mean(np.where(tf_alive, psnr(tf, target), np.nan)),
+        "teacher_forced_ssim": _mean(np.where(tf_alive, ssim(tf, target), np.nan)),
+        # the baseline a model must beat to have learned motion: copy the previous true frame
+        "copy_previous_psnr": _mean(np.where(tf_alive, psnr(true[:, :tf_T], target), np.nan))})
+    # Frames that changed (a move, not a NOOP or a wall): an unchanged frame scores the 100 dB cap
+    # when copied, which swamps a mean in dB, so motion is judged on these alone.
+    moved = tf_alive & (psnr(true[:, :tf_T], target) < PSNR_CAP)
+    out["fidelity_detail"].update({
+        "teacher_forced_moved_share": _mean(np.where(tf_alive, moved, np.nan)),
+        "teacher_forced_psnr_moved": _mean(np.where(moved, psnr(tf, target), np.nan)),
+        "copy_previous_psnr_moved": _mean(np.where(moved, psnr(true[:, :tf_T], target), np.nan))})
+    if ref is not None:
+        shown = np.stack([player_psnr(f, e.style, motion=game.motion) for f, e in zip(tf, eps)])
+        out["fidelity_detail"]["teacher_forced_player_visible"] = _mean(
+            np.where(tf_alive, shown >= ref["player_threshold"], np.nan))
     cols = [0, *ev.horizons]
-    art = {"strip_true": true[:2, cols], "strip_gen": gen[:2, cols], "strip_cols": cols}
+    art = {"strip_true": true[:2, cols], "strip_gen": gen[:2, cols], "strip_cols": cols,
+           "strip_tf": tf[:2, :min(tf_T, 8)]}
     return out, art
+
+
+def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarray, recon: np.ndarray,
+             alive: np.ndarray, game: Game) -> dict:
+    """Seen content kept, invented content persists, tile validity (envs/eval_content.py), by horizon."""
+    from .eval_content import seen_and_invented, tile_threshold, tile_validity
+
+    R, motion, lag = game.resolution, game.motion, ev.invented_lag
+    recon_full = np.concatenate([true[:, :1], recon], 1)
+    per = [seen_and_invented(g, t, e.positions, R, motion, lag) for g, t, e in zip(gen, true, eps)]
+    tok = [seen_and_invented(r, t, e.positions, R, motion, lag)["seen"] for r, t, e in zip(recon_full, true, eps)]
+    thr = tile_threshold(R)["threshold_db"]
+    valid = {name: np.stack([tile_validity(f[1:], e.positions[1:], e.style, R, motion, thr)
+                             for f, e in zip(frames, eps)])
+             for name, frames in (("gen", gen), ("true", true), ("tok", recon_full))}
+
+    def by_h(values: np.ndarray) -> dict:  # [B, T] -> {h: mean over live worlds}
+        v = np.where(alive, values, np.nan)
+        return {str(h): _mean(v[:, h - 1]) for h in ev.horizons}
+
+    stack = lambda key: np.stack([p[key] for p in per])  # noqa: E731
+    return {"seen_psnr_by_horizon": by_h(stack("seen")), "seen_share_by_horizon": by_h(stack("seen_share")),
+            "seen_psnr_tokenizer_by_horizon": by_h(np.stack(tok)),
+            "invented_lag": lag, "invented_psnr_by_horizon": by_h(stack("invented")),
+            "invented_psnr_teacher_by_horizon": by_h(stack("invented_teacher")),
+            "invented_share_by_horizon": by_h(stack("invented_share")),
+            "tile_valid_by_horizon": by_h(valid["gen"]),
+            "tile_valid_teacher": _mean(np.where(alive, valid["true"], np.nan)),
+            "tile_valid_tokenizer": _mean(np.where(alive, valid["tok"], np.nan)),
+            "tile_threshold": tile_threshold(R)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,7 +573,7 @@ def _quality(ep: Episode, depart: int, away: int) -> int:
     return 2 if back and moved else int(back)
 
 
-def revisit_trajectory(seed: int, away: int, ev: EvalConfig, resolution: int) -> Revisit:
+def revisit_trajectory(seed: int, away: int, ev: EvalConfig, game: Game | int) -> Revisit:
     """The best (lead, out) direction pair for this seed (first found of the best quality)."""
     dirs = list(MOVE)
     k = seed % 4
@@ -476,7 +581,7 @@ def revisit_trajectory(seed: int, away: int, ev: EvalConfig, resolution: int) ->
     for out in dirs[k:] + dirs[:k]:
         for lead in PERPENDICULAR[out]:
             acts = _script(lead, out, ev.lead_in, away, ev.return_frames)
-            ep = teacher_run(seed, len(acts), resolution, actions=acts)
+            ep = teacher_run(seed, len(acts), game, actions=acts)
             r = Revisit(ep, lead, out, _quality(ep, ev.lead_in, away), ev.lead_in)
             if best is None or r.quality > best.quality:
                 best = r
@@ -503,8 +608,8 @@ def eval_revisit(model, ev: EvalConfig, text, trajectories: dict[int, list[Revis
     return scores, consistency, frames
 
 
-def revisit_plan(ev: EvalConfig, window: int, seeds: list[int], resolution: int) -> dict[int, list[Revisit]]:
-    return {m * window: [revisit_trajectory(s, m * window, ev, resolution) for s in seeds]
+def revisit_plan(ev: EvalConfig, window: int, seeds: list[int], game: Game) -> dict[int, list[Revisit]]:
+    return {m * window: [revisit_trajectory(s, m * window, ev, game) for s in seeds]
             for m in ev.away_multiples}
 
 
@@ -540,7 +645,7 @@ def revisit_detail(ev: EvalConfig, plan: dict[int, list[Revisit]], consistency: 
 # 3. Prompt adherence
 
 
-def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, resolution: int) -> dict:
+def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, game: Game) -> dict:
     from envs.style import BIOMES, caption
 
     worlds = [(b, s) for b in range(len(BIOMES)) for s in seeds]  # biome-major
@@ -553,7 +658,7 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, re
         return pred == biomes[:, None]
 
     # (a) start from a teacher frame of biome X, prompted with X
-    eps = [teacher_run(s, T, resolution, style=_style(b, s)) for b, s in worlds]
+    eps = [teacher_run(s, T, game, style=_style(b, s)) for b, s in worlds]
     first = np.stack([e.frames[0] for e in eps])
     acts = np.stack([e.actions for e in eps])
     seeds_b = [s for _, s in worlds]
@@ -568,7 +673,7 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, re
     # (b) switch from biome A to B after K frames; score frames K+1 .. K+S
     new = (target + 1 + np.arange(len(worlds)) % (len(BIOMES) - 1)) % len(BIOMES)  # != target
     new_styles = [e.style.replace(biome=BIOMES[n]) for e, n in zip(eps, new)]
-    sw_eps = [teacher_run(s, K + S, resolution, style=_style(b, s), switch=(K, st))
+    sw_eps = [teacher_run(s, K + S, game, style=_style(b, s), switch=(K, st))
               for (b, s), st in zip(worlds, new_styles)]
     first = np.stack([e.frames[0] for e in sw_eps])
     acts = np.stack([e.actions for e in sw_eps])
@@ -601,7 +706,8 @@ def _style(biome: int, seed: int):
 
 
 # --------------------------------------------------------------------------------------------
-# The player: the teacher always draws its sprite in the centre of the view, so a frame
+# The player: the teacher always draws its sprite at the same place of the view (the centre,
+# or in tile mode the tile right of and below it: `envs.teacher.player_origin`), so a frame
 # without it has left the teacher's world (the collapse a mean/std range cannot see).
 
 
@@ -613,13 +719,16 @@ def _atlas(style, resolution: int):
     return Atlas(style, BASE_TILE * (resolution // VIEW))
 
 
-def player_psnr(frames: np.ndarray, style, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """uint8 [T, R, R, 3] -> [T] PSNR of the centre patch vs the player sprite of `style`
+def player_psnr(frames: np.ndarray, style, offset: tuple[int, int] = (0, 0), motion: str = "smooth") -> np.ndarray:
+    """uint8 [T, R, R, 3] -> [T] PSNR of the player's patch vs the player sprite of `style`
     (best of the 4 facings), over the sprite's own pixels only. `offset` moves the patch."""
+    from envs.teacher import player_origin
+
     R = frames.shape[1]
     atlas = _atlas(style, R)
     ts, mask = atlas.player.shape[1], atlas.player_mask  # [ts, ts] bool
-    y, x = R // 2 - ts // 2 + offset[0], R // 2 - ts // 2 + offset[1]
+    y, x = player_origin(R, motion)
+    y, x = y + offset[0], x + offset[1]
     patch = frames[:, y : y + ts, x : x + ts][:, mask].astype(np.float32)  # [T, P, 3]
     sprite = atlas.player[:, mask].astype(np.float32)  # [4, P, 3]
     mse = ((patch[:, None] - sprite[None]) ** 2).mean(axis=(2, 3)).min(axis=1)  # [T]
@@ -630,8 +739,8 @@ def player_psnr(frames: np.ndarray, style, offset: tuple[int, int] = (0, 0)) -> 
 # 4. Stability
 
 
-@functools.lru_cache(maxsize=4)  # once per resolution: the compare checkpoint reuses it (read-only)
-def teacher_reference(resolution: int, frames: int = 24) -> dict[str, Any]:
+@functools.lru_cache(maxsize=4)  # once per game: the compare checkpoint reuses it (read-only)
+def teacher_reference(game: Game | int, frames: int = 24) -> dict[str, Any]:
     """What the teacher's own frames look like, over all 96 styles (RANGE_SEED_BASE seeds).
 
     mean/std: min/max of the per-frame mean and std. player_*: the player-sprite PSNR
@@ -641,30 +750,36 @@ def teacher_reference(resolution: int, frames: int = 24) -> dict[str, Any]:
     """
     from envs.style import BIOMES, TIMES_OF_DAY, WEATHERS, Style
 
+    game = as_game(game)
     means, stds, present, absent = [], [], [], []
     for k in range(len(BIOMES) * len(TIMES_OF_DAY) * len(WEATHERS)):
         style = Style(BIOMES[k % 6], TIMES_OF_DAY[k // 6 % 4], WEATHERS[k // 24])
-        true = teacher_run(RANGE_SEED_BASE + k, frames, resolution, style=style).frames
+        true = teacher_run(RANGE_SEED_BASE + k, frames, game, style=style).frames
         f = true.astype(np.float32)
         means += list(f.mean(axis=(1, 2, 3)))
         stds += list(f.std(axis=(1, 2, 3)))
-        present += list(player_psnr(true, style))
-        ts = _atlas(style, resolution).player.shape[1]
+        present += list(player_psnr(true, style, motion=game.motion))
+        ts = _atlas(style, game.resolution).player.shape[1]
         for off in ((0, 2 * ts), (2 * ts, 0), (-2 * ts, -ts)):
-            absent += list(player_psnr(true, style, off))
+            absent += list(player_psnr(true, style, off, game.motion))
     p_lo, a_hi = float(np.percentile(present, 1)), float(np.percentile(absent, 99))
     return {"mean": (float(min(means)), float(max(means))), "std": (float(min(stds)), float(max(stds))),
             "player_present_p1": p_lo, "player_absent_p99": a_hi, "player_threshold": (p_lo + a_hi) / 2}
 
 
 @torch.no_grad()
-def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: int, ref: dict) -> dict:
+def eval_stability(model, ev: EvalConfig, text, seed: int, steps, game: Game, ref: dict) -> dict:
     from tqdm import tqdm
 
     N = ev.stability_frames
-    ep = teacher_run(seed, 0, resolution)
-    state = model.init_state(1, text(ep.caption), [seed], first_frame=torch.from_numpy(ep.frames[:1]))
+    from .eval_content import tile_threshold, tile_validity
+
     actions = torch.from_numpy(np.random.default_rng(seed).integers(0, TEACHER_ACTIONS, (N, 1), dtype=np.int64))
+    # the teacher under the same actions gives the tile grid's offset (tile mode: always aligned)
+    ep = teacher_run(seed, N, game, actions=actions[:, 0].numpy())
+    state = model.init_state(1, text(ep.caption), [seed], first_frame=torch.from_numpy(ep.frames[:1]))
+    tile_thr = tile_threshold(game.resolution)["threshold_db"]
+    tiles = np.empty(N)  # share of valid tile cells per frame
     stats = torch.empty(N, 2)  # frame mean, std
     player = np.empty(N)  # player-sprite PSNR
     finite = torch.empty(N, dtype=torch.bool)
@@ -675,7 +790,9 @@ def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: in
         out = model.step(state, actions[i], steps)
         f = out.frame.float()
         stats[i, 0], stats[i, 1] = f.mean(), f.std(correction=0)
-        player[i] = player_psnr(out.frame.cpu().numpy(), ep.style)[0]
+        frame = out.frame.cpu().numpy()
+        player[i] = player_psnr(frame, ep.style, motion=game.motion)[0]
+        tiles[i] = tile_validity(frame, ep.positions[i + 1:i + 2], ep.style, game.resolution, game.motion, tile_thr)[0]
         finite[i] = torch.isfinite(out.reward).all() & torch.isfinite(out.done_prob).all()
         wall[i], cpu[i] = time.perf_counter() - t0, time.process_time() - c0
         if (i % 500 == 499 or i == N - 1) and nan_state_at is None:
@@ -705,7 +822,9 @@ def eval_stability(model, ev: EvalConfig, text, seed: int, steps, resolution: in
          "player_visible_share_first_last": [float(visible[:k].mean()), float(visible[-k:].mean())],
          "player_psnr_p50": float(np.median(player)), "player_threshold": ref["player_threshold"],
          "player_present_p1": ref["player_present_p1"], "player_absent_p99": ref["player_absent_p99"],
-         "player_ok": bool(visible.mean() >= ev.player_visible_min), "player_visible_min": ev.player_visible_min}
+         "player_ok": bool(visible.mean() >= ev.player_visible_min), "player_visible_min": ev.player_visible_min,
+         "tile_valid_share": float(tiles.mean()),
+         "tile_valid_share_first_last": [float(tiles[:k].mean()), float(tiles[-k:].mean())]}
     r["ok"] = r["nan_free"] and r["range_ok"] and r["flat_ok"] and r["player_ok"]
     return r
 
@@ -726,7 +845,8 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
     t_start = time.perf_counter()
     ck = load_checkpoint(checkpoint, ev.text_encoder)
     cmp_ck = None if compare_checkpoint is None else load_checkpoint(compare_checkpoint, ev.text_encoder)
-    cfg, R = ck.cfg, ck.cfg.tokenizer.image_size
+    cfg = ck.cfg
+    game = Game(cfg.tokenizer.image_size, cfg.game.motion)
     text = build_text_encoder(ck.text_encoder)
     steps = ev.steps or cfg.sampler.steps
     seeds = eval_seeds(ev.seeds)
@@ -753,15 +873,15 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
 
     run = lambda s: s not in ev.skip  # noqa: E731
     model = ck.model()
-    ref = teacher_reference(R) if run("fidelity") or run("stability") else None
+    ref = teacher_reference(game) if run("fidelity") or run("stability") else None
     if run("fidelity"):
-        out, a = eval_fidelity(model, ev, text, seeds, steps, R, ref)
+        out, a = eval_fidelity(model, ev, text, seeds, steps, game, ref)
         result.update(out)
         art.update(a)
         lap("fidelity")
     plan = None
     if run("revisit") or run("ablations"):
-        plan = revisit_plan(ev, W, seeds, R)
+        plan = revisit_plan(ev, W, seeds, game)
     if run("revisit"):
         scores, consistency, frames = revisit_section(ck, ev, text, plan, steps, MEMORY_POLICIES)
         result["revisit_psnr"] = scores
@@ -769,12 +889,12 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
         art["revisit"] = (plan, frames)
         lap("revisit")
     if run("adherence"):
-        clf = load_or_train(config_for(R, ev.quick), ev.cache_dir, ev.progress)
-        detail = eval_adherence(model, ev, text, clf, seeds, steps, R)
+        clf = load_or_train(config_for(game.resolution, ev.quick), ev.cache_dir, ev.progress)
+        detail = eval_adherence(model, ev, text, clf, seeds, steps, game)
         result["prompt_adherence"], result["prompt_adherence_detail"] = detail["start_train"], detail
         lap("adherence")
     if run("stability"):
-        result["stability"] = eval_stability(model, ev, text, seeds[0], steps, R, ref)
+        result["stability"] = eval_stability(model, ev, text, seeds[0], steps, game, ref)
         result["stable"] = result["stability"]["ok"]
         lap("stability")
     if run("ablations"):
@@ -807,11 +927,12 @@ def _ablations(ck: Checkpoint, cmp_ck: Checkpoint | None, ev: EvalConfig, text, 
 
         cmp_text = build_text_encoder(cmp_ck.text_encoder)
     cmp_model = cmp_ck.model()
-    Rc, steps_c = cmp_ck.cfg.tokenizer.image_size, ev.steps or cmp_ck.cfg.sampler.steps
+    Rc, steps_c = Game(cmp_ck.cfg.tokenizer.image_size, cmp_ck.cfg.game.motion), ev.steps or cmp_ck.cfg.sampler.steps
     cmp_ref = teacher_reference(Rc)
     fid, _ = eval_fidelity(cmp_model, ev, cmp_text, seeds, steps_c, Rc, cmp_ref, tag=" (compare)")
     cmp_plan = plan
-    if cmp_ck.cfg.memory.window_frames != ck.cfg.memory.window_frames or Rc != ck.cfg.tokenizer.image_size:
+    if cmp_ck.cfg.memory.window_frames != ck.cfg.memory.window_frames or Rc != Game(ck.cfg.tokenizer.image_size,
+                                                                                     ck.cfg.game.motion):
         cmp_plan = revisit_plan(ev, cmp_ck.cfg.memory.window_frames, seeds, Rc)
     pol = cmp_ck.cfg.memory.policy
     rev = revisit_section(cmp_ck, ev, cmp_text, cmp_plan, steps_c, [pol])[0]

@@ -183,6 +183,15 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert r["stability"]["player_visible_share"] < 0.5 and not r["stability"]["player_ok"] and not r["stable"]
     assert set(r["fidelity_detail"]["player_visible_by_horizon"]) == {"1", "4"}
     assert r["fidelity_detail"]["player_visible_tokenizer"] is not None
+    fd = r["fidelity_detail"]
+    assert fd["teacher_forced_frames"] == 4 and 0 < fd["teacher_forced_psnr"] < E.PSNR_CAP
+    assert 0 <= fd["teacher_forced_player_visible"] <= 1 and fd["copy_previous_psnr"] > 0
+    for key in ("seen_psnr_by_horizon", "seen_share_by_horizon", "tile_valid_by_horizon",
+                "invented_share_by_horizon"):
+        assert set(fd[key]) == {"1", "4"}
+    assert fd["seen_share_by_horizon"]["1"] > 0.5  # one step: most of the start view is still in view
+    assert fd["tile_valid_teacher"] > 0.9  # the teacher's own cells are tiles
+    assert 0 <= r["stability"]["tile_valid_share"] <= 1
     abl = r["ablations"]
     assert set(abl["memory_updates_off"]["revisit_psnr"]) == {"16"}
     assert abl["rope"]["rope"] == "absolute" and set(abl["rope"]["psnr_by_horizon"]) == {"1", "4"}
@@ -226,3 +235,27 @@ def test_cli_eval_bad_checkpoint_exits_2(checkpoint, tmp_path, capsys, bad):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("echo-infinity eval: error:") and "\n" not in err and str(d) in err
+
+
+@pytest.mark.parametrize("motion", ["smooth", "tile"])
+def test_content_measures_on_the_teachers_own_frames(motion):
+    """The true frames keep everything they showed, and their cells are real tiles; a flat
+    patch of mean colour or a noise texture is not."""
+    from envs.eval_content import seen_and_invented, tile_threshold, tile_validity
+
+    ep = E.teacher_run(90_500, 24, E.Game(64, motion))
+    r = seen_and_invented(ep.frames, ep.frames, ep.positions, 64, motion, lag=4)
+    assert np.all(r["seen"][r["seen_share"] > 0] == E.PSNR_CAP)
+    assert r["seen_share"][0] > 0.5 and np.all(np.diff(r["seen_share"]) <= 0.3)
+    thr = tile_threshold(64)["threshold_db"]
+    assert tile_validity(ep.frames, ep.positions, ep.style, 64, motion, thr).mean() > 0.9
+    flat = np.broadcast_to(ep.frames.mean(axis=(1, 2), keepdims=True).astype(np.uint8), ep.frames.shape)
+    assert tile_validity(flat, ep.positions, ep.style, 64, motion, thr).mean() < 0.1
+    texture = np.random.default_rng(0).integers(0, 256, ep.frames.shape, dtype=np.uint8)  # what a collapse draws
+    assert tile_validity(texture, ep.positions, ep.style, 64, motion, thr).mean() < 0.05
+
+
+def test_player_check_follows_the_tile_mode_sprite():
+    ep = E.teacher_run(501, 8, E.Game(64, "tile"))
+    assert np.all(E.player_psnr(ep.frames, ep.style, motion="tile") >= 40)
+    assert np.all(E.player_psnr(ep.frames, ep.style, motion="smooth") < 30)  # 4 px off: not the sprite

@@ -1,0 +1,210 @@
+"""What a generated world keeps, invents and draws, measured against the teacher's geometry.
+
+An open world's frames cannot all be scored against the truth: after a few
+steps the model draws places the start frame never showed, and any plausible
+tile there is right. So `echo-infinity eval` splits the frame by where its
+pixels are in the world, which the teacher's positions give exactly (same
+seed and actions as the model's rollout):
+
+- seen content kept: pixels of frame h whose world position was visible in
+  the start frame are scored against the truth (PSNR over those pixels);
+- invented content persists: pixels of frame h whose world position the
+  model itself drew `lag` frames earlier, outside the start frame, are scored
+  against that earlier frame of the model's own (the teacher's own value,
+  which weather particles keep below the cap, is reported beside it);
+- new content realistic (tile validity): the share of a frame's tile cells
+  that match some tile of the teacher's atlas for the world's style closer
+  than the atlas's own tiles are to each other (a threshold fixed from the
+  teacher's atlases alone, see `tile_threshold`) and keep at least a quarter
+  of its detail (a flat patch of the mean colour is not a tile).
+The player's tile is left out everywhere (the player check covers it).
+Positions are the teacher's base pixels (`info["position"]`, the player's
+centre), views follow `envs.teacher.player_origin`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+PSNR_CAP = 100.0
+TRIM = 0.1
+"""Tile matching drops the worst 10% of a cell's pixels: weather particles fall anywhere."""
+
+
+def view_origin(position, motion: str) -> tuple[int, int]:
+    """(y, x) in base pixels of the view's top-left for the player at `position` (x, y)."""
+    from envs.teacher import VIEW, player_origin
+    from envs.tiles import BASE_TILE
+
+    oy, ox = player_origin(VIEW, motion)
+    half = BASE_TILE // 2
+    return int(position[1]) - half - oy, int(position[0]) - half - ox
+
+
+def _player_box(resolution: int, motion: str) -> tuple[int, int, int]:
+    from envs.teacher import VIEW, player_origin
+    from envs.tiles import BASE_TILE
+
+    y, x = player_origin(resolution, motion)
+    return y, x, BASE_TILE * (resolution // VIEW)
+
+
+def shared_mask(pos_t, pos_ref, resolution: int, motion: str) -> np.ndarray:
+    """bool [R, R]: pixels of the frame at `pos_t` whose world position the frame at `pos_ref`
+    also showed, without the player's tile in either frame."""
+    from envs.teacher import VIEW
+
+    s = resolution // VIEW
+    (vy, vx), (ry, rx) = view_origin(pos_t, motion), view_origin(pos_ref, motion)
+    world = np.arange(resolution) // s  # base pixel of each screen row / column
+    mask = ((vy + world >= ry) & (vy + world < ry + VIEW))[:, None] & \
+           ((vx + world >= rx) & (vx + world < rx + VIEW))[None, :]
+    py, px, ts = _player_box(resolution, motion)
+    mask[py:py + ts, px:px + ts] = False  # the player in this frame
+    y0, x0 = py + (ry - vy) * s, px + (rx - vx) * s  # where the reference frame's player stood
+    mask[max(y0, 0):max(y0 + ts, 0), max(x0, 0):max(x0 + ts, 0)] = False
+    return mask
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 [T, R, R, 3] x 2, bool [T, R, R] -> [T] PSNR over the masked pixels (NaN where none)."""
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2  # [T, R, R, 3]
+    n = mask.sum(axis=(1, 2)) * 3
+    mse = (d * mask[..., None]).sum(axis=(1, 2, 3)) / np.maximum(n, 1)
+    with np.errstate(divide="ignore"):
+        out = np.minimum(10 * np.log10(255.0**2 / mse), PSNR_CAP)
+    return np.where(n > 0, out, np.nan)
+
+
+def seen_and_invented(gen: np.ndarray, true: np.ndarray, positions, resolution: int, motion: str,
+                      lag: int) -> dict[str, np.ndarray]:
+    """One world: gen, true uint8 [T + 1, R, R, 3] (frame 0 = the start frame), positions
+    [(x, y)] * (T + 1) of the teacher -> per frame 1..T:
+    seen [T] PSNR of gen vs true over the start frame's world; seen_share [T] its pixel share;
+    invented [T] PSNR of gen vs gen `lag` frames earlier over their shared world outside the
+    start view (NaN for t <= lag); invented_teacher [T] the same for the true frames;
+    invented_share [T]."""
+    T = len(gen) - 1
+    seen = np.stack([shared_mask(positions[t], positions[0], resolution, motion) for t in range(1, T + 1)])
+    out = {"seen": masked_psnr(gen[1:], true[1:], seen), "seen_share": seen.mean(axis=(1, 2))}
+    inv = np.zeros_like(seen)
+    earlier = np.zeros_like(gen[1:])
+    true_earlier = np.zeros_like(true[1:])
+    for t in range(lag + 1, T + 1):
+        m = shared_mask(positions[t], positions[t - lag], resolution, motion) & ~seen[t - 1]
+        inv[t - 1] = m
+        earlier[t - 1] = _reproject(gen[t - lag], positions[t - lag], positions[t], resolution, motion)
+        true_earlier[t - 1] = _reproject(true[t - lag], positions[t - lag], positions[t], resolution, motion)
+    out["invented"] = masked_psnr(gen[1:], earlier, inv)
+    out["invented_teacher"] = masked_psnr(true[1:], true_earlier, inv)
+    out["invented_share"] = inv.mean(axis=(1, 2))
+    return out
+
+
+def _reproject(frame: np.ndarray, pos_from, pos_to, resolution: int, motion: str) -> np.ndarray:
+    """The frame drawn at `pos_from`, moved to the screen coordinates of the view at `pos_to`
+    (pixels outside it are zero; callers mask them)."""
+    from envs.teacher import VIEW
+
+    s = resolution // VIEW
+    (fy, fx), (ty, tx) = view_origin(pos_from, motion), view_origin(pos_to, motion)
+    dy, dx = (ty - fy) * s, (tx - fx) * s  # screen pixel p at pos_to is pixel p + d at pos_from
+    out = np.zeros_like(frame)
+    R = resolution
+    ys, yd = slice(max(dy, 0), min(R + dy, R)), slice(max(-dy, 0), min(R - dy, R))
+    xs, xd = slice(max(dx, 0), min(R + dx, R)), slice(max(-dx, 0), min(R - dx, R))
+    out[yd, xd] = frame[ys, xs]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tile validity
+
+
+def tile_cells(frames: np.ndarray, positions, resolution: int, motion: str) -> np.ndarray:
+    """uint8 [T, R, R, 3] -> float32 [T, K, ts, ts, 3]: the whole tile cells of each frame on the
+    world's tile grid, the player's cell left out (K fixed per mode: cells wholly inside the frame)."""
+    from envs.teacher import VIEW
+    from envs.tiles import BASE_TILE
+
+    s = resolution // VIEW
+    ts = BASE_TILE * s
+    py, px, _ = _player_box(resolution, motion)
+    out = []
+    for f, pos in zip(frames, positions):
+        vy, vx = view_origin(pos, motion)
+        oy, ox = (-vy) % BASE_TILE * s, (-vx) % BASE_TILE * s  # first whole cell's screen offset
+        n = (resolution - max(oy, ox)) // ts
+        cells = [f[oy + i * ts: oy + (i + 1) * ts, ox + j * ts: ox + (j + 1) * ts]
+                 for i in range(n) for j in range(n)
+                 if not (oy + i * ts < py + ts and py < oy + (i + 1) * ts
+                         and ox + j * ts < px + ts and px < ox + (j + 1) * ts)]
+        out.append(np.stack(cells))
+    k = min(len(c) for c in out)
+    return np.stack([c[:k] for c in out]).astype(np.float32)
+
+
+def cell_match(cells: np.ndarray, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cells float [..., ts, ts, 3], tiles uint8 [K, ts, ts, 3] -> (best-match PSNR [...] over the
+    atlas tiles, each cell's worst TRIM share of pixels dropped; index of that tile [...])."""
+    lead = cells.shape[:-3]
+    c = cells.reshape(-1, 1, *cells.shape[-3:])
+    t = tiles.astype(np.float32)[None]
+    per_px = ((c - t) ** 2).mean(-1).reshape(c.shape[0], t.shape[1], -1)  # [M, K, P]
+    keep = int(round(per_px.shape[-1] * (1 - TRIM)))
+    mse = np.partition(per_px, keep - 1, axis=-1)[..., :keep].mean(-1)  # [M, K]
+    best = mse.argmin(-1)
+    with np.errstate(divide="ignore"):
+        db = np.minimum(10 * np.log10(255.0**2 / mse.min(-1)), PSNR_CAP)
+    return db.reshape(lead), best.reshape(lead)
+
+
+def cell_match_psnr(cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
+    return cell_match(cells, tiles)[0]
+
+
+@functools.lru_cache(maxsize=256)
+def distinct_tiles(style, resolution: int) -> np.ndarray:
+    """uint8 [K, ts, ts, 3]: the atlas's distinct tiles for `style` (variant slots repeat sprites)."""
+    from envs.teacher import VIEW
+    from envs.tiles import BASE_TILE, Atlas
+
+    tiles = Atlas(style, BASE_TILE * (resolution // VIEW)).tiles
+    return np.unique(tiles, axis=0)
+
+
+@functools.lru_cache(maxsize=4)
+def tile_threshold(resolution: int) -> dict[str, float]:
+    """The tile-validity threshold, from the teacher's atlases alone: over all 96 styles, each
+    tile's best-match PSNR against the *other* tiles of its atlas; the median of those is how
+    close two different real tiles come. A generated cell at least that close to a real tile
+    is drawn as that tile."""
+    from envs.style import BIOMES, TIMES_OF_DAY, WEATHERS, Style
+
+    nearest = []
+    for b in BIOMES:
+        for tod in TIMES_OF_DAY:
+            for w in WEATHERS:
+                tiles = distinct_tiles(Style(b, tod, w), resolution)
+                for i in range(len(tiles)):
+                    others = np.delete(tiles, i, axis=0)
+                    nearest.append(float(cell_match_psnr(tiles[i:i + 1].astype(np.float32), others)[0]))
+    return {"threshold_db": float(np.median(nearest)), "nearest_other_p10": float(np.percentile(nearest, 10)),
+            "nearest_other_p90": float(np.percentile(nearest, 90))}
+
+
+def tile_validity(frames: np.ndarray, positions, style, resolution: int, motion: str,
+                  threshold: float) -> np.ndarray:
+    """uint8 [T, R, R, 3] of a world in `style` -> [T] share of its tile cells that match a real tile.
+
+    A cell matches when it is within `threshold` dB of a tile and keeps at least a quarter of
+    that tile's detail (pixel std): a flat patch of the ground's mean colour is close to a ground
+    tile in PSNR, but it is the blur a world dissolves into, not a tile."""
+    cells = tile_cells(frames, positions, resolution, motion)  # [T, K, ts, ts, 3]
+    tiles = distinct_tiles(style, resolution)
+    db, best = cell_match(cells, tiles)
+    spread = lambda x: x.std(axis=(-3, -2)).mean(-1)  # noqa: E731  spatial std per channel, averaged
+    detail = spread(cells) >= 0.25 * spread(tiles.astype(np.float32))[best]
+    return ((db >= threshold) & detail).mean(axis=1)
