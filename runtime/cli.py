@@ -98,6 +98,7 @@ def _run_train(args) -> int:
     values.update({k: getattr(args, k) for k in known if getattr(args, k, None) is not None})
     cfg = TrainConfig(**values)
     shards = [str(p) for d in args.data for p in list_shards(d)]  # ShardError names a bad directory
+    _check_motion(cfg, args.data)
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, world_size = init_distributed()
@@ -113,6 +114,19 @@ def _run_train(args) -> int:
     return 0
 
 
+def _check_motion(cfg, data_dirs) -> None:
+    """Teacher recordings must move the way the model's config says (game.motion)."""
+    from envs.shards import read_manifest
+    from world.config import from_preset
+
+    want = from_preset(cfg.preset, **cfg.model).game.motion
+    for d in data_dirs:
+        manifest = read_manifest(d)
+        if "Teacher" in str(manifest.get("env_id", "")) and manifest.get("motion", "smooth") != want:
+            raise UserError(f"{d} was recorded with --motion {manifest.get('motion', 'smooth')}, but the "
+                            f"{cfg.preset!r} model's game.motion is {want!r}: record with --motion {want}")
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench",
@@ -120,11 +134,23 @@ def _add_bench(sub) -> None:
         description="Benchmarks are commands, not tests: run one, keep the JSON, "
         "and compare figures measured in the same run.",
     )
-    p.add_argument("--target", choices=["teacher", "model", "session", "backends", "env"], default="session",
+    p.add_argument("--target", choices=["teacher", "model", "session", "backends", "env", "train", "learn"],
+                   default="session",
                    help="session: a world held to the --fps budget as a player gets it (default); "
                    "model: the bare streaming step; backends: --backends side by side, interleaved, "
                    "with ratios to torch; teacher: the procedural game's frames/s; "
-                   "env: World-v0 env steps/s, single env and vector env at B = 1, 8, 32")
+                   "env: World-v0 env steps/s, single env and vector env at B = 1, 8, 32; "
+                   "train: training frames/s and GFLOP/s per stage vs the machine's matmul rate; "
+                   "learn: train stage 1 for --minutes of CPU on --data, then measure on proxy seeds")
+    p.add_argument("--data", nargs="+", default=None, help="learn: recorded dataset directories")
+    p.add_argument("--minutes", type=float, default=30.0, help="learn: CPU-minutes of stage 1 (default 30)")
+    p.add_argument("--lever", default=None,
+                   help="learn, train: TrainConfig fields as a JSON object or file, e.g. "
+                   "'{\"context_noise_max\": 0.3}' or '{\"model\": {\"dit\": {\"prev_frame\": false, "
+                   "\"prediction\": \"velocity\"}}}'")
+    p.add_argument("--tokenizer-from", default="checkpoints/tiny",
+                   help="learn: checkpoint whose (frozen) tokenizer the bench trains on (default checkpoints/tiny)")
+    p.add_argument("--out", default=None, help="learn: keep the bench's training run in this directory")
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
                    choices=["torch", "compile", "onnxruntime", "tensorrt"],
                    help="backends: which to compare (default torch onnxruntime); one that cannot run "
@@ -191,6 +217,25 @@ def _run_bench(args) -> int:
         result = runs[0] if len(runs) == 1 else {"runs": runs}
     elif args.target == "backends":
         result = _bench_backends(args)
+    elif args.target == "learn":
+        from envs.learn_bench import parse_lever, run_learn_bench
+
+        if not args.data:
+            raise UserError("--target learn needs --data DIR [DIR ...] (recorded with `echo-infinity record`)")
+        try:
+            result = run_learn_bench(args.data, args.minutes, args.tokenizer_from, parse_lever(args.lever),
+                                     threads=args.threads, seed=args.seed, out=args.out,
+                                     progress=not args.no_progress)
+        except (ValueError, FileNotFoundError) as e:
+            raise UserError(str(e)) from None
+    elif args.target == "train":
+        from envs.learn_bench import parse_lever
+        from world.train_bench import run_train_bench
+
+        try:
+            result = run_train_bench(parse_lever(args.lever), threads=args.threads, seed=args.seed)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     else:
         from world.bench import run_model_bench
 

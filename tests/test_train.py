@@ -159,3 +159,62 @@ def test_ddp_two_processes_stay_in_sync(tmp_path, dataset):
     lines = dict(line.split() for line in proc.stdout.splitlines() if line.startswith(("MAXDIFF", "CHANGED")))
     assert float(lines["MAXDIFF"]) == 0.0, "ranks diverged"
     assert float(lines["CHANGED"]) > 0.0, "training changed nothing"
+
+
+def test_cpu_budget_ends_a_stage_and_resume_keeps_it(tmp_path, dataset):
+    cfg = small_config(tmp_path, s1_steps=10_000, s1_cpu_minutes=0.01, s2_steps=0)
+    out = Trainer(cfg, batches_for(dataset), progress=False).run()
+    spent = [r for r in rows(out) if r.get("event") == "cpu_budget_spent"]
+    assert len(spent) == 1 and spent[0]["stage"] == "stage1" and spent[0]["cpu_seconds"] >= 0.6
+    steps = spent[0]["steps"]
+    assert 1 <= steps < 10_000
+    Trainer(cfg, batches_for(dataset), progress=False).run()  # resumed: the budget is spent, nothing runs
+    assert json.loads((out / "trainer.json").read_text())["done"]["stage1"] == steps
+
+
+def test_single_stream_stage1_trains(tmp_path, dataset):
+    out = Trainer(small_config(tmp_path, s1_streams=1, s2_steps=0), batches_for(dataset), progress=False).run()
+    losses = [r["loss"] for r in rows(out) if r.get("stage") == "stage1" and "loss" in r]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_train_bench_reports_every_stage_against_the_machine():
+    from world.train_bench import run_train_bench
+
+    r = run_train_bench({"model": MICRO, "s2_clip": 6, "tok_batch": 2, "s1_batch": 1, "s2_batch": 1},
+                        steps=1, warmup=1)
+    assert set(r["stages"]) == {"tokenizer", "stage1", "stage2"} and r["machine_matmul_gflops"] > 0
+    for s in r["stages"].values():
+        assert s["seconds_per_step"] > 0 and s["gflop_per_step"] > 0 and 0 < s["share_of_matmul_rate"] < 1
+
+
+def test_learn_bench_trains_for_its_budget_and_measures_proxy_seeds(tmp_path, dataset):
+    from envs.learn_bench import PROXY_SEED_BASE, parse_lever, run_learn_bench
+    from envs.evaluate import EVAL_SEED_BASE
+
+    tok = tmp_path / "tok"
+    WorldModel(from_preset("tiny", **MICRO)).save(tok)
+    data = sorted({os.path.dirname(p) for p in dataset})
+    r = run_learn_bench(data, minutes=0.01, tokenizer_from=str(tok), overrides={"model": MICRO, "s1_batch": 1,
+                        "text_encoder": "hash"}, seeds=1, progress=False)
+    assert r["stage1_steps"] >= 1 and r["stage1_cpu_seconds"] >= 0.6
+    assert r["proxy_seeds"] == [PROXY_SEED_BASE] and PROXY_SEED_BASE + 1000 < EVAL_SEED_BASE
+    assert 0 < r["teacher_forced_psnr"] < 100 and set(r["psnr_by_horizon"]) == {"1", "4", "16"}
+    assert parse_lever('{"s1_streams": 1}') == {"s1_streams": 1}
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_lever("[1, 2]")
+
+
+def test_latent_cache_gives_what_encoding_gives(dataset):
+    from world.train import LatentCache
+
+    model = WorldModel(from_preset("tiny", **MICRO)).eval()
+    calls = []
+    cache = LatentCache(lambda f: calls.append(len(f)) or model.tokenizer.encode(f))
+    batch = next(batches_for(dataset)(5, 2))
+    with torch.no_grad():
+        want = model.tokenizer.encode(batch["frames"].reshape(10, 64, 64, 3)).view(2, 5, *cache(batch, "cpu").shape[2:])
+    assert torch.equal(cache(batch, "cpu"), want)
+    assert calls == [10]  # the second call was served from the cache
+    synthetic = {"frames": batch["frames"]}
+    assert torch.equal(cache(synthetic, "cpu"), want) and calls == [10, 10]

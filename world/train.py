@@ -45,7 +45,7 @@ from . import sampler
 from .config import from_preset
 from .model import WorldModel
 from .text import build_text_encoder
-from .train_config import STAGES, TrainConfig
+from .train_config import STAGE_PREFIX, STAGES, TrainConfig
 
 Batches = Callable[[int, int], Iterator[dict]]
 # --------------------------------------------------------------------------------------------
@@ -86,13 +86,19 @@ class Stage1Loss(nn.Module):
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen) -> dict[str, torch.Tensor]:
         """x0 [B, T, N, C] clean latent tokens; prompts: list of B PromptEmbedding."""
         B, T = x0.shape[:2]
-        dev = x0.device
+        dev, cfg = x0.device, self.cfg
         t = torch.rand(B, T, generator=gen, device=dev)  # [B, T] independent per frame
         eps = torch.randn(x0.shape, generator=gen, device=dev)
-        t_ctx = torch.rand(B, T, generator=gen, device=dev) * self.cfg.context_noise_max
-        x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=gen, device=dev), t_ctx)
-        v, reward, done = self.model.forward_parallel(sampler.add_noise(x0, eps, t), t, action_in, x_ctx, t_ctx, prompts)
-        flow = F.mse_loss(v, sampler.velocity_target(x0, eps))
+        if cfg.s1_streams == 1:  # diffusion forcing: a share of frames near-clean, as context at play time
+            clean = torch.rand(B, T, generator=gen, device=dev) < cfg.s1_clean_share
+            t = torch.where(clean, t * cfg.context_noise_max, t)
+            x_ctx = t_ctx = None
+        else:
+            t_ctx = torch.rand(B, T, generator=gen, device=dev) * cfg.context_noise_max
+            x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=gen, device=dev), t_ctx)
+        pred, reward, done = self.model.forward_parallel(sampler.add_noise(x0, eps, t), t, action_in, x_ctx,
+                                                         0.0 if t_ctx is None else t_ctx, prompts)
+        flow = F.mse_loss(pred, sampler.target(self.model.cfg.dit.prediction, x0, eps))
         rew = F.mse_loss(reward, reward_in)
         end = F.binary_cross_entropy_with_logits(done, done_in)
         loss = flow + self.cfg.reward_weight * rew + self.cfg.done_weight * end
@@ -128,6 +134,7 @@ class Stage2Loss(nn.Module):
         B, L = x0.shape[:2]
         dev = x0.device
         state = model.init_state(B, prompts, seed=0)
+        kind = model.cfg.dit.prediction
         flow_sum = rew_sum = end_sum = x0.new_zeros(())
         for j in range(L):
             ctx = model.prepare(state)
@@ -135,8 +142,8 @@ class Stage2Loss(nn.Module):
             target = x0[:, j : j + 1]  # [B, 1, N, C]
             t = torch.rand(B, 1, generator=gen, device=dev)
             eps = torch.randn(target.shape, generator=gen, device=dev)
-            v, _ = model.velocity(state, ctx, sampler.add_noise(target, eps, t), t, a)
-            per_world = (v - sampler.velocity_target(target, eps)).pow(2).mean((1, 2, 3))  # [B]
+            pred, _ = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a)
+            per_world = (pred - sampler.target(kind, target, eps)).pow(2).mean((1, 2, 3))  # [B]
             flow_sum = flow_sum + (per_world * weights[:, j]).mean()
             # What the window keeps of this frame: the truth, or (self-rollout) the model's own sample.
             context = target
@@ -150,7 +157,7 @@ class Stage2Loss(nn.Module):
                     context = torch.where(own[:, None, None, None], sample, target)
             t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
             context = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
-            reward, done = model.commit(state, ctx, context, a)
+            reward, done = model.commit(state, ctx, context, a, level=t_c[:, 0])
             rew_sum = rew_sum + F.mse_loss(reward[:, 0], reward_in[:, j])
             end_sum = end_sum + F.binary_cross_entropy_with_logits(done[:, 0], done_in[:, j])
             # Gradients reach the past through memory updates only (truncated BPTT in the
@@ -162,14 +169,51 @@ class Stage2Loss(nn.Module):
         return {"loss": loss, "flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
 
 
+class LatentCache:
+    """Latent tokens of every recorded frame, encoded once by the frozen tokenizer.
+
+    After the tokenizer stage the same frames come back in clip after clip, and
+    encoding them again cost 10-20% of a stage-1 step. Frames are keyed by
+    (episode, index), which the dataset's batches carry; a batch without them
+    (synthetic data) is encoded as it comes. fp32, so a cached latent is exactly
+    the one encoding would give: ~8 KB a frame at `tiny` (0.5 GB for 60,000 frames).
+    """
+
+    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor]):
+        self.encode = encode  # uint8 [n, H, W, 3] -> [n, N, C]
+        self.store: dict[tuple[str, int], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, device) -> torch.Tensor:
+        """batch["frames"] uint8 [B, L, H, W, 3] -> latents [B, L, N, C] on `device`."""
+        frames = batch["frames"]
+        B, L = frames.shape[:2]
+        flat = frames.reshape(B * L, *frames.shape[2:])
+        if "episode" not in batch or "start" not in batch:
+            x0 = self.encode(flat.to(device))
+            return x0.view(B, L, *x0.shape[1:])
+        keys = [(batch["episode"][b], int(batch["start"][b]) + i) for b in range(B) for i in range(L)]
+        first = {}
+        for j, k in enumerate(keys):
+            if k not in self.store:
+                first.setdefault(k, j)
+        if first:
+            new = self.encode(flat[list(first.values())].to(device))
+            self.store.update(zip(first, new))
+        return torch.stack([self.store[k] for k in keys]).view(B, L, *self.store[keys[0]].shape)
+
+
 # --------------------------------------------------------------------------------------------
 # The loop.
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+def lr_at(step: int, total: int, base: float, warmup: int, progress: float | None = None) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10% by the end of the stage.
+    progress: the share of the stage done, when the stage is budgeted in CPU time (else steps)."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    if progress is None:
+        progress = (step - warmup) / max(1, total - warmup)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -205,7 +249,9 @@ class Trainer:
         self.model = WorldModel(from_preset(cfg.preset, **cfg.model)).to(self.device)
         self.text = build_text_encoder(cfg.text_encoder, cache_size=8192)
         self.done: dict[str, int] = {s: 0 for s in STAGES}  # steps finished per stage
+        self.cpu_seconds: dict[str, float] = {s: 0.0 for s in STAGES}  # CPU time spent per stage
         self.latent_std: float | None = None
+        self.latents = LatentCache(lambda frames: self.model.tokenizer.encode(frames))
         if rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
 
@@ -228,7 +274,7 @@ class Trainer:
             save_file(tensors, str(self.out / "optimizer.safetensors"))
         else:
             groups = None
-        meta = {"train_config": asdict(self.cfg), "done": self.done, "stage": stage,
+        meta = {"train_config": asdict(self.cfg), "done": self.done, "cpu_seconds": self.cpu_seconds, "stage": stage,
                 "latent_std": self.latent_std, "optimizer_groups": groups,
                 "rng": self.gen.get_state().tolist()}
         tmp = self.out / "trainer.json.tmp"
@@ -243,6 +289,7 @@ class Trainer:
             meta = json.loads(meta_path.read_text())
             self.model = WorldModel.load(self.out, config=self.model.cfg, device=self.device)
             self.done = {s: int(meta["done"][s]) for s in STAGES}
+            self.cpu_seconds = {s: float(meta.get("cpu_seconds", {}).get(s, 0.0)) for s in STAGES}
             self.latent_std = meta.get("latent_std")
             self.gen.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
         except (KeyError, TypeError, json.JSONDecodeError) as e:
@@ -279,17 +326,20 @@ class Trainer:
     def _loop(self, stage: str, loss_module: nn.Module, params: list, lr: float, total: int,
               make_inputs: Callable[[dict], tuple], clip_len: int, batch: int, meta: dict | None) -> None:
         start = self.done[stage]
-        if start >= total:
+        budget = 60.0 * getattr(self.cfg, STAGE_PREFIX[stage] + "_cpu_minutes")  # 0: no time budget
+        if start >= total or (budget and self.cpu_seconds[stage] >= budget):
             return
         opt = self._optimizer(params, lr, stage, meta)
         wrapped = self._wrap(loss_module)
         data = self.batches(clip_len, batch)
         bar = tqdm(range(start, total), desc=stage, disable=not self.progress, initial=start, total=total)
         t_last = time.time()
+        cpu_last = time.process_time()
         for step in bar:
             inputs = make_inputs(next(data))
+            progress = self.cpu_seconds[stage] / budget if budget else None
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, lr, self.cfg.warmup)
+                g["lr"] = lr_at(step, total, lr, self.cfg.warmup, progress)
             out = wrapped(*inputs)
             if not torch.isfinite(out["loss"]):  # stop before a bad step reaches the weights
                 raise FloatingPointError(f"{stage} loss is {out['loss'].item()} at step {step}; "
@@ -299,15 +349,23 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             opt.step()
             self.done[stage] = step + 1
+            now = time.process_time()  # this process's CPU time: fair on a shared machine
+            self.cpu_seconds[stage] += now - cpu_last
+            cpu_last = now
+            out_of_time = bool(budget) and self.cpu_seconds[stage] >= budget
             if step % self.cfg.log_every == 0 or step + 1 == total:
                 rec = {"stage": stage, "step": step, "lr": opt.param_groups[0]["lr"],
-                       "grad_norm": round(float(grad_norm), 4), "sec": round(time.time() - t_last, 2)}
+                       "grad_norm": round(float(grad_norm), 4), "sec": round(time.time() - t_last, 4)}
                 rec.update({k: round(float(v.detach()), 6) for k, v in out.items()})
                 self.log(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 t_last = time.time()
-            if (step + 1) % self.cfg.ckpt_every == 0 or step + 1 == total:
+            if (step + 1) % self.cfg.ckpt_every == 0 or step + 1 == total or out_of_time:
                 self.save(stage, opt)
+            if out_of_time:
+                self.log({"stage": stage, "event": "cpu_budget_spent", "steps": step + 1,
+                          "cpu_seconds": round(self.cpu_seconds[stage], 1)})
+                break
 
     def stage_tokenizer(self, meta: dict | None) -> None:
         cfg = self.cfg
@@ -341,10 +399,7 @@ class Trainer:
             clip, loss_module, lr, total, batch = cfg.s2_clip, Stage2Loss(model, cfg), cfg.s2_lr, cfg.s2_steps, cfg.s2_batch
 
         def make_inputs(b: dict) -> tuple:
-            frames = b["frames"].to(self.device)  # [B, L, H, W, 3]
-            B, L = frames.shape[:2]
-            with torch.no_grad():
-                x0 = model.tokenizer.encode(frames.reshape(B * L, *frames.shape[2:])).view(B, L, -1, model.cfg.tokenizer.token_dim)
+            x0 = self.latents(b, self.device)  # [B, L, N, C]
             action_in, reward_in, done_in = shift_actions(b, self.device)
             prompts = self._prompts(b["captions"])
             if stage == "stage1":

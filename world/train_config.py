@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 STAGES = ("tokenizer", "stage1", "stage2")
+STAGE_PREFIX = {"tokenizer": "tok", "stage1": "s1", "stage2": "s2"}  # field prefix of each stage
 
 
 @dataclass
@@ -24,14 +25,26 @@ class TrainConfig:
     tok_steps: int = 1500
     tok_batch: int = 32
     tok_lr: float = 2e-3
+    tok_cpu_minutes: float = 0.0
+    """Stop a stage once this process has spent this much CPU time in it (0: run all its
+    steps); the LR schedule then follows the share of the budget spent. Same for s1_, s2_."""
     s1_steps: int = 1500
     s1_batch: int = 8
     s1_lr: float = 6e-4
+    s1_cpu_minutes: float = 0.0
+    s1_streams: int = 2
+    """Stage 1 layout: 2 = a clean (context-noised) copy of the clip beside the noisy one
+    (teacher forcing, every frame run twice); 1 = diffusion forcing, one noisy copy whose
+    frames are each other's context (half the tokens)."""
+    s1_clean_share: float = 0.3
+    """s1_streams = 1: share of frames drawn near-clean (t ~ U(0, context_noise_max)), so
+    clean context, as at play time, is common in training."""
     s2_steps: int = 300
     s2_batch: int = 4
     s2_clip: int = 32
     """Stage 2 clip length in frames (several windows: memory has to carry the rest)."""
     s2_lr: float = 2e-4
+    s2_cpu_minutes: float = 0.0
     warmup: int = 100
     """Linear LR warm-up steps at the start of every stage, then cosine decay to 10%."""
     caption_dropout: float = 0.1
@@ -53,7 +66,9 @@ class TrainConfig:
             v = getattr(self, f.name)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
                 raise ValueError(f"train config {f.name} must be >= 0, got {v}")
-        for name in ("caption_dropout", "self_rollout", "context_noise_max"):
+        if self.s1_streams not in (1, 2):
+            raise ValueError(f"train config s1_streams must be 1 or 2, got {self.s1_streams}")
+        for name in ("caption_dropout", "self_rollout", "context_noise_max", "s1_clean_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
         if self.text_encoder not in ("minilm", "hash"):
