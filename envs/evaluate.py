@@ -979,9 +979,24 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   "| frozen start frame, PSNR dB (baseline) | " + " | ".join(
                       fmt(result["fidelity_detail"]["frozen_start_frame_psnr_by_horizon"][h]) for h in hs) + " |",
                   "| worlds still showing the player | " + " | ".join(
-                      fmt(result["fidelity_detail"]["player_visible_by_horizon"][h], 2) for h in hs) + " |", "",
+                      fmt(result["fidelity_detail"]["player_visible_by_horizon"][h], 2) for h in hs) + " |",
+                  *[f"| {label} | " + " | ".join(fmt(result["fidelity_detail"][key][h], digits) for h in hs) + " |"
+                    for label, key, digits in (
+                        ("seen content kept, PSNR dB", "seen_psnr_by_horizon", 1),
+                        ("share of pixels seen in the start frame", "seen_share_by_horizon", 2),
+                        ("invented content vs the model's own earlier frame, PSNR dB", "invented_psnr_by_horizon", 1),
+                        ("... the teacher's own", "invented_psnr_teacher_by_horizon", 1),
+                        ("tile validity", "tile_valid_by_horizon", 2))], "",
                   f"Tokenizer round trip of the true frames (the ceiling): "
-                  f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB.", "",
+                  f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB; its tile validity "
+                  f"{fmt(result['fidelity_detail']['tile_valid_tokenizer'], 2)} (the teacher's own "
+                  f"{fmt(result['fidelity_detail']['tile_valid_teacher'], 2)}).", "",
+                  f"Teacher-forced (the true past as context, {result['fidelity_detail']['teacher_forced_frames']} "
+                  f"frames a world): PSNR {fmt(result['fidelity_detail']['teacher_forced_psnr'])} dB, the player "
+                  f"drawn in {fmt(result['fidelity_detail']['teacher_forced_player_visible'], 2)} of the frames; on "
+                  f"the frames that moved, {fmt(result['fidelity_detail']['teacher_forced_psnr_moved'])} dB against "
+                  f"{fmt(result['fidelity_detail']['copy_previous_psnr_moved'])} dB for copying the previous "
+                  "true frame.", "",
                   "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
         det = result["fidelity_detail"]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -32,6 +32,8 @@ the others go on.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import time
@@ -115,6 +117,10 @@ class Session:
         self.fixed_steps = self.cfg.sampler.steps if steps is None else steps
         if not isinstance(self.fixed_steps, int) or not 1 <= self.fixed_steps <= 64:
             raise ValueError(f"steps must be an int in [1, 64], got {steps!r}")
+        if budget is not None and budget.max_steps > self.cfg.sampler.max_steps:
+            cap = self.cfg.sampler.max_steps  # the model's own limit (sampler.max_steps) wins
+            budget = dataclasses.replace(budget, max_steps=cap, start_steps=min(budget.start_steps, cap),
+                                         min_steps=min(budget.min_steps, cap))
         self.budget = FrameBudget(budget) if budget is not None else None
         self.fps = budget.fps if budget is not None else DEFAULT_FPS
         self.pacer = Pacer(self.fps) if (budget is not None and pace) else None

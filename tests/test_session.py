@@ -21,7 +21,7 @@ ACTIONS = [4, 4, 1, 1, 3, 0, 2, 5, 4, 4, 4, 1, 0, 0, 3, 3, 2, 2, 1, 4]
 @pytest.fixture(scope="module")
 def model():
     torch.set_num_threads(1)
-    return build_model("tiny").randomize_(0).eval()
+    return build_model("tiny", sampler={"max_steps": 4}).randomize_(0).eval()  # room for the budget to move
 
 
 def make(model, **kw) -> Session:
@@ -330,3 +330,15 @@ def test_a_non_finite_world_in_a_batch_restarts_and_the_others_go_on(model):
     assert out.done[1] == 1.0 and out.reward[1] == 0.0 and b.faults == 1
     assert b.state.frame[1] == 1 and b.state.frame[0] == 2  # world 1 is fresh, world 0 went on
     assert_same_up_to_rounding(out.frames[0], reference.step(4))
+
+
+def test_budget_never_spends_more_steps_than_the_model_allows():
+    from runtime.budget import BudgetConfig
+    from world.model import build_model
+
+    model = build_model("tiny", sampler={"max_steps": 2}).randomize_(0)
+    s = Session(model, budget=BudgetConfig(fps=1.0), text_encoder="hash")  # a generous budget would climb to 4
+    s.reset(seed=0)
+    for _ in range(30):
+        s.step(0)
+    assert s.budget.config.max_steps == 2 and s.stats()["steps"] == 2

@@ -218,3 +218,8 @@ def test_latent_cache_gives_what_encoding_gives(dataset):
     assert calls == [10]  # the second call was served from the cache
     synthetic = {"frames": batch["frames"]}
     assert torch.equal(cache(synthetic, "cpu"), want) and calls == [10, 10]
+
+
+def test_stage1_runs_without_the_latent_cache(tmp_path, dataset):
+    out = Trainer(small_config(tmp_path, cache_latents=False, s2_steps=0), batches_for(dataset), progress=False).run()
+    assert len([r for r in rows(out) if r.get("stage") == "stage1" and "loss" in r]) == 3

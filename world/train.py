@@ -399,7 +399,8 @@ class Trainer:
             clip, loss_module, lr, total, batch = cfg.s2_clip, Stage2Loss(model, cfg), cfg.s2_lr, cfg.s2_steps, cfg.s2_batch
 
         def make_inputs(b: dict) -> tuple:
-            x0 = self.latents(b, self.device)  # [B, L, N, C]
+            # without frame keys the cache encodes the batch as it comes
+            x0 = self.latents(b if cfg.cache_latents else {"frames": b["frames"]}, self.device)  # [B, L, N, C]
             action_in, reward_in, done_in = shift_actions(b, self.device)
             prompts = self._prompts(b["captions"])
             if stage == "stage1":

