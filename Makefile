@@ -35,7 +35,7 @@ train: $(STAMP)
 	test -f data/explore/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy explore --episodes 30 --steps 1000 --seed 1 --out data/explore --overwrite
 	test -f data/revisit/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy revisit --episodes 30 --steps 1000 --seed 2 --out data/revisit --overwrite
 	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --out $(TRAIN_OUT) --threads 2 \
-		--tok-steps 3000 --s1-steps 1200 --s2-steps 300 --context-noise-max 0.2 --ckpt-every 50 $(ARGS)
+		--tok-steps 3000 --s1-steps 1200 --s2-steps 550 --self-rollout 0.5 --context-noise-max 0.2 --ckpt-every 50 $(ARGS)
 	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)/model.safetensors $(TRAIN_OUT)/config.json checkpoints/tiny/
 
 bench: $(STAMP)
