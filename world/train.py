@@ -172,8 +172,9 @@ class Stage2Loss(nn.Module):
 class LatentCache:
     """Latent tokens of every recorded frame, encoded once by the frozen tokenizer.
 
-    After the tokenizer stage the same frames come back in clip after clip, and
-    encoding them again cost 10-20% of a stage-1 step. Frames are keyed by
+    After the tokenizer stage the same frames come back in clip after clip;
+    encoding them again cost ~3% of a `tiny` stage-1 step (docs/RESULTS.md),
+    more with a larger tokenizer. Frames are keyed by
     (episode, index), which the dataset's batches carry; a batch without them
     (synthetic data) is encoded as it comes. fp32, so a cached latent is exactly
     the one encoding would give: ~8 KB a frame at `tiny` (0.5 GB for 60,000 frames).
