@@ -119,7 +119,19 @@ def _check_motion(cfg, data_dirs) -> None:
     from envs.shards import read_manifest
     from world.config import from_preset
 
-    want = from_preset(cfg.preset, **cfg.model).game.motion
+    if cfg.init_from:
+        from world.config import ModelConfig
+
+        path = Path(cfg.init_from) / "config.json"
+        if not path.is_file():
+            raise UserError(f"--init-from {cfg.init_from}: no config.json there (a checkpoint directory "
+                            "holds model.safetensors + config.json)")
+        try:
+            want = ModelConfig.from_dict(json.loads(path.read_text())).game.motion
+        except (ValueError, json.JSONDecodeError) as e:
+            raise UserError(f"--init-from {cfg.init_from}: bad config.json: {e}") from None
+    else:
+        want = from_preset(cfg.preset, **cfg.model).game.motion
     for d in data_dirs:
         manifest = read_manifest(d)
         if "Teacher" in str(manifest.get("env_id", "")) and manifest.get("motion", "smooth") != want:

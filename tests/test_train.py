@@ -69,6 +69,45 @@ def test_resume_continues_from_the_last_step(tmp_path, dataset):
     assert meta["done"] == {"tokenizer": 4, "stage1": 4, "stage2": 0}
 
 
+def test_init_from_fine_tunes_stage2_only(tmp_path, dataset):
+    base = Trainer(small_config(tmp_path / "base", s2_steps=0), batches_for(dataset), progress=False).run()
+    before = WorldModel.load(base).state_dict()
+    # another preset in the run's config: the checkpoint's own config wins
+    out = Trainer(small_config(tmp_path / "ft", init_from=str(base), model={}, s2_steps=2),
+                  batches_for(dataset), progress=False).run()
+    trained = {(r["stage"], r["step"]) for r in rows(out) if "loss" in r}
+    assert trained == {("stage2", 0), ("stage2", 1)}
+    after = WorldModel.load(out).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("tokenizer."))  # frozen
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("dit."))
+
+
+def test_mix_lr_mult_moves_the_copy_paths_mix_logits_faster(tmp_path, dataset):
+    def mix_change(mult, out):
+        torch.manual_seed(0)
+        start = WorldModel(from_preset("tiny", **MICRO)).dit.prev.mix_bias.detach().clone()
+        cfg = small_config(out, tok_steps=1, s1_steps=3, s2_steps=0, mix_lr_mult=mult)
+        run = Trainer(cfg, batches_for(dataset), progress=False).run()
+        return (WorldModel.load(run).dit.prev.mix_bias - start).abs().max().item()
+
+    slow, fast = mix_change(1.0, tmp_path / "x1"), mix_change(100.0, tmp_path / "x100")
+    assert fast > 20 * slow > 0
+    # the two-group optimizer state resumes
+    cfg = small_config(tmp_path / "x100", tok_steps=1, s1_steps=4, s2_steps=0, mix_lr_mult=100.0)
+    Trainer(cfg, batches_for(dataset), progress=False).run()
+    assert [r["step"] for r in rows(tmp_path / "x100") if r.get("stage") == "stage1"] == [0, 1, 2, 3]
+
+
+def test_copy_loss_trains_the_copy_path_alone(tmp_path, dataset):
+    out = Trainer(small_config(tmp_path, tok_steps=1, s1_steps=2, s2_steps=0, copy_loss_weight=1.0),
+                  batches_for(dataset), progress=False).run()
+    s1 = [r for r in rows(out) if r.get("stage") == "stage1"]
+    assert all(r["copy"] > 0 and r["loss"] >= r["flow"] + r["copy"] - 1e-6 for r in s1)
+    off = Trainer(small_config(tmp_path / "off", tok_steps=1, s1_steps=1, s2_steps=0), batches_for(dataset),
+                  progress=False).run()
+    assert all("copy" not in r for r in rows(off))
+
+
 def test_resume_refuses_another_model(tmp_path, dataset):
     Trainer(small_config(tmp_path, s1_steps=1, s2_steps=0), batches_for(dataset), progress=False).run()
     other = dict(MICRO, dit={"dim": 64, "depth": 1, "heads": 2})

@@ -31,7 +31,7 @@ def stream_predictions(model, x_noisy, t, action, x_ctx):
         ctx = model.prepare(state)
         v, _ = model.denoise(state, ctx, x_noisy[:, sl], t[:, sl], action[:, sl])
         out.append(v)
-        model.commit(state, ctx, x_ctx[:, sl], action[:, sl])
+        model.commit(state, ctx, x_ctx[:, sl], action[:, sl], level=torch.zeros(B))  # as the parallel t_ctx
     return torch.cat(out, 1)
 
 

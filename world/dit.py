@@ -140,11 +140,12 @@ class DiT(nn.Module):
         return t, m
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, prompt_ctx, ctx,
-                prev: tuple[torch.Tensor, torch.Tensor] | None = None):
+                prev: tuple[torch.Tensor, torch.Tensor] | None = None, with_copy: bool = False):
         """x [B, F, N, token_dim]; t [B, F]; action [B, F];
         prev: (the previous frame's latent [B, F, N, token_dim], its noise level [B, F]), needed
         with dit.prev_frame -> (prediction [B, F, N, token_dim] (velocity or x0, per
-        dit.prediction), hidden [B, F, N, D])."""
+        dit.prediction), hidden [B, F, N, D]); with_copy adds the copy path's own x0
+        [B, F, N, token_dim] (None without dit.prev_frame), for its auxiliary loss."""
         c = self.t_embed(t) + self.a_embed(action)  # [B, F, D]
         nb = None
         if self.prev is not None:
@@ -166,9 +167,11 @@ class DiT(nn.Module):
         shift, scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)
         h = modulate(self.norm_out(h), shift, scale)
         out = self.out(h)
+        copy = None
         if nb is not None:
-            out = out + self.prev.copy(nb, action, h)
-        return out, h
+            copy = self.prev.copy(nb, action, h)
+            out = out + copy
+        return (out, h, copy) if with_copy else (out, h)
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [B, F, N, D] -> reward [B, F], done logit [B, F] (mean over tokens)."""

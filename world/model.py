@@ -392,7 +392,8 @@ class WorldModel(nn.Module):
     # -- parallel (training stage 1) ------------------------------------------------
 
     def forward_parallel(self, x_noisy: torch.Tensor, t: torch.Tensor, action: torch.Tensor,
-                         x_ctx: torch.Tensor | None, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None):
+                         x_ctx: torch.Tensor | None, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None,
+                         with_copy: bool = False):
         """A clip at once, block-causal: x_noisy [B, T, N, C]; t, action [B, T].
 
         With x_ctx [B, T, N, C] (teacher forcing): chunk b is denoised from x_noisy
@@ -403,7 +404,8 @@ class WorldModel(nn.Module):
         With dit.prev_frame every frame of chunk b also reads the last context
         frame of chunk b-1 directly (chunk 0: none, level 1).
         Returns (the prediction for the noisy frames [B, T, N, C] (velocity or x0,
-        per dit.prediction), reward [B, T], done_logit [B, T]).
+        per dit.prediction), reward [B, T], done_logit [B, T]); with_copy adds the copy
+        path's x0 for the noisy frames [B, T, N, C] (None without dit.prev_frame).
         """
         m, tk = self.cfg.memory, self.cfg.tokenizer
         B, T, N, C = x_noisy.shape
@@ -438,8 +440,10 @@ class WorldModel(nn.Module):
             x, tt, aa = torch.cat([x_ctx, x_noisy], 1), torch.cat([t_ctx, t], 1), torch.cat([action, action], 1)
         else:
             x, tt, aa = x_noisy, t, action
-        pred, hidden = self.dit(x, tt, aa, prompt_ctx, ctx, prev)
+        pred, hidden, copy = self.dit(x, tt, aa, prompt_ctx, ctx, prev, with_copy=True)
         reward, done = self.dit.heads(hidden[:, :T])
+        if with_copy:
+            return pred[:, -T:], reward, done, None if copy is None else copy[:, -T:]
         return pred[:, -T:], reward, done
 
     # -- weights ----------------------------------------------------------------------

@@ -96,13 +96,23 @@ class Stage1Loss(nn.Module):
         else:
             t_ctx = torch.rand(B, T, generator=gen, device=dev) * cfg.context_noise_max
             x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=gen, device=dev), t_ctx)
-        pred, reward, done = self.model.forward_parallel(sampler.add_noise(x0, eps, t), t, action_in, x_ctx,
-                                                         0.0 if t_ctx is None else t_ctx, prompts)
+        pred, reward, done, copy = self.model.forward_parallel(
+            sampler.add_noise(x0, eps, t), t, action_in, x_ctx, 0.0 if t_ctx is None else t_ctx, prompts,
+            with_copy=True)
         flow = F.mse_loss(pred, sampler.target(self.model.cfg.dit.prediction, x0, eps))
         rew = F.mse_loss(reward, reward_in)
         end = F.binary_cross_entropy_with_logits(done, done_in)
         loss = flow + self.cfg.reward_weight * rew + self.cfg.done_weight * end
-        return {"loss": loss, "flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
+        out = {"flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
+        if copy is not None and cfg.copy_loss_weight > 0:
+            # The copy path's own x0 against the clean frame, after the first chunk (which has
+            # no previous frame): the mix learns to pick the neighbour the action moved into
+            # place itself, not only through what the DiT's residual leaves over.
+            c = self.model.cfg.memory.chunk_frames
+            copy_loss = F.mse_loss(copy[:, c:], x0[:, c:])
+            loss = loss + cfg.copy_loss_weight * copy_loss
+            out["copy"] = copy_loss.detach()
+        return {"loss": loss, **out}
 
 
 def revisit_weights(positions: torch.Tensor, window: int, weight: float, near: int = 4, away: int = 32) -> torch.Tensor:
@@ -252,6 +262,10 @@ class Trainer:
         self.done: dict[str, int] = {s: 0 for s in STAGES}  # steps finished per stage
         self.cpu_seconds: dict[str, float] = {s: 0.0 for s in STAGES}  # CPU time spent per stage
         self.latent_std: float | None = None
+        if cfg.init_from:  # fine-tune: start stage 2 from a trained checkpoint
+            self.model = WorldModel.load(cfg.init_from, device=self.device)
+            self.done.update(tokenizer=cfg.tok_steps, stage1=cfg.s1_steps)
+            self.latent_std = 1.0  # the checkpoint's tokenizer has its scale folded in already
         self.latents = LatentCache(lambda frames: self.model.tokenizer.encode(frames))
         if rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -310,8 +324,18 @@ class Trainer:
             plot_metrics(self.out / "metrics.jsonl", self.out / "loss_curves.png")
         return self.out
 
+    def _param_groups(self, params: list) -> list[dict]:
+        """AdamW groups: the copy path's mix logits at `mix_lr_mult` x the LR, the rest at 1x."""
+        prev = self.model.dit.prev
+        fast = {id(prev.mix_bias)} if prev is not None and self.cfg.mix_lr_mult != 1.0 else set()
+        groups = [{"params": [p for p in params if id(p) not in fast], "lr_mult": 1.0}]
+        mix = [p for p in params if id(p) in fast]
+        if mix:
+            groups.append({"params": mix, "lr_mult": self.cfg.mix_lr_mult, "weight_decay": 0.0})
+        return groups
+
     def _optimizer(self, params, lr: float, stage: str, meta: dict | None) -> torch.optim.Optimizer:
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
+        opt = torch.optim.AdamW(self._param_groups(params), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
         path = self.out / "optimizer.safetensors"
         if meta and meta.get("stage") == stage and meta.get("optimizer_groups") and path.is_file():
             from safetensors.torch import load_file
@@ -340,7 +364,7 @@ class Trainer:
             inputs = make_inputs(next(data))
             progress = self.cpu_seconds[stage] / budget if budget else None
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, lr, self.cfg.warmup, progress)
+                g["lr"] = lr_at(step, total, lr, self.cfg.warmup, progress) * g.get("lr_mult", 1.0)
             out = wrapped(*inputs)
             if not torch.isfinite(out["loss"]):  # stop before a bad step reaches the weights
                 raise FloatingPointError(f"{stage} loss is {out['loss'].item()} at step {step}; "

@@ -19,6 +19,10 @@ class TrainConfig:
     """Overrides of the preset, by section: {"dit": {"depth": 2}} (JSON config only)."""
     out: str = "runs/train"
     """Run directory: checkpoints, metrics.jsonl, loss curves."""
+    init_from: str = ""
+    """A trained checkpoint directory to fine-tune: its weights and config replace the
+    preset's (preset and model are then ignored), the tokenizer and stage 1 count as done,
+    and only stage 2 runs, from its step 0 with its own warm-up and schedule."""
     seed: int = 0
     text_encoder: str = "minilm"
     """'minilm' (the real sentence encoder) or 'hash' (tests only)."""
@@ -45,6 +49,17 @@ class TrainConfig:
     """Stage 2 clip length in frames (several windows: memory has to carry the rest)."""
     s2_lr: float = 2e-4
     s2_cpu_minutes: float = 0.0
+    mix_lr_mult: float = 1.0
+    """Learning-rate multiplier of the previous-frame path's mix logits (`dit.prev.mix_bias`,
+    in logit units, started at +4 on "copy in place"): at the base LR Adam moves them ~1e-4
+    a step, so in ~2,000 steps they never left their start and the copy path stayed a blur
+    (issue 14: `tiny` before this put a median 0.30 on its best neighbour). `make train`'s
+    fine-tune uses 100; 1 is the recipe of the runs before it."""
+    copy_loss_weight: float = 0.0
+    """Weight of an auxiliary stage-1 loss on the previous-frame path's copy alone (its mix of
+    the 9 neighbours against the clean frame, in world.train.Stage1Loss): the mix then learns
+    to pick the shifted neighbour itself instead of being left to a residual that already
+    covers it (0: off, the recipe before this)."""
     warmup: int = 100
     """Linear LR warm-up steps at the start of every stage, then cosine decay to 10%."""
     cache_latents: bool = True
