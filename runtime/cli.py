@@ -120,16 +120,12 @@ def _check_motion(cfg, data_dirs) -> None:
     from world.config import from_preset
 
     if cfg.init_from:
-        from world.config import ModelConfig
+        from demos.source import checkpoint_motion
 
-        path = Path(cfg.init_from) / "config.json"
-        if not path.is_file():
-            raise UserError(f"--init-from {cfg.init_from}: no config.json there (a checkpoint directory "
-                            "holds model.safetensors + config.json)")
         try:
-            want = ModelConfig.from_dict(json.loads(path.read_text())).game.motion
-        except (ValueError, json.JSONDecodeError) as e:
-            raise UserError(f"--init-from {cfg.init_from}: bad config.json: {e}") from None
+            want = checkpoint_motion(cfg.init_from)
+        except (OSError, ValueError) as e:  # a missing file, bad JSON, a bad config field
+            raise UserError(f"--init-from {cfg.init_from}: no readable checkpoint config.json ({e})") from None
     else:
         want = from_preset(cfg.preset, **cfg.model).game.motion
     for d in data_dirs:

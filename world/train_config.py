@@ -53,8 +53,8 @@ class TrainConfig:
     """Learning-rate multiplier of the previous-frame path's mix logits (`dit.prev.mix_bias`,
     in logit units, started at +4 on "copy in place"): at the base LR Adam moves them ~1e-4
     a step, so in ~2,000 steps they never left their start and the copy path stayed a blur
-    (issue 14: `tiny` before this put a median 0.30 on its best neighbour). `make train`'s
-    fine-tune uses 100; 1 is the recipe of the runs before it."""
+    (issue 14: the shipped `tiny` puts a median 0.30 on its best neighbour). 1 is the
+    recipe `make train` runs; 100 with copy_loss_weight 1 won the learn bench (docs/RESULTS.md)."""
     copy_loss_weight: float = 0.0
     """Weight of an auxiliary stage-1 loss on the previous-frame path's copy alone (its mix of
     the 9 neighbours against the clean frame, in world.train.Stage1Loss): the mix then learns
