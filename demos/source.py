@@ -168,10 +168,9 @@ def checkpoint_problem(directory: str | Path) -> str | None:
 
 def checkpoint_motion(directory: str | Path) -> str:
     """The checkpoint's ``game.motion`` from its config.json (no weights read); old configs: "smooth"."""
-    from world.config import ModelConfig
-    from world.model import CONFIG_FILE
+    from world.checkpoint import read_config
 
-    return ModelConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE).read_text())).game.motion
+    return read_config(directory).game.motion
 
 
 def trained_text_encoder(directory: str | Path) -> str:
@@ -179,7 +178,7 @@ def trained_text_encoder(directory: str | Path) -> str:
     meta = Path(directory) / "trainer.json"
     try:
         kind = json.loads(meta.read_text())["train_config"]["text_encoder"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+    except (OSError, KeyError, TypeError, ValueError):  # ValueError: not JSON, or not UTF-8
         return "minilm"
     return kind if kind in ("minilm", "hash") else "minilm"
 

@@ -171,7 +171,8 @@ class GraphBackend:
             for i in range(c):  # oldest window frames leave, one by one, into memory
                 evict = (cache.slot_frame[b, slots[:, i]] >= 0) & (slots[:, i] >= cache.S)  # [B]
                 state.memory = self.run_update(state, slots[:, i].contiguous(), evict)
-        cache.write(slots, state.frame[:, None] + torch.arange(c, device=dev), new_k, new_v)
+        cache.write(slots, state.frame[:, None] + torch.arange(c, device=dev), new_k, new_v,
+                    x_c, level[:, None].expand(B, c), action)
         state.frame = state.frame + c
         # the next chunk reads the frame as the cache saw it (the context pass's input, its level);
         # contiguous: the graphs bind it by address for every pass of the next frame

@@ -194,9 +194,11 @@ def read_manifest(onnx_dir: str | Path, model: WorldModel | None = None, batch: 
     if not path.is_file():
         raise ManifestError(f"{d} holds no {MANIFEST}: not an `echo-infinity export` directory")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"bad {path}: {e}") from e
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # not JSON, or not UTF-8 text
+        raise ManifestError(f"bad {path}: {e}") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"bad {path}: expected a JSON object, got {type(manifest).__name__}")
     fmt = manifest.get("format")
     if isinstance(fmt, int) and fmt < FORMAT:
         raise ManifestError(f"{d} was exported by an older echo-infinity (manifest format {fmt}, this version "
@@ -211,14 +213,25 @@ def read_manifest(onnx_dir: str | Path, model: WorldModel | None = None, batch: 
             raise ManifestError(f"{d} was exported from another model: manifest model_hash "
                                 f"{manifest.get('model_hash')} != this model's {own}; export this "
                                 "checkpoint again (echo-infinity export --checkpoint C --out DIR)")
-        diff = _config_diff(manifest.get("config", {}), model.cfg.to_dict())
+        exported = manifest.get("config")
+        diff = _config_diff(exported if isinstance(exported, dict) else {}, model.cfg.to_dict())
         if diff:
             raise ManifestError(f"{d} was exported with another config (exported vs this model: "
                                 f"{'; '.join(diff[:4])}); export again")
     if batch is not None and manifest.get("batch") != batch:
         raise ManifestError(f"{d} was exported for batch {manifest.get('batch')}, not {batch}; "
                             f"export again with --batch {batch}")
-    for g in manifest.get("graphs", {}).values():
+    listed = manifest.get("graphs")
+    needed = {"dit_context", "dit_step", "decoder"}
+    if model is not None and graphs.memory_names(model):
+        needed.add("memory_update")
+    well_formed = isinstance(listed, dict) and all(
+        isinstance(g, dict) and isinstance(g.get("file"), str) and isinstance(g.get("inputs"), dict)
+        and isinstance(g.get("outputs"), dict) for g in listed.values())
+    if not well_formed or not needed <= set(listed):
+        raise ManifestError(f"bad {path}: 'graphs' must give the file, inputs and outputs of "
+                            f"{', '.join(sorted(needed))}; export again")
+    for g in listed.values():
         if not (d / g["file"]).is_file():
             raise ManifestError(f"{d / g['file']} is missing (listed in {path})")
     return manifest

@@ -19,7 +19,7 @@ import torch
 from world.model import WorldModel
 
 from .backend import BackendUnavailable, GraphBackend
-from .onnx_export import read_manifest
+from .onnx_export import ManifestError, read_manifest
 
 _NP = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.int32: np.int32,
        torch.bool: np.bool_, torch.uint8: np.uint8}
@@ -44,7 +44,11 @@ class _Graph:
 
         dev_index = device.index if device.index is not None else (torch.cuda.current_device()
                                                                     if device.type == "cuda" else 0)
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+            raise ManifestError(f"{path} is not a loadable ONNX graph ({e}); export again "
+                                "(echo-infinity export --checkpoint C --out DIR)") from None
         self.binding = self.session.io_binding()
         self.device_type, self.device_id = device.type, dev_index
         self.inputs = {n: (tuple(s["shape"]), _TORCH[s["dtype"]]) for n, s in spec["inputs"].items()}

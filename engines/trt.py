@@ -33,7 +33,7 @@ import torch
 from world.model import WorldModel
 
 from .backend import BackendUnavailable, GraphBackend
-from .onnx_export import read_manifest
+from .onnx_export import ManifestError, read_manifest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 FP32_GRAPHS = ("dit_context", "memory_update")  # state-critical: never built in reduced precision
@@ -86,7 +86,7 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, list[int]], precision: 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise ManifestError(f"TensorRT could not parse {onnx_path}: {errors}; export again")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if precision == "fp16":

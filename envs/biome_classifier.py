@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -198,22 +199,23 @@ def load_or_train(cfg: ClassifierConfig, cache_dir: str | Path | None, progress:
 
     cache_dir None: always train, write nothing.
     """
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
     from envs.style import BIOMES
+    from world.checkpoint import CheckpointError, check_tensors, read_safetensors, safetensors_header
 
     path = None if cache_dir is None else Path(cache_dir) / f"biome_classifier_{cfg.key()}.safetensors"
     if path is not None and path.is_file():
         try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata()
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            accuracy = float(safetensors_header(path)["__metadata__"]["accuracy"])
+            tensors = read_safetensors(path)
             net = BiomeCNN(len(BIOMES), cfg.width)
+            check_tensors(tensors, net.state_dict(), str(path), "the biome classifier")
             net.load_state_dict(tensors)
-            return BiomeClassifier(net, cfg, float(meta["accuracy"]))
-        except Exception:  # a corrupt or foreign cache file: train again and overwrite it
-            pass
+            return BiomeClassifier(net, cfg, accuracy)
+        except (CheckpointError, KeyError, TypeError, ValueError) as e:  # only a cache: train again, overwrite it
+            warnings.warn(f"the cached biome classifier is unusable ({type(e).__name__}: {e}); "
+                          f"training it again into {path}", stacklevel=2)
     clf = train_classifier(cfg, progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

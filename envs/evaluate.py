@@ -88,7 +88,10 @@ JSON (`--json`), stable top-level names:
   prompt_adherence         share in [0, 1]: (a) with train-wording captions (the main number)
   prompt_adherence_detail  {start_train, start_heldout, start_teacher, per_biome, switch_within, switch_at,
                             switch_within_heldout, switch_at_heldout, switch_within_teacher, switch_at_teacher,
-                            switch_frames, classifier_accuracy, classifier_key}
+                            switch_frames, switch_curve, switch_curve_heldout, switch_curve_teacher
+                            (share by frame 1 .. switch_curve_frames after the switch), switch_per_biome
+                            (within switch_frames, by the new biome), switch_recache, classifier_accuracy,
+                            classifier_key}
   stable                   bool: stability.nan_free and range_ok and flat_ok and player_ok
   stability                {frames, nan_free, first_nan_frame, range_ok, out_of_range_frames, frame_mean_range,
                             frame_std_range, teacher_mean_range, teacher_std_range, allowed_mean_range,
@@ -177,7 +180,9 @@ class EvalConfig:
     switch_after: int = 8
     """Adherence (b): frames before the prompt switch."""
     switch_frames: int = 16
-    """Adherence (b): frames scored after the switch."""
+    """Adherence (b): frames scored after the switch (switch_within, switch_at)."""
+    switch_curve_frames: int = 32
+    """Adherence (b): frames after the switch in the adherence-by-frame curve (>= switch_frames)."""
     teacher_forced_frames: int = 32
     """Fidelity: frames per world predicted one step ahead from the true past."""
     invented_lag: int = 8
@@ -217,6 +222,7 @@ class EvalConfig:
         need(len(self.away_multiples) > 0 and all(a >= 1 for a in self.away_multiples),
              f"away multiples must be >= 1: {self.away_multiples}")
         need(self.return_frames >= 1 and self.lead_in >= 0, "return_frames must be >= 1 and lead_in >= 0")
+        need(self.switch_curve_frames >= self.switch_frames, "switch_curve_frames must be >= switch_frames")
         need(self.adherence_frames >= 1 and self.switch_frames >= 1 and self.switch_after >= 1,
              "adherence frame counts must be >= 1")
         need(self.stability_frames >= 8, f"--stability-frames must be >= 8, got {self.stability_frames}")
@@ -310,9 +316,9 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path, text_encoder: str = "auto") -> Checkpoint:
-    """Read config.json (+ check model.safetensors loads); a clear ValueError/FileNotFoundError for bad input."""
-    from world.config import ModelConfig
-    from world.model import CONFIG_FILE, WEIGHTS_FILE
+    """Read config.json (+ check model.safetensors loads); FileNotFoundError for a missing file, a
+    ValueError (world.CheckpointError for a bad file) for anything else."""
+    from world.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
 
     d = Path(path)
     if not d.is_dir():
@@ -320,10 +326,7 @@ def load_checkpoint(path: str | Path, text_encoder: str = "auto") -> Checkpoint:
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (d / name).is_file():
             raise FileNotFoundError(f"checkpoint {d} has no {name}")
-    try:
-        cfg = ModelConfig.from_dict(json.loads((d / CONFIG_FILE).read_text()))
-    except (ValueError, json.JSONDecodeError) as e:
-        raise ValueError(f"bad {d / CONFIG_FILE}: {e}") from None
+    cfg = read_config(d)
     if cfg.tokenizer.image_size not in (64, 128, 256):
         raise ValueError(f"checkpoint frames are {cfg.tokenizer.image_size}px; the teacher renders 64, 128 or 256")
     if cfg.dit.num_actions < TEACHER_ACTIONS or cfg.memory.chunk_frames != 1:
@@ -334,15 +337,10 @@ def load_checkpoint(path: str | Path, text_encoder: str = "auto") -> Checkpoint:
         if meta.is_file():
             try:
                 text_encoder = json.loads(meta.read_text())["train_config"]["text_encoder"]
-            except (KeyError, TypeError, json.JSONDecodeError):
+            except (KeyError, TypeError, ValueError):  # ValueError: not JSON, or not UTF-8
                 pass
     ck = Checkpoint(d, cfg, text_encoder)
-    try:
-        ck.model()  # weights must load and match the config: fail here, not mid-evaluation
-    except ValueError:
-        raise
-    except Exception as e:  # safetensors raises its own error type for a corrupt file
-        raise ValueError(f"cannot read {d / WEIGHTS_FILE}: {e}") from None
+    ck.model()  # weights must load and match the config: fail here, not mid-evaluation
     return ck
 
 
@@ -405,11 +403,11 @@ def teacher_run(seed: int, T: int, game: Game | int, actions: Sequence[int] | No
 @torch.no_grad()
 def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, seeds: Sequence[int],
                   steps: int | None, switch: tuple[int, list] | None = None, desc: str = "",
-                  progress: bool = True) -> np.ndarray:
+                  progress: bool = True, recache: bool = True) -> np.ndarray:
     """B worlds in one batch: first uint8 [B, R, R, 3], actions int64 [B, T] -> frames uint8 [B, T + 1, R, R, 3].
 
     frame 0 is `first`; frame t + 1 is generated from action t. switch = (k, prompts):
-    set_prompt before generating frame k + 1.
+    set_prompt (re-caching the window unless recache is False) before generating frame k + 1.
     """
     from tqdm import tqdm
 
@@ -420,7 +418,7 @@ def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, 
     act = torch.from_numpy(actions)
     for t in tqdm(range(T), desc=desc, disable=not progress, leave=False):
         if switch is not None and switch[0] == t:
-            model.set_prompt(state, switch[1])
+            model.set_prompt(state, switch[1], recache=recache)
         out[:, t + 1] = model.step(state, act[:, t].contiguous(), steps).frame.numpy()
     return out
 
@@ -645,12 +643,15 @@ def revisit_detail(ev: EvalConfig, plan: dict[int, list[Revisit]], consistency: 
 # 3. Prompt adherence
 
 
-def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, game: Game) -> dict:
+def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, game: Game,
+                   recache: bool = True) -> dict:
+    """recache: the switch re-caches the window under the new prompt (what play does);
+    False measures the switch without it (the prompt only reaches frames made afterwards)."""
     from envs.style import BIOMES, caption
 
     worlds = [(b, s) for b in range(len(BIOMES)) for s in seeds]  # biome-major
     target = np.array([b for b, _ in worlds])
-    T, K, S = ev.adherence_frames, ev.switch_after, ev.switch_frames
+    T, K, S, S_curve = ev.adherence_frames, ev.switch_after, ev.switch_frames, ev.switch_curve_frames
 
     def share(frames: np.ndarray, biomes: np.ndarray) -> np.ndarray:  # [B, n, ...] -> hit [B, n]
         B, n = frames.shape[:2]
@@ -673,17 +674,18 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, ga
     # (b) switch from biome A to B after K frames; score frames K+1 .. K+S
     new = (target + 1 + np.arange(len(worlds)) % (len(BIOMES) - 1)) % len(BIOMES)  # != target
     new_styles = [e.style.replace(biome=BIOMES[n]) for e, n in zip(eps, new)]
-    sw_eps = [teacher_run(s, K + S, game, style=_style(b, s), switch=(K, st))
+    sw_eps = [teacher_run(s, K + S_curve, game, style=_style(b, s), switch=(K, st))
               for (b, s), st in zip(worlds, new_styles)]
     first = np.stack([e.frames[0] for e in sw_eps])
     acts = np.stack([e.actions for e in sw_eps])
-    after = slice(K + 1, K + S + 1)
+    after = slice(K + 1, K + S_curve + 1)  # hit [:, i] is frame i + 1 after the switch
     rng = np.random.default_rng(0)
     sw = {}
     for name, heldout_words in (("", False), ("_heldout", True)):
         caps = [caption(st, rng, heldout=heldout_words) for st in new_styles]
         gen = model_rollout(model, first, [text(e.caption) for e in sw_eps], acts, seeds_b, steps,
-                            switch=(K, [text(c) for c in caps]), desc=f"switch{name}", progress=ev.progress)
+                            switch=(K, [text(c) for c in caps]), desc=f"switch{name}", progress=ev.progress,
+                            recache=recache)
         sw[name] = share(gen[:, after], new)
     sw["_teacher"] = share(np.stack([e.frames[after] for e in sw_eps]), new)
     out = {"start_train": float(hits["train"].mean()), "start_heldout": float(hits["heldout"].mean()),
@@ -691,8 +693,12 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, ga
            "per_biome": {b: float(hits["train"][target == i].mean()) for i, b in enumerate(BIOMES)},
            "start_frames": T, "switch_after": K, "switch_frames": S}
     for name, h in sw.items():
-        out[f"switch_within{name}"] = float(h.mean())
-        out[f"switch_at{name}"] = float(h[:, -1].mean())
+        out[f"switch_within{name}"] = float(h[:, :S].mean())
+        out[f"switch_at{name}"] = float(h[:, S - 1].mean())
+        out[f"switch_curve{name}"] = [float(v) for v in h.mean(0)]  # frames 1 .. switch_curve_frames after
+    out["switch_per_biome"] = {b: float(sw[""][new == i, :S].mean()) if (new == i).any() else None
+                               for i, b in enumerate(BIOMES)}  # by the new biome; None: no world switched to it
+    out["switch_recache"] = bool(recache)
     out.update(classifier_accuracy=clf.accuracy, classifier_key=clf.cfg.key())
     return out
 
@@ -1066,7 +1072,24 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"| switch, held-out paraphrase: within / at | {a['switch_within_heldout']:.1%} / "
                   f"{a['switch_at_heldout']:.1%} | |", "",
                   "Per biome (start, train captions): " +
-                  ", ".join(f"{b} {v:.0%}" for b, v in a["per_biome"].items()), ""]
+                  ", ".join(f"{b} {v:.0%}" for b, v in a["per_biome"].items()), "",
+                  f"Per biome (switch to it, within {a['switch_frames']} frames): " +
+                  ", ".join(f"{b} {fmt(None if v is None else 100 * v, 0)}%" for b, v in a["switch_per_biome"].items()),
+                  "",
+                  "![adherence after a switch](adherence.png)", ""]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key, label in (("switch_curve", "model, train captions"),
+                           ("switch_curve_heldout", "model, held-out paraphrases"),
+                           ("switch_curve_teacher", "teacher (ceiling)")):
+            ax.plot(range(1, len(a[key]) + 1), a[key], marker=".", label=label)
+        ax.set_xlabel("frames after the prompt switch")
+        ax.set_ylabel("share showing the new biome")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(d / "adherence.png", dpi=110)
+        plt.close(fig)
 
     if result["stability"]:
         s = result["stability"]

@@ -193,10 +193,14 @@ def list_shards(root: str | os.PathLike) -> list[Path]:
 
 
 def read_manifest(root: str | os.PathLike) -> dict:
+    """A dataset directory's manifest.json as a dict; ShardError naming it if it is not one."""
     path = Path(root) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ShardError(f"{path}: no manifest (was the recording finished?)") from None
-    except json.JSONDecodeError as e:
-        raise ShardError(f"{path}: manifest is not valid JSON ({e})") from e
+    except ValueError as e:  # not JSON, or not UTF-8 text
+        raise ShardError(f"{path}: manifest is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{path}: manifest must be a JSON object, got {type(manifest).__name__}")
+    return manifest

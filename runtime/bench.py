@@ -8,7 +8,10 @@ bench (`fps`, `latency_ms`, `latency_ratio_last_first`, `rss_mb`, here with an
 plus `budget_fps`, `budget_miss_rate` (frames ready after their deadline;
 paced runs only, else null), `over_budget_rate` (frames whose own latency
 exceeded the budget, paced or not), `gpu_memory_mb` (peak allocated; null on
-CPU), `steps_used` ({steps: frames}) and `non_finite`.
+CPU), `steps_used` ({steps: frames}) and `non_finite`. With `switch_every` the
+prompt switches every N frames and `switch` reports its cost: `recache_ms` (the
+`set_prompt` call: the window's K/V recomputed) and the latency of the frames
+that carry it against the others' (`frame_ms_p50`, `other_frame_ms_p50`).
 """
 from __future__ import annotations
 
@@ -28,12 +31,14 @@ from .session import FrameError, Session
 def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: float = 20.0, pace: bool = False,
                       policy: str | None = None, seed: int = 0, threads: int | None = 1, random_init: bool = False,
                       preset: str = "tiny", text_encoder: str = "minilm", backend: str = "torch",
-                      device: str = "cpu", progress: bool = True) -> dict:
+                      device: str = "cpu", switch_every: int = 0, progress: bool = True) -> dict:
     """Step one world with random actions (held for a few frames, like a player) for `frames` frames."""
     from tqdm import tqdm
 
     if frames < 4:
         raise ValueError(f"frames must be >= 4, got {frames}")
+    if switch_every < 0:
+        raise ValueError(f"switch_every must be >= 0, got {switch_every}")
     if threads is not None:
         torch.set_num_threads(threads)
     if random_init:
@@ -53,8 +58,15 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
     steps_used: Counter[int] = Counter()
     non_finite = 0
     frame_means = np.empty(frames)
+    switch_prompts = ("a snowy forest at night", "a grassy meadow at noon")
+    recache_ms, switched = [], np.zeros(frames, bool)
     t_start = time.perf_counter()
     for i in tqdm(range(frames), desc=f"session {session.cfg.memory.policy}", disable=not progress, mininterval=1.0):
+        if switch_every and i > 0 and i % switch_every == 0:
+            t0 = time.perf_counter()
+            session.set_prompt(switch_prompts[(i // switch_every) % 2])
+            recache_ms.append((time.perf_counter() - t0) * 1e3)
+            switched[i] = True
         try:
             out = session.advance(int(actions[i]))
         except FrameError:
@@ -71,8 +83,16 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
     ms = lat[np.isfinite(lat)]
     k = min(1000, len(ms) // 4)
     budget_ms = 1000.0 / fps
+    switch = None
+    if recache_ms:
+        ok = np.isfinite(lat)
+        switch = {"every": switch_every, "count": len(recache_ms),
+                  "recache_ms": {"p50": float(np.median(recache_ms)), "max": float(np.max(recache_ms))},
+                  "frame_ms_p50": float(np.median(lat[switched & ok])),
+                  "other_frame_ms_p50": float(np.median(lat[~switched & ok]))}
     return {
         "fps": frames / total,
+        "switch": switch,
         **latency_summary(ms),
         "rss_mb": {"start": rss_start, "after_warmup": rss_warm, "end": rss_mb()},
         "gpu_memory_mb": (torch.cuda.max_memory_allocated() / 2**20) if str(device).startswith("cuda") else None,

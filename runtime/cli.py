@@ -88,16 +88,18 @@ def _add_train(sub) -> None:
 def _run_train(args) -> int:
     import torch
 
-    from envs.dataset import ClipDataset, collate_clips, list_shards
+    from envs.dataset import ClipDataset, collate_clips, list_shards, load_episode
     from world.train import TrainConfig, Trainer, init_distributed
 
-    values = json.loads(args.config.read_text()) if args.config else {}
+    values = _read_json_object(args.config) if args.config else {}
     known = {f.name for f in fields(TrainConfig)}
     if set(values) - known:
         raise UserError(f"unknown fields in {args.config}: {sorted(set(values) - known)}")
     values.update({k: getattr(args, k) for k in known if getattr(args, k, None) is not None})
     cfg = TrainConfig(**values)
     shards = [str(p) for d in args.data for p in list_shards(d)]  # ShardError names a bad directory
+    for shard in shards:  # ~1 ms each (frames stay on disk): a bad shard fails now, not hours into training
+        load_episode(shard, mmap=True)
     _check_motion(cfg, args.data)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,6 +116,19 @@ def _run_train(args) -> int:
     return 0
 
 
+def _read_json_object(path: Path) -> dict:
+    """train --config: a JSON object, or a UserError naming the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except ValueError as e:  # not JSON, or not UTF-8 text
+        raise UserError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} must hold a JSON object of TrainConfig fields, got {type(value).__name__}")
+    return value
+
+
 def _check_motion(cfg, data_dirs) -> None:
     """Teacher recordings must move the way the model's config says (game.motion)."""
     from envs.shards import read_manifest
@@ -128,11 +143,12 @@ def _check_motion(cfg, data_dirs) -> None:
             raise UserError(f"--init-from {cfg.init_from}: no readable checkpoint config.json ({e})") from None
     else:
         want = from_preset(cfg.preset, **cfg.model).game.motion
+    model = f"the checkpoint {cfg.init_from}" if cfg.init_from else f"the {cfg.preset!r} model"
     for d in data_dirs:
         manifest = read_manifest(d)
         if "Teacher" in str(manifest.get("env_id", "")) and manifest.get("motion", "smooth") != want:
-            raise UserError(f"{d} was recorded with --motion {manifest.get('motion', 'smooth')}, but the "
-                            f"{cfg.preset!r} model's game.motion is {want!r}: record with --motion {want}")
+            raise UserError(f"{d} was recorded with --motion {manifest.get('motion', 'smooth')}, but "
+                            f"{model}'s game.motion is {want!r}: record with --motion {want}")
 
 
 def _add_bench(sub) -> None:
@@ -172,6 +188,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--fps", type=float, default=20.0, help="session: the frame budget (default 20)")
     p.add_argument("--pace", action="store_true",
                    help="session: sleep to each frame's deadline and count misses (a real-time run)")
+    p.add_argument("--switch-every", type=int, default=0,
+                   help="session: switch the prompt every N frames (re-caching the window) and report "
+                   "what a switch costs under \"switch\" (default 0: never)")
     p.add_argument("--frames", type=int, default=20_000,
                    help="frames to step (default 20000; env: steps per configuration, try 100)")
     p.add_argument("--resolution", type=int, default=64, help="teacher: frame size 64, 128 or 256 (default 64)")
@@ -218,6 +237,7 @@ def _run_bench(args) -> int:
             raise UserError("--target session needs --checkpoint DIR or --random-init")
         runs = [run_session_bench(checkpoint=None if args.checkpoint is None else str(args.checkpoint),
                                   frames=args.frames, fps=args.fps, pace=args.pace, policy=policy, seed=args.seed,
+                                  switch_every=args.switch_every,
                                   backend=args.backend, device=args.device,
                                   threads=args.threads, random_init=args.random_init, preset=args.preset,
                                   progress=not args.no_progress)

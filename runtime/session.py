@@ -29,6 +29,12 @@ frames. One world goes back to its newest rewind snapshot (a second or less
 ago) and raises `FrameError` (the kiosk's watchdog catches it and goes on);
 in a batch the bad worlds restart fresh with reward 0 and done 1 (a warning),
 the others go on.
+
+Bad files: a checkpoint directory without its two files raises
+FileNotFoundError; a damaged, truncated or foreign weights file, weights that
+do not fit their config, or NaN/Inf weights raise `world.CheckpointError`; a
+bad snapshot `SnapshotError` (both ValueErrors, naming the file). Nothing is
+half-loaded: a failed `load` leaves the session as it was.
 """
 from __future__ import annotations
 
@@ -131,6 +137,7 @@ class Session:
         self._latency_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.frames_stepped = 0
         self.faults = 0
+        self._switch_s = 0.0  # prompt re-cache time not yet charged to a frame
 
     # -- backends -----------------------------------------------------------------
 
@@ -248,7 +255,11 @@ class Session:
             raise ValueError(f"world must be in [0, {self.batch}), got {world}")
         else:
             self.prompts[world] = text
+        t0 = time.perf_counter()
+        # the worlds whose prompt changed re-cache their window (WorldModel.recache); the
+        # time it takes is charged to the next frame, so the frame budget sees the switch
         self.model.set_prompt(self.state, self._embed(self.prompts))
+        self._switch_s += time.perf_counter() - t0
 
     def _require_state(self) -> None:
         if self.state is None:
@@ -265,7 +276,8 @@ class Session:
         with torch.no_grad():
             out = self.backend(self.state, a, steps)
         reward, done = out.reward.float().cpu().numpy(), out.done_prob.float().cpu().numpy()
-        latency = time.perf_counter() - t0
+        latency = time.perf_counter() - t0 + self._switch_s
+        self._switch_s = 0.0
         self.frames = out.frame.cpu().numpy()
         bad = ~(np.isfinite(reward) & np.isfinite(done))
         if bad.any():

@@ -23,9 +23,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """1: the first format. 2: the world state holds the previous frame ("prev.latent" [B, N, C],
-"prev.level" [B]) that the DiT's direct path reads (world/prev_frame.py)."""
+"prev.level" [B]) that the DiT's direct path reads (world/prev_frame.py). 3: the cache also
+keeps what each slot's context pass read ("cache.latent", "cache.level", "cache.action"),
+so a prompt switch can re-cache the window (WorldModel.recache)."""
 _HEADER_KEY = "echo_infinity"
 
 
@@ -70,6 +72,8 @@ def read_header(data: bytes, name: str) -> dict:
         if len(data) < 8 + n or n <= 0:
             raise ValueError("header length out of range")
         meta = json.loads(data[8 : 8 + n]).get("__metadata__", {})
+        if _HEADER_KEY not in meta:  # e.g. a checkpoint's model.safetensors
+            raise ValueError("a safetensors file without a snapshot header")
         header = json.loads(meta[_HEADER_KEY])
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise SnapshotError(f"{name} is not an Echo-Infinity snapshot or is damaged ({e})") from None
@@ -101,7 +105,7 @@ def load_snapshot(path: str | Path, checkpoint_hash: str,
     if version < FORMAT_VERSION:
         raise SnapshotError(
             f"{path} was written by an older echo-infinity (snapshot format {version}, this one reads "
-            f"format {FORMAT_VERSION}, whose world state also holds the previous frame): it cannot be "
+            f"format {FORMAT_VERSION}, whose world state also holds the cached frames' latents): it cannot be "
             "continued here and must be re-saved with this version (start the world again, then save)"
         )
     if header.get("checkpoint_hash") != checkpoint_hash:

@@ -153,7 +153,8 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     other = tmp_path / "absolute"
     build_model("tiny", memory={"rope": "absolute"}).randomize_(1).save(other)
     ev = E.EvalConfig.quick_config(seeds=1, horizons=(1, 4), away_multiples=(2,), lead_in=4, adherence_frames=2,
-                                   switch_after=2, switch_frames=10, stability_frames=16, cache_dir=str(cache_dir),
+                                   switch_after=2, switch_frames=10, switch_curve_frames=12, stability_frames=16,
+                                   cache_dir=str(cache_dir),
                                    progress=False)
     result, art = E.run_eval(checkpoint, ev, compare_checkpoint=other)
     E.save_json(result, tmp_path / "e.json")  # strict JSON: no NaN / inf
@@ -177,6 +178,10 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
         assert 0 <= d[k] <= 1
     assert d["start_teacher"] > 0.5  # the judge recognises the teacher's own frames
     assert d["switch_at_teacher"] > 0.5  # ... and the teacher's style switch (its 8-frame fade is over)
+    for k in ("switch_curve", "switch_curve_heldout", "switch_curve_teacher"):
+        assert len(d[k]) == 12 and all(0 <= v <= 1 for v in d[k])
+    assert d["switch_at"] == d["switch_curve"][9] and d["switch_recache"] is True
+    assert set(d["switch_per_biome"]) == set(d["per_biome"])
     assert isinstance(r["stable"], bool) and r["stability"]["frames"] == 16 and r["stability"]["nan_free"]
     assert r["stability"]["latency_ms_p50"] > 0
     # A random-init model draws no player: the collapse check must say so.
@@ -200,7 +205,8 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert abl["rope"]["stability"]["frames"] == 16 and 0 <= abl["rope"]["stability"]["player_visible_share"] <= 1
 
     E.write_report(result, art, tmp_path / "report")
-    for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png", "rope.png"):
+    for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png", "rope.png",
+                 "adherence.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert "Revisit memory" in (tmp_path / "report" / "report.md").read_text()
 

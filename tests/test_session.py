@@ -75,6 +75,21 @@ def test_reset_worlds_leaves_the_others_alone(model):
     assert_same_up_to_rounding(run(untouched)[10:], rest[:, 0])
 
 
+def test_prompt_switch_of_one_world_leaves_the_others_alone(model):
+    batched, plain = make(model, batch=2), make(model, batch=2)
+    for s in (batched, plain):
+        s.reset(seed=[1, 2], prompt="grass")
+        for a in ACTIONS[:10]:
+            s.step(np.array([a, a]))
+    batched.set_prompt("snow", world=1)  # re-caches world 1's window only
+    assert batched._switch_s > 0
+    switched = np.stack([batched.step(np.array([a, a])) for a in ACTIONS[10:]])
+    kept = np.stack([plain.step(np.array([a, a])) for a in ACTIONS[10:]])
+    np.testing.assert_array_equal(switched[:, 0], kept[:, 0])
+    assert not np.array_equal(switched[:, 1], kept[:, 1])
+    assert batched._switch_s == 0  # charged to the frame after the switch
+
+
 def test_start_frame_is_the_first_frame(model):
     s = make(model)
     start = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -304,12 +319,14 @@ def test_other_bad_input(model, tmp_path):
 def test_session_bench_reports_the_documented_names():
     from runtime.bench import run_session_bench
 
-    r = run_session_bench(frames=16, fps=20, random_init=True, text_encoder="hash", progress=False)
+    r = run_session_bench(frames=16, fps=20, random_init=True, text_encoder="hash", switch_every=5, progress=False)
     for key in ("fps", "latency_ms", "latency_ratio_last_first", "rss_mb", "budget_fps", "budget_miss_rate",
-                "over_budget_rate", "steps_used", "non_finite"):
+                "over_budget_rate", "steps_used", "non_finite", "switch"):
         assert key in r, key
     assert r["fps"] > 0 and r["non_finite"] == 0 and sum(r["steps_used"].values()) == 16
     assert r["budget_miss_rate"] is None  # not paced
+    sw = r["switch"]
+    assert sw["count"] == 3 and sw["recache_ms"]["p50"] > 0 and sw["frame_ms_p50"] > 0  # frames 5, 10, 15
 
 
 def test_a_non_finite_world_in_a_batch_restarts_and_the_others_go_on(model):

@@ -182,6 +182,43 @@ def test_first_frame_and_prompt_change():
     assert a.shape == b.shape
 
 
+@pytest.mark.parametrize("policy,chunk", [("evolving", 1), ("evolving", 2), ("compress", 1), ("full", 1)])
+def test_recache_reproduces_the_cache(policy, chunk):
+    """Before the first eviction a re-cache under the same prompt gives back the cache's K/V:
+    the pass sees exactly what each frame's own context pass saw."""
+    model = micro(policy, chunk=chunk)
+    state = model.init_state(2, prompt=torch.randn(2, model.cfg.dit.prompt_dim), seed=[1, 2])
+    for _ in range(4):  # fills sink + ring (4 chunks), no eviction yet
+        model.step(state, torch.randint(0, 8, (2, chunk)) if chunk > 1 else torch.tensor([1, 5]))
+    k, v = state.cache.k.clone(), state.cache.v.clone()
+    model.recache(state)
+    assert k.abs().mean() > 1e-2
+    assert (state.cache.k - k).abs().max().item() <= 1e-4
+    assert (state.cache.v - v).abs().max().item() <= 1e-4
+
+
+def test_prompt_switch_recaches_only_the_changed_world():
+    model = micro("evolving")
+    P = model.cfg.dit.prompt_dim
+    prompts = torch.randn(2, P)
+    state = model.init_state(2, prompt=prompts, seed=[1, 2])
+    for _ in range(9):  # past the first evictions
+        model.step(state, torch.tensor([1, 2]))
+    k = state.cache.k.clone()
+    assert model.set_prompt(state, prompts.clone()) == []  # nothing changed: nothing re-cached
+    assert torch.equal(state.cache.k, k)
+    new = prompts.clone()
+    new[1] = torch.randn(P)
+    assert model.set_prompt(state, new) == [1]
+    assert torch.equal(state.cache.k[:, 0], k[:, 0])  # world 0 untouched
+    assert (state.cache.k[:, 1] - k[:, 1]).abs().max() > 1e-3
+    assert torch.isfinite(state.cache.k).all()
+    model.step(state, torch.tensor([1, 2]))  # and the worlds go on
+    model.set_prompt(state, new, recache=False)
+    with pytest.raises(ValueError, match=r"worlds must be in \[0, 2\)"):
+        model.recache(state, [2])
+
+
 # -- bad input ---------------------------------------------------------------------
 
 def test_bad_actions():
@@ -243,7 +280,7 @@ def test_loading_never_unpickles(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(micro().cfg.to_dict()))
     with pytest.raises(Exception) as err:
         WorldModel.load(tmp_path)
-    assert "pickle" not in str(err.value).lower()
+    assert "pickle" not in str(err.value).replace(str(tmp_path), "").lower()  # the path names this test
 
 
 def test_stage1_loss_trains():

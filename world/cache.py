@@ -9,6 +9,10 @@ form a ring of R = W - chunk window frames (the current chunk is the W-th
 window frame and lives only in the forward pass until its context pass).
 `slot_frame[b, s]` is the frame index held in slot s of world b (-1: empty);
 it gives both the validity mask and the frame's RoPE id.
+
+Beside each slot's K/V the cache keeps what its context pass read: the frame's
+latent (as committed, noised to its level), that level and the frame's action,
+so the K/V can be recomputed later under another prompt (`WorldModel.recache`).
 """
 
 from __future__ import annotations
@@ -17,23 +21,31 @@ import torch
 
 
 class KVCache:
-    """Per-world static K/V buffers for all layers: k, v [L, B, H, slots, N, Dh]."""
+    """Per-world static K/V buffers for all layers: k, v [L, B, H, slots, N, Dh]; per slot
+    also latent [B, slots, N, C], level [B, slots] and action [B, slots] (None in the
+    exported graphs, which only read K/V)."""
 
     def __init__(self, k: torch.Tensor, v: torch.Tensor, slot_frame: torch.Tensor,
-                 sink_frames: int, chunk_frames: int):
+                 sink_frames: int, chunk_frames: int, latent: torch.Tensor | None = None,
+                 level: torch.Tensor | None = None, action: torch.Tensor | None = None):
         self.k, self.v, self.slot_frame = k, v, slot_frame
+        self.latent, self.level, self.action = latent, level, action
         self.S, self.c = sink_frames, chunk_frames
         self.R = k.shape[3] - sink_frames  # ring frames
 
     @classmethod
     def allocate(cls, layers: int, batch: int, heads: int, sink_frames: int, ring_frames: int,
-                 tokens: int, head_dim: int, chunk_frames: int, device=None, dtype=torch.float32) -> "KVCache":
+                 tokens: int, head_dim: int, chunk_frames: int, token_dim: int, device=None,
+                 dtype=torch.float32) -> "KVCache":
         slots = sink_frames + ring_frames
         shape = (layers, batch, heads, slots, tokens, head_dim)
         k = torch.zeros(shape, device=device, dtype=dtype)
         v = torch.zeros(shape, device=device, dtype=dtype)
         slot_frame = torch.full((batch, slots), -1, dtype=torch.long, device=device)
-        return cls(k, v, slot_frame, sink_frames, chunk_frames)
+        latent = torch.zeros(batch, slots, tokens, token_dim, device=device, dtype=dtype)
+        level = torch.ones(batch, slots, device=device, dtype=dtype)
+        action = torch.zeros(batch, slots, dtype=torch.long, device=device)
+        return cls(k, v, slot_frame, sink_frames, chunk_frames, latent, level, action)
 
     @property
     def slots(self) -> int:
@@ -56,13 +68,25 @@ class KVCache:
         # advanced indices on dims 1 and 3 move to the front: [B, L, H, N, Dh]
         return self.k[:, b, :, slot].transpose(0, 1), self.v[:, b, :, slot].transpose(0, 1)
 
-    def write(self, slots: torch.Tensor, frames: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
-        """In-place write of a chunk's K/V. slots, frames: [B, c]; k_new, v_new: [L, B, H, c, N, Dh]."""
+    def write(self, slots: torch.Tensor, frames: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+              latent: torch.Tensor, level: torch.Tensor, action: torch.Tensor) -> None:
+        """In-place write of a chunk. slots, frames: [B, c]; k_new, v_new: [L, B, H, c, N, Dh];
+        what the context pass read: latent [B, c, N, C], level [B, c], action [B, c]."""
+        self.write_kv(slots, k_new, v_new)
         b = torch.arange(slots.shape[0], device=slots.device)[:, None]
+        self.slot_frame[b, slots] = frames
+        self.latent[b, slots] = latent.to(self.latent.dtype)
+        self.level[b, slots] = level.to(self.level.dtype)
+        self.action[b, slots] = action
+
+    def write_kv(self, slots: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+                 worlds: torch.Tensor | None = None) -> None:
+        """In-place write of K/V only. slots: [B', c]; k_new, v_new: [L, B', H, c, N, Dh];
+        worlds [B'] int64: which worlds of the batch the rows are (None: all, in order)."""
+        b = (torch.arange(slots.shape[0], device=slots.device) if worlds is None else worlds)[:, None]
         for layer in range(self.k.shape[0]):
             self.k[layer][b, :, slots] = k_new[layer].transpose(1, 2)  # [B, c, H, N, Dh]
             self.v[layer][b, :, slots] = v_new[layer].transpose(1, 2)
-        self.slot_frame[b, slots] = frames
 
     def layer_kv(self, layer: int, used_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-RoPE K/V of one layer as token sequences: 2 x [B, H, slots*N, Dh] (views)."""
@@ -73,4 +97,6 @@ class KVCache:
         return k.reshape(B, H, s * N, Dh), v.reshape(B, H, s * N, Dh)
 
     def clone(self) -> "KVCache":
-        return KVCache(self.k.clone(), self.v.clone(), self.slot_frame.clone(), self.S, self.c)
+        copy = lambda t: None if t is None else t.clone()
+        return KVCache(self.k.clone(), self.v.clone(), self.slot_frame.clone(), self.S, self.c,
+                       copy(self.latent), copy(self.level), copy(self.action))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from . import sampler
 from .cache import KVCache
+from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_tensors, read_config, read_safetensors
 from .config import ModelConfig
 from .dit import DiT, ParallelContext
 from .memory import build_policy
@@ -33,9 +34,6 @@ from .rope import RopeRecipe, Rotary3D, apply_rope
 from .state import WorldState
 from .text import PromptEmbedding
 from .tokenizer import FrameTokenizer
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 PromptLike = PromptEmbedding | torch.Tensor | Sequence[PromptEmbedding] | None
 
@@ -124,6 +122,63 @@ class StreamContext:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
 
 
+class RecacheContext:
+    """Attention of a re-cache pass: every cached frame is a query again, block-causal.
+
+    Frame i (newest frame of its chunk e_i) attends [memory | the cached frames up to e_i],
+    rotated with the ids the recipe gives from e_i: what its own context pass saw, except
+    frames evicted since (their K/V are gone; memory holds what they left) and memory as it
+    is now. Query frames are folded into the batch axis, as in ParallelContext.
+    """
+
+    def __init__(self, model: "WorldModel", frames: torch.Tensor, memory):
+        """frames [B, s]: the cached frames, oldest first (-1: empty slot); memory: MemoryRead | None."""
+        B, s = frames.shape
+        N, c = model.cfg.tokenizer.tokens_per_frame, model.cfg.memory.chunk_frames
+        rotary, recipe = model.rotary, model.rotary.recipe
+        valid = frames >= 0
+        f = frames.clamp(min=0)
+        last = (f // c) * c + c - 1  # newest frame of each frame's chunk [B, s]
+        e = last.reshape(B * s, 1)
+        j = torch.minimum(f[:, None, :].expand(B, s, s).reshape(B * s, s), e)  # later frames: masked, ids in range
+        self.q_cos, self.q_sin = rotary.cos_sin(recipe.frame_ids(e, f.reshape(B * s, 1)))  # [B*s, N, Dh]
+        k_cos, k_sin = rotary.cos_sin(recipe.frame_ids(e, j))  # [B*s, s*N, Dh]
+        allowed = (valid[:, None, :] & (f[:, None, :] <= last[:, :, None])) | torch.eye(s, dtype=torch.bool,
+                                                                                         device=f.device)
+        allowed = allowed.repeat_interleave(N, dim=2)  # [B, s, s*N]
+        self.memory = memory
+        if memory is not None:
+            m_cos, m_sin = rotary.cos_sin(recipe.memory_ids(e), memory=True)  # [B*s, M, Dh]
+            k_cos, k_sin = torch.cat([m_cos, k_cos], 1), torch.cat([m_sin, k_sin], 1)
+            M = memory.k.shape[-2]
+            m_valid = torch.ones(B, M, dtype=torch.bool, device=f.device) if memory.valid is None else memory.valid
+            allowed = torch.cat([m_valid[:, None].expand(B, s, M), allowed], 2)
+        self.k_cos, self.k_sin = k_cos, k_sin
+        allowed = allowed.reshape(B * s, 1, 1, -1)
+        self.mask = torch.zeros(allowed.shape, device=f.device).masked_fill_(~allowed, float("-inf"))
+        self.s, self.N = s, N
+        self.new_k: list[torch.Tensor] = []
+        self.new_v: list[torch.Tensor] = []
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q, k, v [B, H, s*N, Dh] pre-RoPE -> [B, H, s*N, Dh]; keeps k, v for the cache."""
+        self.new_k.append(k)
+        self.new_v.append(v)
+        B, H, _, Dh = q.shape
+        s, N = self.s, self.N
+        q = apply_rope(q.view(B, H, s, N, Dh).transpose(1, 2).reshape(B * s, H, N, Dh), self.q_cos, self.q_sin)
+        k = k[:, None].expand(B, s, H, s * N, Dh).reshape(B * s, H, s * N, Dh)
+        v = v[:, None].expand(B, s, H, s * N, Dh).reshape(B * s, H, s * N, Dh)
+        if self.memory is not None:
+            i = layer if self.memory.k.shape[0] > 1 else 0
+            M = self.memory.k.shape[-2]
+            mk = self.memory.k[i][:, None].expand(B, s, H, M, Dh).reshape(B * s, H, M, Dh)
+            mv = self.memory.v[i][:, None].expand(B, s, H, M, Dh).reshape(B * s, H, M, Dh)
+            k, v = torch.cat([mk, k], 2), torch.cat([mv, v], 2)
+        out = F.scaled_dot_product_attention(q, apply_rope(k, self.k_cos, self.k_sin), v, attn_mask=self.mask)
+        return out.view(B, s, H, N, Dh).transpose(1, 2).reshape(B, H, s * N, Dh)
+
+
 class WorldModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -161,7 +216,8 @@ class WorldModel(nn.Module):
         gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
         d = cfg.dit
         cache = KVCache.allocate(d.depth, batch, d.heads, self.policy.sink_frames, self.policy.ring_frames,
-                                 cfg.tokenizer.tokens_per_frame, d.head_dim, cfg.memory.chunk_frames, device=dev)
+                                 cfg.tokenizer.tokens_per_frame, d.head_dim, cfg.memory.chunk_frames,
+                                 cfg.tokenizer.token_dim, device=dev)
         pooled, tokens, mask = self._prompt_tensors(prompt, batch)
         tk = cfg.tokenizer
         state = WorldState(frame=torch.zeros(batch, dtype=torch.long, device=dev), cache=cache,
@@ -180,12 +236,64 @@ class WorldModel(nn.Module):
                 self.commit(state, ctx, x0, torch.zeros(batch, 1, dtype=torch.long, device=dev))
         return state
 
-    def set_prompt(self, state: WorldState, prompt: PromptLike) -> None:
-        """Change the prompt mid-game (in place; the world continues, no reset)."""
+    def set_prompt(self, state: WorldState, prompt: PromptLike, recache: bool = True) -> list[int]:
+        """Change the prompt mid-game (in place; the world continues, no reset).
+
+        recache: recompute the cached frames' K/V of the worlds whose prompt changed (one
+        `recache` pass), so the window speaks the new prompt from the next frame on.
+        Returns those worlds."""
         pooled, tokens, mask = self._prompt_tensors(prompt, state.batch)
+        changed = ((pooled != state.prompt_pooled).any(1) | (tokens != state.prompt_tokens).flatten(1).any(1)
+                   | (mask != state.prompt_mask).any(1))  # [B]
         state.prompt_pooled.copy_(pooled)
         state.prompt_tokens.copy_(tokens)
         state.prompt_mask.copy_(mask)
+        worlds = torch.nonzero(changed).flatten().tolist()
+        if recache and worlds:
+            self.recache(state, worlds)
+        return worlds
+
+    @torch.no_grad()
+    def recache(self, state: WorldState, worlds: Sequence[int] | None = None) -> None:
+        """Recompute the K/V of every cached frame (sink and window) of some worlds under their
+        current prompt, in one block-causal pass over the frames the cache keeps (LongLive's
+        KV re-cache). Memory stays as it is: it keeps no frames to read again. A frame whose
+        previous frame has left the window reads "no previous frame" (level 1), as frame 0 does.
+        Without a prompt change this reproduces the cache (until the first eviction; tested)."""
+        cache = state.cache
+        dev = state.frame.device
+        idx = torch.arange(state.batch, device=dev) if worlds is None else torch.as_tensor(
+            [int(w) for w in worlds], dtype=torch.long, device=dev)
+        if idx.numel() == 0:
+            return
+        if int(idx.min()) < 0 or int(idx.max()) >= state.batch:
+            raise ValueError(f"worlds must be in [0, {state.batch}), got {idx.tolist()}")
+        c = self.cfg.memory.chunk_frames
+        slot_frame = cache.slot_frame[idx]  # [B', s]
+        order = torch.where(slot_frame >= 0, slot_frame, torch.iinfo(torch.long).max).argsort(dim=1)  # oldest first
+        frames = slot_frame.gather(1, order)  # [B', s], -1 (empty) last
+        b = idx[:, None]
+        latent, level, action = cache.latent[b, order], cache.level[b, order], cache.action[b, order]
+        # each frame's direct-path input: the last frame of the chunk before its own, if still cached
+        want = (frames.clamp(min=0) // c) * c - 1  # [B', s]
+        match = (frames[:, None, :] == want[:, :, None]) & (frames[:, None, :] >= 0) & (frames >= 0)[:, :, None]
+        has, j = match.any(2), match.int().argmax(2)  # [B', s]
+        prev_latent = torch.where(has[..., None, None], latent.gather(1, j[..., None, None].expand_as(latent)), 0.0)
+        prev_level = torch.where(has, level.gather(1, j), 1.0)
+        mem = self.policy.read(state.memory)
+        if mem is not None:
+            mem = type(mem)(mem.k[:, idx], mem.v[:, idx], None if mem.valid is None else mem.valid[idx])
+        ctx = RecacheContext(self, frames, mem)
+        prompt_ctx = self.dit.prompt_context(state.prompt_pooled[idx], state.prompt_tokens[idx], state.prompt_mask[idx])
+        self.dit(latent, level, action, prompt_ctx, ctx, (prev_latent, prev_level))
+        d, N = self.cfg.dit, self.cfg.tokenizer.tokens_per_frame
+        B, s = frames.shape
+        new_k = torch.stack(ctx.new_k).view(d.depth, B, d.heads, s, N, d.head_dim)  # pre-RoPE
+        new_v = torch.stack(ctx.new_v).view(d.depth, B, d.heads, s, N, d.head_dim)
+        empty = (frames < 0)[None, :, None, :, None, None]  # empty slots keep their (unread) values
+        # advanced indices on dims 1 and 3 move to the front: [B', s, L, H, N, Dh] -> [L, B', H, s, N, Dh]
+        old_k, old_v = (t[:, b, :, order].permute(2, 0, 3, 1, 4, 5) for t in (cache.k, cache.v))
+        cache.write_kv(order, torch.where(empty, old_k, new_k), torch.where(empty, old_v, new_v), worlds=idx)
 
     @torch.no_grad()
     def reset_worlds(self, state: WorldState, worlds: Sequence[int], seeds: Sequence[int],
@@ -362,7 +470,7 @@ class WorldModel(nn.Module):
                 self._truncate_bptt(state, evict)
                 state.memory = self.policy.update(state.memory, k_ev, v_ev, evict)
         frames = state.frame[:, None] + torch.arange(c, device=slots.device)
-        cache.write(slots, frames, new_k, new_v)
+        cache.write(slots, frames, new_k, new_v, x_c.detach(), level[:, None].expand(B, c), action)
         state.frame = state.frame + c
         # the next chunk reads the frame as the cache saw it (noised like the context pass)
         state.prev_latent = x_c[:, -1].detach()
@@ -467,21 +575,18 @@ class WorldModel(nn.Module):
         policy: run the same weights under another memory policy (window, sink, compress,
         evolving, full); memory weights the chosen policy lacks are dropped, weights it
         needs but the checkpoint lacks are an error.
+        A bad file (damaged, truncated, another format, weights that do not fit the config,
+        NaN/Inf) raises `world.checkpoint.CheckpointError` naming it; a missing one FileNotFoundError.
         """
-        from safetensors.torch import load_file
-
         d = Path(directory)
-        wpath, cpath = d / WEIGHTS_FILE, d / CONFIG_FILE
+        wpath = d / WEIGHTS_FILE
         if not wpath.is_file():
             raise FileNotFoundError(f"no {WEIGHTS_FILE} in {d}")
         if config is None:
-            if not cpath.is_file():
+            if not (d / CONFIG_FILE).is_file():
                 raise FileNotFoundError(f"no {CONFIG_FILE} beside {wpath}; pass config= explicitly")
-            try:
-                config = ModelConfig.from_dict(json.loads(cpath.read_text()))
-            except (ValueError, json.JSONDecodeError) as e:
-                raise ValueError(f"bad {cpath}: {e}") from e
-        tensors = load_file(str(wpath), device=str(device))
+            config = read_config(d)
+        tensors = read_safetensors(wpath)
         if policy is not None and policy != config.memory.policy:
             config = config.replace(memory={"policy": policy})
             keep = set(cls(config).state_dict())
@@ -491,22 +596,9 @@ class WorldModel(nn.Module):
         return model.to(device)
 
     def load_weights(self, tensors: dict[str, torch.Tensor], source: str = "weights") -> None:
-        """Strict load with a readable report of what does not match the config."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(tensors))
-        unexpected = sorted(set(tensors) - set(own))
-        shapes = [f"{k}: weights {tuple(tensors[k].shape)} vs config {tuple(own[k].shape)}"
-                  for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
-            parts = []
-            if shapes:
-                parts.append(f"shape mismatch ({len(shapes)}): " + "; ".join(shapes[:5]))
-            if missing:
-                parts.append(f"missing ({len(missing)}): {missing[:5]}")
-            if unexpected:
-                parts.append(f"unexpected ({len(unexpected)}): {unexpected[:5]}")
-            raise ValueError(f"{source} does not match the model config "
-                             f"(preset {self.cfg.name!r}, policy {self.cfg.memory.policy!r}): " + " | ".join(parts))
+        """Strict load, checked first (names, shapes, dtypes, finite): CheckpointError, model unchanged."""
+        check_tensors(tensors, self.state_dict(), source,
+                      f"the model config (preset {self.cfg.name!r}, policy {self.cfg.memory.policy!r})")
         self.load_state_dict(tensors, strict=True)
 
     @torch.no_grad()

@@ -18,7 +18,7 @@ from .cache import KVCache
 @dataclass
 class WorldState:
     frame: torch.Tensor  # [B] int64, index of the next frame to generate
-    cache: KVCache  # k, v [L, B, H, slots, N, Dh]; slot_frame [B, slots]
+    cache: KVCache  # k, v [L, B, H, slots, N, Dh]; slot_frame, level, action [B, slots]; latent [B, slots, N, C]
     memory: dict[str, torch.Tensor]  # policy state, e.g. {"queries": [B, M, D]}
     prompt_pooled: torch.Tensor  # [B, P]
     prompt_tokens: torch.Tensor  # [B, Lp, P]
@@ -35,7 +35,9 @@ class WorldState:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The state as a flat dict of tensors (no copies)."""
         out = {"frame": self.frame, "cache.k": self.cache.k, "cache.v": self.cache.v,
-               "cache.slot_frame": self.cache.slot_frame, "prompt.pooled": self.prompt_pooled,
+               "cache.slot_frame": self.cache.slot_frame, "cache.latent": self.cache.latent,
+               "cache.level": self.cache.level, "cache.action": self.cache.action,
+               "prompt.pooled": self.prompt_pooled,
                "prompt.tokens": self.prompt_tokens, "prompt.mask": self.prompt_mask,
                "prev.latent": self.prev_latent, "prev.level": self.prev_level}
         out.update({f"memory.{k}": v for k, v in self.memory.items()})
@@ -57,7 +59,8 @@ class WorldState:
             g = torch.Generator(device=device)
             g.set_state(row.cpu().clone())  # an owned tensor: set_state ignores view offsets
             gens.append(g)
-        cache = KVCache(s["cache.k"], s["cache.v"], s["cache.slot_frame"], sink_frames, chunk_frames)
+        cache = KVCache(s["cache.k"], s["cache.v"], s["cache.slot_frame"], sink_frames, chunk_frames,
+                        s["cache.latent"], s["cache.level"], s["cache.action"])
         memory = {k[len("memory."):]: v for k, v in s.items() if k.startswith("memory.")}
         return cls(frame=s["frame"], cache=cache, memory=memory, prompt_pooled=s["prompt.pooled"],
                    prompt_tokens=s["prompt.tokens"], prompt_mask=s["prompt.mask"],

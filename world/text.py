@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import CheckpointError, check_tensors, read_safetensors
+
 EMBED_DIM = 384
 
 
@@ -109,21 +111,24 @@ class TextEncoder(_BaseEncoder):
     def __init__(self, model_dir: str | Path | None = None, max_tokens: int = 128,
                  cache_size: int = 256, device: str | torch.device = "cpu"):
         super().__init__(max_tokens, cache_size)
-        from safetensors.torch import load_file
         from tokenizers import Tokenizer
 
         d = Path(model_dir) if model_dir is not None else minilm_path()
-        cfg = json.loads((d / "config.json").read_text())
-        self.tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        self.bert = _Bert(cfg)
-        weights = load_file(str(d / "model.safetensors"))
+        try:
+            self.bert = _Bert(json.loads((d / "config.json").read_text()))
+        except (ValueError, KeyError, TypeError) as e:  # not JSON, or not a BERT config
+            raise CheckpointError(f"bad {d / 'config.json'}: {type(e).__name__}: {e}") from None
+        weights = read_safetensors(d / "model.safetensors")
         for unused in ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"):
             weights.pop(unused, None)  # sentence embeddings use mean pooling, not BERT's pooler
-        missing, unexpected = self.bert.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"unexpected MiniLM checkpoint in {d}: missing {missing}, unexpected {unexpected}")
+        check_tensors(weights, self.bert.state_dict(), str(d / "model.safetensors"), "an all-MiniLM-L6-v2 model")
+        self.bert.load_state_dict(weights)
+        try:
+            self.tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception for a missing or bad file
+            raise CheckpointError(f"bad {d / 'tokenizer.json'}: {e}") from None
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
         self.device = torch.device(device)
         self.bert.eval().to(self.device)
 

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import sampler
+from .checkpoint import CheckpointError, read_safetensors
 from .config import from_preset
 from .model import WorldModel
 from .text import build_text_encoder
@@ -161,7 +162,7 @@ class Stage2Loss(nn.Module):
                 own = torch.rand(B, generator=gen, device=dev) < cfg.self_rollout
                 if bool(own.any()):
                     with torch.no_grad():
-                        noise = torch.randn(target.shape, generator=gen, device=dev)
+                        noise = torch.randn(target.shape, generator=gen, device=dev) * cfg.self_rollout_temperature
                         sample = sampler.sample(lambda x, tt: model.velocity(
                             state, ctx, x, torch.full((B, 1), tt, device=dev), a)[0], noise, 2)
                     context = torch.where(own[:, None, None, None], sample, target)
@@ -297,18 +298,22 @@ class Trainer:
         tmp.replace(self.out / "trainer.json")
 
     def try_resume(self) -> dict | None:
+        """Continue the run in `out` (trainer.json + model.safetensors); everything is read and
+        checked before any of it is used, so a bad file raises and changes nothing."""
         meta_path = self.out / "trainer.json"
         if not meta_path.is_file():
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            self.model = WorldModel.load(self.out, config=self.model.cfg, device=self.device)
-            self.done = {s: int(meta["done"][s]) for s in STAGES}
-            self.cpu_seconds = {s: float(meta.get("cpu_seconds", {}).get(s, 0.0)) for s in STAGES}
-            self.latent_std = meta.get("latent_std")
-            self.gen.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot resume from {meta_path}: {e}; use a new --out or delete the run") from None
+            done = {s: int(meta["done"][s]) for s in STAGES}
+            cpu_seconds = {s: float(meta.get("cpu_seconds", {}).get(s, 0.0)) for s in STAGES}
+            rng = torch.Generator(device=self.device)
+            rng.set_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # RuntimeError: a bad rng state
+            raise CheckpointError(f"cannot resume from {meta_path}: {type(e).__name__}: {e}; "
+                                  "use a new --out or delete the run") from None
+        self.model = WorldModel.load(self.out, config=self.model.cfg, device=self.device)  # names a bad file
+        self.done, self.cpu_seconds, self.latent_std, self.gen = done, cpu_seconds, meta.get("latent_std"), rng
         return meta
 
     # -- stages ----------------------------------------------------------------------
@@ -338,9 +343,7 @@ class Trainer:
         opt = torch.optim.AdamW(self._param_groups(params), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
         path = self.out / "optimizer.safetensors"
         if meta and meta.get("stage") == stage and meta.get("optimizer_groups") and path.is_file():
-            from safetensors.torch import load_file
-
-            load_optimizer(opt, load_file(str(path)), meta["optimizer_groups"])
+            load_optimizer(opt, read_safetensors(path), meta["optimizer_groups"], source=str(path))
         return opt
 
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -458,15 +461,25 @@ def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, sd["param_groups"]
 
 
-def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
-    state: dict[int, dict] = {}
-    for name, t in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = t
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list,
+                   source: str = "optimizer state") -> None:
+    """The inverse of `flatten_optimizer`; CheckpointError if the state does not fit `opt`'s params."""
     try:
+        state: dict[int, dict] = {}
+        for name, t in tensors.items():
+            idx, key = name.split(".", 1)
+            state.setdefault(int(idx), {})[key] = t
         opt.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"optimizer state does not match the model: {e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{source} does not match the model: {e}") from None
+    # torch checks the groups, not the moments: a wrong shape would fail only at the first step
+    for p, st in opt.state.items():
+        for key, t in st.items():
+            if t.dim() and t.shape != p.shape:
+                raise CheckpointError(f"{source} does not match the model: {key} of a "
+                                      f"{tuple(p.shape)} parameter is {tuple(t.shape)}")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{source} holds NaN/Inf values ({key} of a {tuple(p.shape)} parameter)")
 
 
 def plot_metrics(jsonl: Path, png: Path) -> Path | None:

@@ -71,6 +71,9 @@ class TrainConfig:
     """Context frames are noised to t ~ U(0, this): robustness to imperfect own frames."""
     self_rollout: float = 0.3
     """Stage 2: share of frames whose context is the model's own 2-step sample."""
+    self_rollout_temperature: float = 1.0
+    """Stage 2: scale of the starting noise of those own samples. Play samples at the
+    checkpoint's `sampler.temperature` (0.25 at `tiny`); 1 draws them from the full noise."""
     revisit_weight: float = 3.0
     """Stage 2: loss weight of frames that return to a place last seen before the window."""
     reward_weight: float = 0.5
@@ -86,6 +89,8 @@ class TrainConfig:
                 raise ValueError(f"train config {f.name} must be >= 0, got {v}")
         if self.s1_streams not in (1, 2):
             raise ValueError(f"train config s1_streams must be 1 or 2, got {self.s1_streams}")
+        if self.self_rollout_temperature > 2:
+            raise ValueError(f"train config self_rollout_temperature must be in [0, 2], got {self.self_rollout_temperature}")
         for name in ("caption_dropout", "self_rollout", "context_noise_max", "s1_clean_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
