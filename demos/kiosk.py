@@ -38,6 +38,7 @@ attract mode, idle resets and the session cap are tested without sleeping.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import logging.handlers
 import os
@@ -50,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from demos.kiosk_config import ConfigError, KioskConfig, load_config
+from demos.kiosk_config import ConfigError, KioskConfig, WorldSection, load_config
 from demos.play import NoDisplay, PlayApp, PlayConfig, display_problem
 from demos.source import ACTION_MEANINGS, DEFAULT_CHECKPOINT, NOOP
 
@@ -355,6 +356,22 @@ def pick_source(kiosk: KioskConfig) -> str:
     return w.source
 
 
+def model_speed(w: WorldSection, headless: bool, log: logging.Logger) -> WorldSection:
+    """The world section with backend, threads and fps made explicit: what the TOML left on auto
+    ("auto", 0) is calibrated once here (cached per machine and checkpoint) and logged, so a
+    watchdog restart rebuilds the same world. Headless (scripted) runs take the defaults."""
+    if headless:
+        return dataclasses.replace(w, backend="torch" if w.backend == "auto" else w.backend,
+                                   threads=w.threads or 1, fps=w.fps or 20.0)
+    if w.backend != "auto" and w.threads and w.fps:
+        return w
+    from demos.source import calibrate_for
+
+    choice = calibrate_for(w.checkpoint or DEFAULT_CHECKPOINT, w.backend, w.threads or None, w.fps or None,
+                           w.device, w.policy or None, say=log.info)
+    return dataclasses.replace(w, backend=choice.backend, threads=choice.threads, fps=choice.fps)
+
+
 def source_factory(kiosk: KioskConfig, source: str) -> Callable[[], Any]:
     """What the watchdog calls to build (and after a stall, rebuild) the world."""
     from demos.source import make_source
@@ -364,11 +381,9 @@ def source_factory(kiosk: KioskConfig, source: str) -> Callable[[], Any]:
     def build() -> Any:
         if source == "teacher":
             return make_source("teacher", resolution=64)
-        import torch
-
-        torch.set_num_threads(w.threads)
         return make_source("model", checkpoint=w.checkpoint or DEFAULT_CHECKPOINT, fps=w.fps, backend=w.backend,
-                           policy=w.policy or None, start=w.start, text_encoder=w.text_encoder, device=w.device)
+                           threads=w.threads, policy=w.policy or None, start=w.start, text_encoder=w.text_encoder,
+                           device=w.device)
 
     return build
 
@@ -382,6 +397,10 @@ def build_kiosk(kiosk: KioskConfig, *, headless: bool = False, frames: int | Non
     name = pick_source(kiosk)
     if name == "teacher" and kiosk.world.source == "auto":
         log.warning("no checkpoint at %s: the kiosk shows the teacher game", kiosk.world.checkpoint or DEFAULT_CHECKPOINT)
+    if name == "model":
+        kiosk = dataclasses.replace(kiosk, world=model_speed(kiosk.world, headless, log))
+    elif not kiosk.world.fps:  # the teacher runs at its own 20 fps
+        kiosk = dataclasses.replace(kiosk, world=dataclasses.replace(kiosk.world, fps=20.0))
     w = kiosk.world
     # A window never waits longer than a frame for the model; a headless (scripted) run waits
     # for every frame, up to the stall limit, so it is deterministic however loaded the machine.

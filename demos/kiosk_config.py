@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 import tomllib
 
 SOURCES = ("auto", "model", "teacher")
-BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "compile", "onnxruntime", "tensorrt")
 POLICIES = ("", "window", "sink", "compress", "evolving", "full")
 START_FRAMES = ("teacher", "generated")
 TEXT_ENCODERS = ("auto", "minilm", "hash")
@@ -54,18 +54,20 @@ class WorldSection:
     """Seed of the first world."""
     new_seed: bool = True
     """Each fresh world (idle, session cap, operator reset) takes the next seed; false = always `seed`."""
-    fps: float = _opt(20.0, gt=0, le=240)
-    """Frame budget: frames per second (the model picks its denoising steps to fit)."""
+    fps: float = _opt(0.0, ge=0, le=240)
+    """Frame budget: frames per second (the model picks its denoising steps to fit); 0 = the highest
+    of 30/20/15/10 this machine holds (calibrated at start, logged)."""
     start: str = _opt("teacher", choices=START_FRAMES)
     """Model worlds start from the teacher's first frame for the seed, or a generated one."""
-    backend: str = _opt("torch", choices=BACKENDS)
-    """Model backend; one that cannot run here falls back to torch with a warning."""
+    backend: str = _opt("auto", choices=BACKENDS)
+    """Model backend; auto = the fastest that runs here and matches eager torch (calibrated);
+    a named one that cannot run here falls back to torch with a warning."""
     policy: str = _opt("", choices=POLICIES)
     """Memory policy; "" = the checkpoint's own."""
     device: str = "cpu"
     """torch device: cpu or cuda[:i]."""
-    threads: int = _opt(1, ge=1, le=256)
-    """torch CPU threads."""
+    threads: int = _opt(0, ge=0, le=256)
+    """torch CPU threads; 0 = the count that measured fastest."""
     text_encoder: str = _opt("auto", choices=TEXT_ENCODERS)
     """Prompt encoder; auto = the one the checkpoint was trained with."""
     move_rate: float = _opt(8.0, gt=0, le=240)

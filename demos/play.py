@@ -75,8 +75,9 @@ class PlayConfig:
     """World seed; the world restarts from it after a hazard."""
     prompt: str | None = None
     """Initial style prompt (None: the source's default style)."""
-    fps: float = 20.0
-    """Target frames per second (the frame budget); 0 = unthrottled."""
+    fps: float | None = None
+    """Target frames per second (the frame budget); 0 = unthrottled; None = the highest of
+    30/20/15/10 this machine holds for the model (runtime/calibrate.py), 20 for the teacher."""
     scale: int | None = None
     """Integer window scale factor; None picks 512 / resolution."""
     smooth: bool = False
@@ -91,8 +92,9 @@ class PlayConfig:
     """Tile-step worlds: moves a second while a movement key is held (NOOP frames between)."""
     checkpoint: Path = DEFAULT_CHECKPOINT
     """The world model's directory (model.safetensors + config.json)."""
-    backend: str = "torch"
-    """Model backend (engines.backend); one that cannot run here falls back with a warning."""
+    backend: str = "auto"
+    """Model backend (engines.registry); "auto": the fastest that runs here and matches eager torch
+    (calibrated once per machine and checkpoint); one that cannot run here falls back with a warning."""
     policy: str | None = None
     """Memory policy to run the checkpoint with (None: the one it was trained with)."""
     start: str = "teacher"
@@ -101,8 +103,8 @@ class PlayConfig:
     """Prompt encoder: auto (what the checkpoint was trained with), minilm, hash (tests)."""
     device: str = "cpu"
     """torch device of the model."""
-    threads: int = 1
-    """torch CPU threads for the model (one tiny frame is too small to split)."""
+    threads: int | None = None
+    """torch CPU threads for the model; None: the count that measured fastest (1 or 2)."""
     headless: bool = False
     """No screen: SDL dummy driver, scripted input, unthrottled."""
     frames: int | None = None
@@ -597,19 +599,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(the model starts from the teacher's first frame and caption, same seed)")
     parser.add_argument("--start", choices=START_FRAMES, default="teacher",
                         help="model: first frame from the teacher game for the seed (default), or generated from the prompt")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="model: step backend; one that cannot run here falls back with a warning (default torch)")
+    parser.add_argument("--backend", choices=("auto",) + BACKENDS, default="auto",
+                        help="model: step backend; auto (default) takes the fastest that runs here and matches "
+                        "eager torch, measured once per machine and checkpoint; a named one that cannot run "
+                        "here falls back with a warning. Headless runs default to torch")
     parser.add_argument("--policy", choices=MEMORY_POLICIES, default=None,
                         help="model: memory policy (default: the checkpoint's own, evolving for the shipped one)")
     parser.add_argument("--device", default="cpu", help="model: torch device, cpu or cuda[:i] (default cpu)")
-    parser.add_argument("--threads", type=int, default=1, help="model: torch CPU threads (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="model: torch CPU threads (default: the count that measured fastest; headless 1)")
     parser.add_argument("--text-encoder", choices=TEXT_ENCODERS, default="auto", help=argparse.SUPPRESS)  # tests: hash
     parser.add_argument("--seed", type=int, default=0, help="world seed; the world restarts from it after a hazard (default 0)")
     parser.add_argument("--prompt", default=None,
                         help="initial style prompt, e.g. 'snowy forest at night in the fog' "
                         "(default: the teacher's caption for the seed)")
-    parser.add_argument("--fps", type=float, default=20.0,
-                        help="target frames per second: the frame budget; 0 = unthrottled (default 20)")
+    parser.add_argument("--fps", type=_fps_arg, default=None, metavar="FPS|auto",
+                        help="target frames per second: the frame budget; 0 = unthrottled; auto (default): the "
+                        "highest of 30/20/15/10 this machine holds for the model (20 for the teacher and headless)")
     parser.add_argument("--move-rate", type=float, default=8.0,
                         help="tile-step worlds (a checkpoint with game.motion 'tile', or --motion tile): moves a "
                         "second while an arrow / WASD key is held, with NOOP frames between so the world keeps "
@@ -670,6 +676,16 @@ def pick_source(source: str | None, compare: bool, checkpoint: Path | None) -> t
     return source, path, notice
 
 
+def _fps_arg(text: str) -> float | None:
+    """--fps: a number, or auto (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of frames a second or auto, got {text!r}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> tuple[PlayConfig, str | None]:
     """The play config and a notice to print (the teacher fallback); ValueError on bad options."""
     frames = args.frames if args.frames is not None else (300 if args.headless else None)
@@ -677,9 +693,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[PlayConfig, str | None]:
         raise ValueError(f"--frames must be at least 1, got {frames}")
     if args.scale is not None and args.scale < 1:
         raise ValueError(f"--scale must be a positive integer, got {args.scale}")
-    if args.fps < 0:
-        raise ValueError(f"--fps must be >= 0 (0 = unthrottled), got {args.fps:g}")
-    if args.threads < 1:
+    if args.fps is not None and args.fps < 0:
+        raise ValueError(f"--fps must be >= 0 (0 = unthrottled) or auto, got {args.fps:g}")
+    if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if not args.move_rate > 0:
         raise ValueError(f"--move-rate must be > 0 moves a second, got {args.move_rate:g}")
@@ -694,13 +710,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[PlayConfig, str | None]:
         if args.motion is not None and args.motion != motion:
             raise ValueError(f"--motion {args.motion}: the checkpoint {_shown(checkpoint)} moves {motion!r} "
                              "(its game.motion); --motion is for the teacher source")
+    fps, backend, threads = args.fps, args.backend, args.threads
+    if args.headless or source == "teacher":  # reproducible runs: the defaults, no calibration
+        fps = DEFAULT_FPS if fps is None else fps
+        backend = "torch" if backend == "auto" else backend
+        threads = 1 if threads is None else threads
     config = PlayConfig(
-        seed=args.seed, prompt=args.prompt, fps=args.fps, scale=args.scale, smooth=args.smooth,
+        seed=args.seed, prompt=args.prompt, fps=fps, scale=args.scale, smooth=args.smooth,
         resolution=args.resolution or 64, source=source, motion=motion, move_rate=args.move_rate,
         headless=args.headless, frames=frames,
         hud=args.hud, screenshot_dir=args.screenshot_dir, record_dir=args.record_dir, save_dir=args.save_dir,
-        checkpoint=checkpoint, backend=args.backend, policy=args.policy, start=args.start,
-        text_encoder=args.text_encoder, device=args.device, threads=args.threads,
+        checkpoint=checkpoint, backend=backend, policy=args.policy, start=args.start,
+        text_encoder=args.text_encoder, device=args.device, threads=threads,
     )
     return config, notice
 
@@ -711,12 +732,11 @@ def build_source(config: PlayConfig, resolution_given: bool = False) -> FrameSou
 
     if config.source == "teacher":
         return make_source("teacher", resolution=config.resolution, motion=config.motion)
-    import torch
-
-    torch.set_num_threads(config.threads)
     source = make_source(config.source, checkpoint=config.checkpoint, fps=config.fps, backend=config.backend,
-                         policy=config.policy, start=config.start, text_encoder=config.text_encoder,
-                         device=config.device)
+                         threads=config.threads, policy=config.policy, start=config.start,
+                         text_encoder=config.text_encoder, device=config.device)
+    model = getattr(source, "model", source)  # CompareSource wraps the ModelSource
+    config.fps, config.backend, config.threads = model.fps, model.backend, model.threads  # as calibrated
     if resolution_given and source.resolution != config.resolution:
         source.close()
         raise ValueError(f"--resolution {config.resolution}: the checkpoint draws {source.resolution}x{source.resolution} "

@@ -183,6 +183,21 @@ def trained_text_encoder(directory: str | Path) -> str:
     return kind if kind in ("minilm", "hash") else "minilm"
 
 
+def calibrate_for(checkpoint: str | Path, backend: str = "auto", threads: int | None = None, fps: float | None = None,
+                  device: str = "cpu", policy: str | None = None, say=print):
+    """`runtime.calibrate.choose` for a checkpoint directory: what the flags left open ("auto",
+    None), measured on this machine (cached per machine and checkpoint), said in one line."""
+    from runtime.calibrate import choose
+    from runtime.session import checkpoint_hash
+    from world.model import WorldModel
+
+    model = WorldModel.load(checkpoint, device=device, policy=policy)
+    choice = choose(model, checkpoint_hash(model, Path(checkpoint)), backend, threads, fps or None,
+                    device=device, say=say)
+    say(choice.line())
+    return choice
+
+
 class ModelSource:
     """The world model: a one-world ``runtime.Session`` held to ``fps`` by its frame budget.
 
@@ -196,9 +211,15 @@ class ModelSource:
     name = "model"
     can_snapshot = True
 
-    def __init__(self, checkpoint: str | Path, *, fps: float = 20.0, backend: str = "torch",
-                 policy: str | None = None, start: str = "teacher", text_encoder: str = "auto",
-                 device: str = "cpu", steps: int | None = None, done_threshold: float | None = DONE_THRESHOLD):
+    def __init__(self, checkpoint: str | Path, *, fps: float | None = 20.0, backend: str = "torch",
+                 threads: int | None = 1, policy: str | None = None, start: str = "teacher",
+                 text_encoder: str = "auto", device: str = "cpu", steps: int | None = None,
+                 done_threshold: float | None = DONE_THRESHOLD, say=print):
+        """backend "auto", threads None or fps None: chosen by a calibration on this machine
+        (runtime/calibrate.py, cached per machine and checkpoint; `self.choice` says what).
+        fps 0: no budget (unthrottled)."""
+        import torch
+
         from runtime.budget import BudgetConfig
         from runtime.session import Session
 
@@ -210,7 +231,14 @@ class ModelSource:
             raise FileNotFoundError(problem)
         if text_encoder == "auto":
             text_encoder = trained_text_encoder(checkpoint)
+        self.choice = None
+        if backend == "auto" or threads is None or fps is None:
+            self.choice = calibrate_for(checkpoint, backend, threads, fps, device, policy, say)
+            backend, threads = self.choice.backend, self.choice.threads
+            fps = self.choice.fps if fps is None else fps  # 0 stays unthrottled
+        torch.set_num_threads(threads)
         budget = BudgetConfig(fps=fps) if fps and fps > 0 and steps is None else None
+        self.fps, self.threads = fps, threads
         self.session = Session(checkpoint, backend=backend, device=device, budget=budget, steps=steps,
                                policy=policy, text_encoder=text_encoder)
         self.resolution = self.session.cfg.tokenizer.image_size
@@ -291,6 +319,9 @@ class ModelSource:
             lat = stats["latency_ms"]
             fields.append(("model", f"{lat['p50']:.1f} ms p50, {lat['p99']:.1f} p99"))
         fields.append(("memory", f"{self.meta['policy']} ({self.backend})"))
+        if self.choice is not None and self.choice.calibration is not None:
+            c = self.choice.calibration
+            fields.append(("calibrated", f"{c.backend} x{c.threads}, {c.frame_ms_p50:.0f} ms -> {self.fps:g} fps"))
         if stats and "over_budget" in stats:
             fields.append(("over budget", f"{stats['over_budget']} model frames"))
         if stats and stats["faults"]:

@@ -1,6 +1,7 @@
-"""One `Backend` interface for the per-frame graphs; the runtime picks one with `--backend`.
+"""The `Backend` interface for the per-frame graphs, and the drivers the backends share.
 
-Backends, fastest first where they can run:
+The backends (engines/registry.py builds the one `--backend` names), fastest first
+where they can run:
 
 - `tensorrt`:    TensorRT engines built from the exported ONNX (CUDA only);
 - `onnxruntime`: the exported ONNX graphs through onnxruntime (CPU, CUDA or TensorRT EP);
@@ -12,18 +13,13 @@ decoder) with static shapes through one Python driver (`GraphBackend`): the
 state stays a torch `WorldState`, noise comes from its generators, and the
 sampling loop and slot bookkeeping are the eager model's own.
 
-`make_backend` falls back along FALLBACK (tensorrt -> onnxruntime -> torch,
-compile -> torch) with a warning when a backend cannot run here (missing
-package, no GPU, no compiler, a policy without static shapes).
+This module imports no backend: the backends import it, and the registry
+imports them (the arrows run one way: backend <- compiled/ort/trt <- registry).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -33,11 +29,7 @@ from world import sampler
 from world.model import StepResult, WorldModel
 from world.state import WorldState
 
-from .graphs import Unsupported, check_supported, memory_names, pixels_to_uint8
-
-BACKENDS = ("torch", "compile", "onnxruntime", "tensorrt")
-FALLBACK: dict[str, str | None] = {"tensorrt": "onnxruntime", "onnxruntime": "torch", "compile": "torch",
-                                   "torch": None}
+from .graphs import check_supported, memory_names, pixels_to_uint8
 
 
 class Backend(Protocol):
@@ -112,7 +104,7 @@ class GraphBackend:
 
     def run_step(self, x, t, action, state: WorldState, ctx: tuple[torch.Tensor, ...]):
         """One DiTStep over ctx, reading the state's prompt and previous frame (prev_latent,
-        prev_level) -> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh], new_v, reward [B,c], done_logit [B,c])."""
+        prev_level, prev_clean) -> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh], new_v, reward [B,c], done_logit [B,c])."""
         raise NotImplementedError
 
     def run_update(self, state: WorldState, slot: torch.Tensor, evict: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -135,6 +127,11 @@ class GraphBackend:
         if self.model.dit.pooled:
             return [state.prompt_pooled]
         return [state.prompt_tokens, state.prompt_mask]
+
+    @staticmethod
+    def prev_inputs(state: WorldState) -> list[torch.Tensor]:
+        """The step's previous-frame inputs, in graphs.PREV_NAMES order."""
+        return [state.prev_latent, state.prev_level, state.prev_clean]
 
     def memory_inputs(self, state: WorldState) -> list[torch.Tensor]:
         return [state.memory[n] for n in self.mem_names]
@@ -172,12 +169,13 @@ class GraphBackend:
                 evict = (cache.slot_frame[b, slots[:, i]] >= 0) & (slots[:, i] >= cache.S)  # [B]
                 state.memory = self.run_update(state, slots[:, i].contiguous(), evict)
         cache.write(slots, state.frame[:, None] + torch.arange(c, device=dev), new_k, new_v,
-                    x_c, level[:, None].expand(B, c), action)
+                    x_c, level[:, None].expand(B, c), action, x0)
         state.frame = state.frame + c
         # the next chunk reads the frame as the cache saw it (the context pass's input, its level);
         # contiguous: the graphs bind it by address for every pass of the next frame
         state.prev_latent = x_c[:, -1].contiguous()  # [B, N, C]
         state.prev_level = level
+        state.prev_clean = x0[:, -1].contiguous()
         return x0, reward, done
 
     @torch.no_grad()
@@ -213,7 +211,7 @@ class EagerGraphBackend(GraphBackend):
         return self.context(state.frame, c.slot_frame, c.k, c.v, *self.memory_inputs(state))
 
     def run_step(self, x, t, action, state, ctx):
-        return self.dit_step(x, t, action, state.prev_latent, state.prev_level, *self.prompt_inputs(state), *ctx)
+        return self.dit_step(x, t, action, *self.prev_inputs(state), *self.prompt_inputs(state), *ctx)
 
     def run_update(self, state, slot, evict):
         out = self.update(state.cache.k, state.cache.v, slot, evict, *self.memory_inputs(state))
@@ -221,126 +219,3 @@ class EagerGraphBackend(GraphBackend):
 
     def run_decoder(self, tokens):
         return self.decoder(tokens)
-
-
-# -- what can run here -------------------------------------------------------------------
-
-
-def _cuda_device(device) -> bool:
-    return torch.device(device).type == "cuda"
-
-
-def _installed(package: str) -> bool:
-    """Whether `package` can be imported (without importing it)."""
-    return importlib.util.find_spec(package) is not None
-
-
-def _cxx_compiler() -> str | None:
-    for cc in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if cc and shutil.which(cc):
-            return cc
-    return None
-
-
-def available_backends(device="cpu") -> dict[str, str | None]:
-    """name -> None if it can run on `device` here, else the reason it cannot (cheap: imports nothing heavy)."""
-    cuda = _cuda_device(device)
-    out: dict[str, str | None] = {"torch": None}
-    if cuda and not torch.cuda.is_available():
-        out["torch"] = f"device {device} asked but torch {torch.__version__} sees no CUDA GPU"
-    # compile
-    if out["torch"] is not None:
-        out["compile"] = out["torch"]
-    elif cuda and not _installed("triton"):
-        out["compile"] = "torch.compile on CUDA needs triton (pip install triton)"
-    elif not cuda and _cxx_compiler() is None:
-        out["compile"] = "torch.compile on CPU needs a C++ compiler (g++ or clang++) on PATH"
-    else:
-        out["compile"] = None
-    # onnxruntime
-    if not _installed("onnxruntime"):
-        out["onnxruntime"] = "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
-    elif cuda:
-        if out["torch"] is not None:
-            out["onnxruntime"] = out["torch"]
-        else:
-            import onnxruntime as ort
-
-            providers = ort.get_available_providers()
-            out["onnxruntime"] = None if "CUDAExecutionProvider" in providers else (
-                f"onnxruntime has no CUDAExecutionProvider (providers: {providers}); pip install onnxruntime-gpu")
-    else:
-        out["onnxruntime"] = None
-    # tensorrt
-    why = []
-    if not cuda:
-        why.append(f"TensorRT runs on CUDA GPUs only (device is {device})")
-    elif out["torch"] is not None:
-        why.append(out["torch"])
-    if not _installed("tensorrt"):
-        why.append("tensorrt is not installed (pip install 'echo-infinity[gpu]' or tensorrt>=10)")
-    out["tensorrt"] = "; ".join(why) or None
-    return {name: out[name] for name in BACKENDS}
-
-
-def make_backend(name: str, model: WorldModel, batch: int, device="cpu", cache_dir=None,
-                 warn: Callable[[str], object] = print, **options) -> Backend:
-    """Build backend `name` for `batch` worlds of `model` on `device`.
-
-    Falls back along FALLBACK, with a warning through `warn`, when `name`
-    cannot run here (missing package, no GPU, no compiler, unsupported policy).
-    cache_dir: the directory of exported ONNX graphs (`echo-infinity export
-    --out`), exported into when it holds none; default a per-model directory
-    under `default_cache_dir()`. A directory exported from another model or
-    batch is an error, not a fallback. options: passed to the backend
-    (e.g. precision="fp16" for tensorrt, threads=1 for onnxruntime).
-    """
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
-    if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
-    reasons = available_backends(device)
-    if name != "torch":
-        try:
-            check_supported(model)
-        except Unsupported as e:
-            reasons = {**reasons, **{n: str(e) for n in BACKENDS if n != "torch"}}
-    while True:
-        why = reasons[name]
-        if why is None:
-            try:
-                return _build(name, model, batch, device, cache_dir, **options)
-            except BackendUnavailable as e:
-                why = str(e)
-        nxt = FALLBACK[name]
-        if nxt is None:
-            raise BackendUnavailable(f"backend {name!r} cannot run here: {why}")
-        warn(f"warning: backend {name!r} cannot run here ({why}); falling back to {nxt!r}")
-        name = nxt
-
-
-def _build(name: str, model: WorldModel, batch: int, device, cache_dir, **options) -> Backend:
-    cls = _backend_class(name)
-    accepted = inspect.signature(cls.__init__).parameters
-    options = {k: v for k, v in options.items() if k in accepted}  # e.g. precision= is TensorRT's only
-    if name in ("torch", "compile"):
-        return cls(model, batch, device, **options)
-    from .onnx_export import ensure_exported
-
-    return cls(model, ensure_exported(model, batch, cache_dir), batch, device, **options)
-
-
-def _backend_class(name: str) -> type:
-    if name == "torch":
-        return TorchBackend
-    if name == "compile":
-        from .compiled import CompileBackend
-
-        return CompileBackend
-    if name == "onnxruntime":
-        from .ort import OrtBackend
-
-        return OrtBackend
-    from .trt import TensorRTBackend
-
-    return TensorRTBackend

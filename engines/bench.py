@@ -23,7 +23,7 @@ import torch
 
 from world.model import WorldModel
 
-from .backend import BACKENDS, make_backend
+from .registry import BACKENDS, make_backend
 
 
 def bench_backends(model: WorldModel, backends: list[str], frames: int = 200, steps: int = 2, batch: int = 1,

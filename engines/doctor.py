@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from .backend import BACKENDS, _cxx_compiler, available_backends
+from .registry import BACKENDS, cxx_compiler, available_backends
 
 
 def _version(dist: str) -> str | None:
@@ -27,7 +27,7 @@ def report() -> dict:
         "cuda": {"available": torch.cuda.is_available(), "torch_cuda_version": torch.version.cuda,
                  "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
                  if torch.cuda.is_available() else []},
-        "cxx_compiler": _cxx_compiler(),
+        "cxx_compiler": cxx_compiler(),
         "onnx": _version("onnx"),
         "onnxruntime": None,
         "onnxruntime_providers": [],

@@ -11,7 +11,7 @@ the torch `WorldState`:
   rotated at read time, the memory read, the validity mask;
   `DiTStep` (once per pass) is one DiT pass of the current chunk over that
   context (and, with `dit.prev_frame`, over the last committed frame: the
-  state's `prev_latent` / `prev_level`), returning the velocity (an x0
+  state's `prev_latent` / `prev_level` / `prev_clean`), returning the velocity (an x0
   prediction is turned into one inside the graph, `sampler.to_velocity`),
   the chunk's pre-RoPE K/V (the cache rows the context pass writes) and the
   reward / done heads. The same graph serves the K denoising passes and the
@@ -72,11 +72,13 @@ def context_output_names(model: WorldModel) -> list[str]:
 
 
 def step_input_names(model: WorldModel) -> list[str]:
-    """prev_latent / prev_level are inputs of every model (one code path); without
-    dit.prev_frame the DiT never reads them and the ONNX exporter drops them."""
-    return ["x", "t", "action", "prev_latent", "prev_level"] + prompt_names(model) + context_output_names(model)
+    """prev_latent / prev_level / prev_clean are inputs of every model (one code path); what the
+    DiT never reads (all three without dit.prev_frame, prev_clean without dit.prev_copy_clean)
+    the ONNX exporter drops."""
+    return ["x", "t", "action", *PREV_NAMES] + prompt_names(model) + context_output_names(model)
 
 
+PREV_NAMES = ["prev_latent", "prev_level", "prev_clean"]
 STEP_OUTPUTS = ["velocity", "new_k", "new_v", "reward", "done_logit"]
 DECODER_INPUTS, DECODER_OUTPUTS = ["tokens"], ["pixels"]
 
@@ -114,7 +116,7 @@ class DiTContext(nn.Module):
         cache = KVCache(cache_k, cache_v, slot_frame, m.policy.sink_frames, m.cfg.memory.chunk_frames)
         state = WorldState(frame=frame, cache=cache, memory=dict(zip(self.mem_names, mem)),
                            prompt_pooled=None, prompt_tokens=None, prompt_mask=None,
-                           prev_latent=None, prev_level=None, generators=[])  # the context reads neither
+                           prev_latent=None, prev_level=None, prev_clean=None, generators=[])  # read by the step only
         ctx = StreamContext(m, state, in_place=False)
         return (*ctx.k, *ctx.v, ctx.mask, ctx.q_cos, ctx.q_sin)
 
@@ -133,10 +135,12 @@ def stream_context(*tensors: torch.Tensor) -> StreamContext:
 class DiTStep(nn.Module):
     """One DiT pass of the current chunk over a DiTContext (denoising passes and the context pass).
 
-    (x [B,c,N,C], t [B,c], action [B,c] int64, prev_latent [B,N,C], prev_level [B], prompt...,
+    (x [B,c,N,C], t [B,c], action [B,c] int64, prev_latent [B,N,C], prev_level [B], prev_clean [B,N,C],
+    prompt...,
     DiTContext's outputs) ->
     (velocity [B,c,N,C], new_k/v [L,B,H,c,N,Dh] pre-RoPE, reward [B,c], done_logit [B,c]).
-    prev_latent / prev_level: the state's last committed frame and its noise level, expanded
+    prev_latent / prev_level / prev_clean: the state's last committed frame, its noise level and
+    the frame before that noise, expanded
     to every frame of the chunk inside the graph (`WorldModel.prev_input`); ignored (and
     dropped from the ONNX) without dit.prev_frame.
     prompt: prompt_pooled [B,P] (tiny) or prompt_tokens [B,Lp,P] + prompt_mask [B,Lp] bool.
@@ -150,12 +154,13 @@ class DiTStep(nn.Module):
         self.model = model
         self.pooled = model.dit.pooled
 
-    def forward(self, x, t, action, prev_latent, prev_level, *rest):
+    def forward(self, x, t, action, prev_latent, prev_level, prev_clean, *rest):
         m = self.model
         n_prompt = 1 if self.pooled else 2
         pooled, tokens, mask = (rest[0], None, None) if self.pooled else (None, rest[0], rest[1])
         state = WorldState(frame=None, cache=None, memory={}, prompt_pooled=pooled, prompt_tokens=tokens,
-                           prompt_mask=mask, prev_latent=prev_latent, prev_level=prev_level, generators=[])
+                           prompt_mask=mask, prev_latent=prev_latent, prev_level=prev_level,
+                           prev_clean=prev_clean, generators=[])
         ctx = stream_context(*rest[n_prompt:])
         v, hidden = m.velocity(state, ctx, x, t, action)  # the eager pass: prompt, prev frame, to_velocity
         reward, done = m.dit.heads(hidden)

@@ -34,7 +34,8 @@ from world.model import WorldModel
 from . import graphs
 
 MANIFEST = "manifest.json"
-FORMAT = 2  # 2: dit_step takes the previous frame (prev_latent, prev_level) and returns a velocity for x0 models
+FORMAT = 3  # 2: dit_step takes the previous frame (prev_latent, prev_level) and returns a velocity for x0 models
+# 3: and the previous frame before its context noise (prev_clean)
 DEFAULT_OPSET = 17
 FILES = {"dit_context": "dit_context.onnx", "dit_step": "dit_step.onnx", "memory_update": "memory_update.onnx",
          "decoder": "decoder.onnx"}
@@ -89,7 +90,7 @@ def example_inputs(model: WorldModel, batch: int) -> dict[str, dict[str, torch.T
     with torch.no_grad():
         ctx = graphs.DiTContext(model)(*context)
     step = [torch.randn(batch, c, N, C, device=dev), torch.full((batch, c), 0.5, device=dev),
-            torch.zeros(batch, c, dtype=torch.long, device=dev), state.prev_latent, state.prev_level,
+            torch.zeros(batch, c, dtype=torch.long, device=dev), state.prev_latent, state.prev_level, state.prev_clean,
             *prompt, *ctx]
     update = [state.cache.k, state.cache.v, torch.full((batch,), model.policy.sink_frames, device=dev),
               torch.ones(batch, dtype=torch.bool, device=dev), *memory]
@@ -186,6 +187,9 @@ def export_onnx(model: WorldModel, out: str | Path, batch: int = 1, opset: int =
     return out
 
 
+MANIFEST_DTYPES = ("float32", "float16", "int64", "int32", "bool", "uint8")  # the dtypes the backends bind
+
+
 def read_manifest(onnx_dir: str | Path, model: WorldModel | None = None, batch: int | None = None,
                   digest: str | None = None) -> dict:
     """Load DIR/manifest.json and check it against `model` (its hash) and `batch`; clear errors."""
@@ -231,6 +235,16 @@ def read_manifest(onnx_dir: str | Path, model: WorldModel | None = None, batch: 
     if not well_formed or not needed <= set(listed):
         raise ManifestError(f"bad {path}: 'graphs' must give the file, inputs and outputs of "
                             f"{', '.join(sorted(needed))}; export again")
+    for name, g in listed.items():  # what the backends bind buffers by: {"shape": [int...], "dtype": "float32"}
+        for kind in ("inputs", "outputs"):
+            for tensor, spec in g[kind].items():
+                shape = spec.get("shape") if isinstance(spec, dict) else None
+                ok = (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
+                      and spec.get("dtype") in MANIFEST_DTYPES)
+                if not ok:
+                    raise ManifestError(f"bad {path}: graphs.{name}.{kind}.{tensor} must be "
+                                        f"{{\"shape\": [int, ...], \"dtype\": one of {list(MANIFEST_DTYPES)}}}, "
+                                        f"got {json.dumps(spec)[:120]}; export again")
     for g in listed.values():
         if not (d / g["file"]).is_file():
             raise ManifestError(f"{d / g['file']} is missing (listed in {path})")

@@ -19,6 +19,7 @@ import torch
 from world.model import WorldModel
 
 from .backend import BackendUnavailable, GraphBackend
+from .graphs import PREV_NAMES
 from .onnx_export import ManifestError, read_manifest
 
 _NP = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.int32: np.int32,
@@ -133,8 +134,8 @@ class OrtBackend(GraphBackend):
         return tuple(self._ctx_out.values())
 
     def run_step(self, x, t, action, state, ctx):
-        inputs = {"x": x.contiguous(), "t": t, "action": action.contiguous(),
-                  "prev_latent": state.prev_latent.contiguous(), "prev_level": state.prev_level.contiguous()}
+        inputs = {"x": x.contiguous(), "t": t, "action": action.contiguous()}
+        inputs.update(zip(PREV_NAMES, (p.contiguous() for p in self.prev_inputs(state))))
         inputs.update(zip(self.prompt_names, self.prompt_inputs(state)))
         inputs.update(zip(self.ctx_names, ctx))
         out = self._step_out

@@ -33,6 +33,7 @@ import torch
 from world.model import WorldModel
 
 from .backend import BackendUnavailable, GraphBackend
+from .graphs import PREV_NAMES
 from .onnx_export import ManifestError, read_manifest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -117,10 +118,11 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, list[int]], precision: 
 class _Engine:
     """A deserialized engine + execution context; tensors bound by address, run on a CUDA stream."""
 
-    def __init__(self, trt, runtime, blob: bytes, spec: dict, device: torch.device):
-        self.engine = runtime.deserialize_cuda_engine(blob)
+    def __init__(self, trt, runtime, path: Path, spec: dict, device: torch.device):
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise RuntimeError("TensorRT could not deserialize a cached engine; delete the cache directory")
+            raise ManifestError(f"TensorRT could not deserialize the cached engine {path} (damaged, or built by "
+                                f"another TensorRT); delete it and it is built again")
         self.context = self.engine.create_execution_context()
         self.trt, self.device = trt, device
         self.io = {}
@@ -188,7 +190,7 @@ class TensorRTBackend(GraphBackend):
                                         int(workspace_gb * 2**30), self.logger)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(blob)
-                self.engines[name] = _Engine(trt, runtime, path.read_bytes(), spec, dev)
+                self.engines[name] = _Engine(trt, runtime, path, spec, dev)
         self._ctx_out = self.engines["dit_context"].new_outputs()
         self.ctx_names = list(self._ctx_out)
         self._step_out = self.engines["dit_step"].new_outputs()
@@ -207,7 +209,7 @@ class TensorRTBackend(GraphBackend):
         return tuple(self._ctx_out.values())
 
     def run_step(self, x, t, action, state, ctx):
-        inputs = {"x": x, "t": t, "action": action, "prev_latent": state.prev_latent, "prev_level": state.prev_level}
+        inputs = {"x": x, "t": t, "action": action, **dict(zip(PREV_NAMES, self.prev_inputs(state)))}
         inputs.update(zip(self.prompt_names, self.prompt_inputs(state)))
         inputs.update(zip(self.ctx_names, ctx))
         out = self._step_out

@@ -36,6 +36,11 @@ caption of the style it drew, so the prompt describes the frame. The teacher
 runs in the checkpoint's motion mode (`game.motion`: "smooth" or "tile", also
 the env's `motion` attribute, which the recording policies read).
 
+backend: "torch" (default, the reference), a named backend (onnxruntime, ...), or "auto":
+the fastest that runs here and draws the frames eager torch draws, with the thread count
+that measured fastest (runtime/calibrate.py; timed once per machine and checkpoint at one
+world, cached).
+
 info: "frame" (the world's frame index), "latency_ms" (model time of the step,
 a `Timing`), "steps" (denoising steps), "prompt", and on steps "done_prob".
 
@@ -93,8 +98,10 @@ class Timing(float):
 
 
 def make_session(checkpoint, batch: int | None, steps: int | None, policy: str | None, text_encoder: str,
-                 device: str):
-    """A `Session` on `checkpoint` (a directory, a `WorldModel`, or None: the shipped checkpoint)."""
+                 device: str, backend: str = "torch"):
+    """A `Session` on `checkpoint` (a directory, a `WorldModel`, or None: the shipped checkpoint).
+    backend "auto": the fastest backend (and thread count) that runs here and matches eager torch,
+    calibrated once per machine and checkpoint (runtime/calibrate.py, timed at one world)."""
     if checkpoint is None:
         checkpoint = DEFAULT_CHECKPOINT
     if not isinstance(checkpoint, (str, os.PathLike, WorldModel)):
@@ -104,7 +111,16 @@ def make_session(checkpoint, batch: int | None, steps: int | None, policy: str |
         if not ((d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()):
             raise FileNotFoundError(f"no checkpoint at {d} (it needs {WEIGHTS_FILE} + {CONFIG_FILE}): "
                                     "run `make train` or pass checkpoint=DIR")
-    session = Session(checkpoint, batch=batch, device=device, steps=steps, policy=policy, text_encoder=text_encoder)
+    if backend == "auto":
+        from runtime.calibrate import choose
+        from runtime.session import checkpoint_hash
+
+        model = checkpoint if isinstance(checkpoint, WorldModel) else WorldModel.load(d, device=device, policy=policy)
+        where = None if isinstance(checkpoint, WorldModel) else d
+        backend = choose(model, checkpoint_hash(model, where), "auto", None, 20.0, device=device,
+                         say=lambda line: None).backend
+    session = Session(checkpoint, batch=batch, device=device, steps=steps, policy=policy, text_encoder=text_encoder,
+                      backend=backend)
     if session.cfg.memory.chunk_frames != 1:
         raise ValueError("World-v0 shows one frame per action; this checkpoint generates chunks of "
                          f"{session.cfg.memory.chunk_frames} frames (memory.chunk_frames)")
@@ -283,7 +299,8 @@ class WorldEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, checkpoint=None, steps: int | None = None,
                  policy: str | None = None, text_encoder: str = "minilm", device: str = "cpu",
-                 prompt: str = "", start: str = "generated", done_threshold: float = DONE_THRESHOLD):
+                 prompt: str = "", start: str = "generated", done_threshold: float = DONE_THRESHOLD,
+                 backend: str = "torch"):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; choose one of {self.metadata['render_modes']}")
         if not isinstance(prompt, str):
@@ -291,7 +308,7 @@ class WorldEnv(gym.Env):
         self.render_mode = render_mode
         # batch=1, not a single-world session: a non-finite frame then ends the episode (done 1)
         # instead of raising, and no rewind snapshots are taken (an env never rewinds)
-        self.session = make_session(checkpoint, 1, steps, policy, text_encoder, device)
+        self.session = make_session(checkpoint, 1, steps, policy, text_encoder, device, backend)
         self.resolution = self.session.cfg.tokenizer.image_size
         self.motion = self.session.cfg.game.motion  # "smooth" or "tile": how one move moves
         self.start = check_start(start, self.resolution)

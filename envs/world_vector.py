@@ -54,7 +54,7 @@ class WorldVectorEnv(gym.vector.VectorEnv):
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 1000, render_mode: str | None = None,
                  checkpoint=None, steps: int | None = None, policy: str | None = None, text_encoder: str = "minilm",
                  device: str = "cpu", prompt: str = "", start: str = "generated",
-                 done_threshold: float = DONE_THRESHOLD):
+                 done_threshold: float = DONE_THRESHOLD, backend: str = "torch"):
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps < 1):
@@ -66,7 +66,7 @@ class WorldVectorEnv(gym.vector.VectorEnv):
         self.num_envs = num_envs
         self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
-        self.session = make_session(checkpoint, num_envs, steps, policy, text_encoder, device)
+        self.session = make_session(checkpoint, num_envs, steps, policy, text_encoder, device, backend)
         self.resolution = R = self.session.cfg.tokenizer.image_size
         self.motion = self.session.cfg.game.motion  # as WorldEnv: the teacher starts move this way
         self.start = check_start(start, R)

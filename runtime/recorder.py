@@ -103,16 +103,59 @@ class SessionRecorder:
         return self.video.log_path
 
 
-def replay(log_path: str | Path, session) -> np.ndarray:
-    """Re-run a `SessionRecorder` log on `session`; returns all frames uint8 [T, H, W, 3]."""
+class ReplayError(ValueError):
+    """A session log that cannot be replayed; the message names the file and what is wrong."""
+
+
+def read_log(log_path: str | Path) -> dict:
+    """A `SessionRecorder` log, checked: one `ReplayError` for a missing, non-JSON or malformed
+    file (no key or type error from deep inside the replay)."""
     log_path = Path(log_path)
-    log = json.loads(log_path.read_text())
-    if log.get("checkpoint_hash") != session.checkpoint_hash:
-        raise ValueError(f"{log_path} was recorded on checkpoint {str(log.get('checkpoint_hash'))[:12]}, "
-                         f"this session runs {session.checkpoint_hash[:12]}")
+    try:
+        log = json.loads(log_path.read_text())
+    except FileNotFoundError:
+        raise ReplayError(f"{log_path}: no such session log") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReplayError(f"{log_path}: not a session log (unreadable JSON: {e})") from None
+    def bad(what: str):
+        return ReplayError(f"{log_path}: not a session log of this version ({what})")
+    if not isinstance(log, dict):
+        raise bad(f"a JSON {type(log).__name__}, not an object")
+    for key, kind in (("checkpoint_hash", str), ("seed", int), ("prompt", str), ("frames", list), ("events", list)):
+        if not isinstance(log.get(key), kind) or isinstance(log.get(key), bool):
+            raise bad(f"{key!r} missing or not a {kind.__name__}")
+    first = log["frames"][0] if log["frames"] else None
+    if not (isinstance(first, dict) and first.get("reset")):
+        raise bad("the first frame entry is not the reset")
+    for i, entry in enumerate(log["frames"][1:], start=1):
+        if not (isinstance(entry, dict) and type(entry.get("action")) is int and type(entry.get("steps")) is int):
+            raise bad(f"frame entry {i} needs int 'action' and 'steps', got {entry!r}"[:200])
+    for e in log["events"]:
+        if not (isinstance(e, dict) and type(e.get("at")) is int and isinstance(e.get("kind"), str)):
+            raise bad(f"event {e!r} needs int 'at' and str 'kind'"[:200])
+        if e["kind"] == "prompt" and not isinstance(e.get("text"), str):
+            raise bad(f"prompt event {e!r} has no text"[:200])
+    start = log.get("start_frame")
+    if start is not None and not isinstance(start, str):
+        raise bad("'start_frame' is not a file name")
+    return log
+
+
+def replay(log_path: str | Path, session) -> np.ndarray:
+    """Re-run a `SessionRecorder` log on `session`; returns all frames uint8 [T, H, W, 3].
+    A bad log is one `ReplayError` (ValueError) before anything is stepped."""
+    log_path = Path(log_path)
+    log = read_log(log_path)
+    if log["checkpoint_hash"] != session.checkpoint_hash:
+        raise ReplayError(f"{log_path} was recorded on checkpoint {log['checkpoint_hash'][:12]}, "
+                          f"this session runs {session.checkpoint_hash[:12]}")
     start = None
     if log.get("start_frame"):
-        start = np.load(log_path.parent / log["start_frame"], allow_pickle=False)
+        path = log_path.parent / log["start_frame"]
+        try:
+            start = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ReplayError(f"{path}: the log's start frame cannot be read ({e})") from None
     frames = [session.reset(seed=log["seed"], prompt=log["prompt"], start_frame=start)]
     events = {}
     for e in log["events"]:

@@ -145,7 +145,7 @@ class Session:
         """The step function of a backend; engines.make_backend falls back with a warning."""
         if name == "torch":
             return self.model.step
-        from engines.backend import make_backend
+        from engines.registry import make_backend
 
         return make_backend(name, self.model, self.batch, device=self.device).step
 
@@ -233,12 +233,8 @@ class Session:
         if len(seeds) != len(worlds) or len(prompts) != len(worlds):
             raise ValueError("reset_worlds needs one seed and one prompt per world")
         fresh, frames = self._fresh([int(s) for s in seeds], prompts, self._start_frames(start_frames, len(worlds)))
-        src, dst = fresh.tensors(), self.state.tensors()
         for i, w in enumerate(worlds):
-            for name, t in dst.items():
-                batch_axis = 1 if name in ("cache.k", "cache.v") else 0  # [L, B, ...]; the rest [B, ...]
-                t.select(batch_axis, w).copy_(src[name].select(batch_axis, i))
-            self.state.generators[w] = fresh.generators[i]
+            self.state.copy_world(w, fresh, i, self.model.policy.layer_major)
             self.prompts[w] = prompts[i]
             self.frames[w] = frames[i]
         return frames

@@ -23,11 +23,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """1: the first format. 2: the world state holds the previous frame ("prev.latent" [B, N, C],
 "prev.level" [B]) that the DiT's direct path reads (world/prev_frame.py). 3: the cache also
 keeps what each slot's context pass read ("cache.latent", "cache.level", "cache.action"),
-so a prompt switch can re-cache the window (WorldModel.recache)."""
+so a prompt switch can re-cache the window (WorldModel.recache). 4: the previous frame and
+every slot also keep their clean latent ("prev.clean", "cache.clean"), which the direct
+path's copy reads with dit.prev_copy_clean."""
 _HEADER_KEY = "echo_infinity"
 
 

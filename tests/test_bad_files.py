@@ -22,12 +22,13 @@ from safetensors.torch import load_file, save_file
 
 import envs  # noqa: F401  (registers EchoInfinity/World-v0)
 from demos.kiosk_config import ConfigError, load_config
-from engines.backend import make_backend
+from engines.registry import make_backend
 from engines.onnx_export import FILES, MANIFEST, FORMAT, ManifestError, model_hash
 from envs.biome_classifier import ClassifierConfig, load_or_train
 from envs.record import record_episodes
 from envs.shards import ShardError, list_shards, load_episode, read_manifest
-from runtime import cli
+from demos import cli
+from runtime.recorder import ReplayError, SessionRecorder, replay
 from runtime.session import Session
 from runtime.snapshot import SnapshotError
 from world import CheckpointError
@@ -112,7 +113,7 @@ def _one_line(err: str, *needles: str) -> None:
 
 
 def test_the_error_types_are_value_errors():
-    for kind in (CheckpointError, SnapshotError, ManifestError, ShardError, ConfigError):
+    for kind in (CheckpointError, SnapshotError, ManifestError, ShardError, ConfigError, ReplayError):
         assert issubclass(kind, ValueError)
 
 
@@ -148,6 +149,47 @@ def test_bad_weights_leave_a_loaded_model_unchanged(ckpt):
         with pytest.raises(CheckpointError, match="live weights"):
             model.load_weights({n: v.clone() for n, v in tensors.items()}, source="live weights")
         assert all(torch.equal(v, model.state_dict()[n]) for n, v in before.items())
+
+
+# -- session logs (SessionRecorder -> replay) -------------------------------------------------
+
+def _log_edit(edit):
+    def apply(p: Path) -> None:
+        log = json.loads(p.read_text())
+        edit(log)
+        p.write_text(json.dumps(log))
+    return apply
+
+
+BAD_LOGS = [
+    ("missing", lambda p: p.unlink(), "no such session log"),
+    ("truncated", _cut(0.5), "unreadable JSON"),
+    ("pickle renamed", _bytes(PICKLE), "unreadable JSON"),
+    ("a list", _bytes(b"[1, 2]"), "a JSON list, not an object"),
+    ("no frames", _log_edit(lambda log: log.pop("frames")), "'frames' missing"),
+    ("seed a string", _log_edit(lambda log: log.update(seed="4")), "'seed' missing or not a int"),
+    ("action a float", _log_edit(lambda log: log["frames"][2].update(action=1.5)), "frame entry 2 needs int"),
+    ("no reset first", _log_edit(lambda log: log["frames"].pop(0)), "first frame entry is not the reset"),
+    ("event without text", _log_edit(lambda log: log["events"][0].pop("text")), "prompt event"),
+    ("another checkpoint", _log_edit(lambda log: log.update(checkpoint_hash="0" * 64)), "was recorded on checkpoint 000000"),
+    ("start frame gone", _log_edit(lambda log: log.update(start_frame="gone.start.npy")), "start frame cannot be read"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, message", BAD_LOGS, ids=[c[0] for c in BAD_LOGS])
+def test_a_bad_session_log_is_a_replay_error_before_any_step(ckpt, tmp_path, name, breaks, message):
+    s = Session(ckpt, text_encoder="hash")
+    rec = SessionRecorder(s, tmp_path / "run.mp4", seed=4, prompt="desert")
+    for a in (1, 2, 3):
+        rec.step(a)
+    rec.set_prompt("swamp")
+    log = rec.close()
+    breaks(log)
+    other = Session(ckpt, text_encoder="hash")
+    with pytest.raises(ReplayError, match=message) as e:
+        replay(log, other)
+    assert str(log.name) in str(e.value) or "start" in name
+    assert other.state is None  # nothing was stepped
 
 
 # -- snapshots ------------------------------------------------------------------------------
@@ -203,10 +245,19 @@ def _edit_manifest(edit):
     return lambda d, m: _write_json(d / MANIFEST, edit(m))
 
 
+def _spec(manifest: dict, graph: str, tensor: str, io: str = "inputs", **fields) -> dict:
+    manifest["graphs"][graph][io][tensor] = {"shape": [1, 64], "dtype": "float32", **fields}
+    return manifest
+
+
 BAD_EXPORTS = [
     ("manifest not JSON", _edit_manifest(lambda m: "{not json"), r"bad .*manifest\.json: Expecting"),
     ("manifest a list", _edit_manifest(lambda m: [m]), r"bad .*manifest\.json: expected a JSON object"),
     ("manifest without graphs", _edit_manifest(lambda m: {**m, "graphs": {}}), r"'graphs' must give"),
+    ("input shape not a list", _edit_manifest(lambda m: _spec(m, "dit_step", "x", shape="1x1")),
+     r"graphs\.dit_step\.inputs\.x must be"),
+    ("output dtype unknown", _edit_manifest(lambda m: _spec(m, "decoder", "pixels", dtype="complex64", io="outputs")),
+     r"graphs\.decoder\.outputs\.pixels must be"),
     ("graph file missing", lambda d, m: (d / FILES["decoder"]).unlink(), r"decoder\.onnx is missing"),
     ("graph file garbage", lambda d, m: None, r"dit_context\.onnx is not a loadable ONNX graph"),
 ]

@@ -12,18 +12,12 @@ import json
 import pytest
 import torch
 
-from engines import backend as be
-from engines.backend import (
-    BACKENDS,
-    BackendUnavailable,
-    EagerGraphBackend,
-    TorchBackend,
-    available_backends,
-    make_backend,
-)
+from engines import registry
+from engines.backend import BackendUnavailable, EagerGraphBackend, TorchBackend
+from engines.registry import BACKENDS, available_backends, make_backend
 from engines.graphs import Unsupported
 from engines.onnx_export import FORMAT, ManifestError, export_onnx, file_sha256, model_hash, read_manifest
-from runtime.cli import main
+from demos.cli import main
 from world.config import from_preset
 from world.model import WorldModel, build_model
 
@@ -136,10 +130,10 @@ def test_graph_step_reads_the_previous_frame(tiny_model):
     ctx = DiTContext(m)(state.frame, c.slot_frame, c.k, c.v, *[state.memory[n] for n in sorted(state.memory)])
     x, t, a = torch.randn(1, 1, 64, 32), torch.full((1, 1), 0.5), torch.tensor([[2]])
     step = DiTStep(m)
-    v = step(x, t, a, state.prev_latent, state.prev_level, state.prompt_pooled, *ctx)[0]
+    v = step(x, t, a, state.prev_latent, state.prev_level, state.prev_clean, state.prompt_pooled, *ctx)[0]
     assert max_diff(v, m.velocity(state, ctx_eager, x, t, a)[0]) <= 1e-6
     v_none = step(x, t, a, torch.zeros_like(state.prev_latent), torch.ones_like(state.prev_level),
-                  state.prompt_pooled, *ctx)[0]
+                  torch.zeros_like(state.prev_clean), state.prompt_pooled, *ctx)[0]
     assert max_diff(v, v_none) > 1e-2
 
 
@@ -154,6 +148,7 @@ def test_onnxruntime_parity_50_frames(prev_frame, tiny_model, tiny_onnx, tmp_pat
     assert ort_backend.name == "onnxruntime"
     step_inputs = {i.name for i in ort_backend.graphs["dit_step"].session.get_inputs()}
     assert ({"prev_latent", "prev_level"} <= step_inputs) == prev_frame  # unused inputs are dropped
+    assert "prev_clean" not in step_inputs  # read only with dit.prev_copy_clean
     worst, state = run_parity(model, TorchBackend(model), ort_backend, frames=50)
     # 50 frames through a window of 8: every frame from the 9th on evicted one into the memory
     q0 = model.policy.query_init
@@ -226,7 +221,7 @@ def test_manifest_describes_the_graphs(tiny_model, tiny_onnx, tmp_path):
     m = read_manifest(tiny_onnx, tiny_model, 1)
     assert m["model_hash"] == model_hash(tiny_model)
     assert set(m["graphs"]) == {"dit_context", "dit_step", "memory_update", "decoder"}
-    assert m["format"] == FORMAT == 2
+    assert m["format"] == FORMAT == 3
     assert m["graphs"]["dit_step"]["inputs"]["x"] == {"shape": [1, 1, 64, 32], "dtype": "float32"}
     assert m["graphs"]["dit_step"]["inputs"]["prev_latent"] == {"shape": [1, 64, 32], "dtype": "float32"}
     assert m["graphs"]["dit_step"]["inputs"]["prev_level"] == {"shape": [1], "dtype": "float32"}
@@ -253,14 +248,14 @@ def test_onnx_dir_of_another_model_is_refused(tiny_model, tiny_onnx):
 
 
 def test_onnx_dir_of_an_older_format_is_refused(tiny_model, tiny_onnx, tmp_path):
-    """An export from before the previous-frame inputs (format 1) is refused, naming the way out."""
+    """An export of an older format (1: before the previous-frame inputs) is refused, naming the way out."""
     import shutil
 
     old = tmp_path / "old"
     shutil.copytree(tiny_onnx, old)
     m = json.loads((old / "manifest.json").read_text())
     (old / "manifest.json").write_text(json.dumps({**m, "format": 1}))
-    with pytest.raises(ManifestError, match=r"older echo-infinity \(manifest format 1, this version reads 2"):
+    with pytest.raises(ManifestError, match=rf"older echo-infinity \(manifest format 1, this version reads {FORMAT}"):
         make_backend("onnxruntime", tiny_model, 1, cache_dir=old, warn=pytest.fail)
     (old / "manifest.json").write_text(json.dumps({**m, "format": FORMAT + 1}))
     with pytest.raises(ManifestError, match="upgrade echo-infinity"):
@@ -309,7 +304,7 @@ def test_available_backends_on_cpu():
 
 
 def test_missing_onnxruntime_falls_back_to_torch(monkeypatch):
-    monkeypatch.setattr(be, "_installed", lambda package: package != "onnxruntime")
+    monkeypatch.setattr(registry, "_installed", lambda package: package != "onnxruntime")
     warnings = []
     b = make_backend("onnxruntime", micro(), 1, warn=warnings.append)
     assert b.name == "torch"
@@ -355,7 +350,7 @@ def test_tensorrt_unavailable_is_explained(tmp_path, tiny_model, tiny_onnx):
 
     with pytest.raises(BackendUnavailable, match="CUDA GPU"):
         TensorRTBackend(tiny_model, tiny_onnx, 1, device="cpu")
-    if be._installed("tensorrt"):
+    if registry._installed("tensorrt"):
         pytest.skip("tensorrt is installed here")
     with pytest.raises(BackendUnavailable, match="pip install"):
         import_tensorrt()
@@ -366,7 +361,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.skipif(not be._installed("tensorrt"), reason="needs tensorrt>=10 (pip install 'echo-infinity[gpu]')")
+@pytest.mark.skipif(not registry._installed("tensorrt"), reason="needs tensorrt>=10 (pip install 'echo-infinity[gpu]')")
 def test_tensorrt_parity_cuda(tmp_path):
     model = tiny().cuda()
     trt_backend = make_backend("tensorrt", model, 1, device="cuda", cache_dir=tmp_path, precision="fp32",

@@ -78,7 +78,7 @@ def test_psnr_and_ssim():
 def test_player_check_sees_the_sprite_and_its_absence():
     ep = E.teacher_run(501, 8, 64)
     assert np.all(E.player_psnr(ep.frames, ep.style) >= 40)  # clear weather: the sprite is drawn exactly
-    ts = E._atlas(ep.style, 64).player.shape[1]
+    ts = E.style_atlas(ep.style, 64).player.shape[1]
     assert np.all(E.player_psnr(ep.frames, ep.style, (0, 2 * ts)) < 20)  # two tiles off: ground, no player
     flat = np.full_like(ep.frames, 128)  # a collapsed, featureless world
     ref = E.teacher_reference(64, frames=2)
@@ -212,7 +212,7 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
 
 
 def test_cli_eval_smoke_and_skip(checkpoint, tmp_path, capsys):
-    from runtime.cli import main
+    from demos.cli import main
 
     out = tmp_path / "e.json"
     code = main(["eval", "--checkpoint", str(checkpoint), "--quick", "--no-progress", "--json", str(out),
@@ -228,7 +228,7 @@ def test_cli_eval_smoke_and_skip(checkpoint, tmp_path, capsys):
 def test_cli_eval_bad_checkpoint_exits_2(checkpoint, tmp_path, capsys, bad):
     import shutil
 
-    from runtime.cli import main
+    from demos.cli import main
 
     d = tmp_path / "ck"
     if bad != "missing":
@@ -247,7 +247,7 @@ def test_cli_eval_bad_checkpoint_exits_2(checkpoint, tmp_path, capsys, bad):
 def test_content_measures_on_the_teachers_own_frames(motion):
     """The true frames keep everything they showed, and their cells are real tiles; a flat
     patch of mean colour or a noise texture is not."""
-    from envs.eval_content import seen_and_invented, tile_threshold, tile_validity
+    from envs.evaluate.content import seen_and_invented, tile_threshold, tile_validity
 
     ep = E.teacher_run(90_500, 24, E.Game(64, motion))
     r = seen_and_invented(ep.frames, ep.frames, ep.positions, 64, motion, lag=4)

@@ -160,6 +160,6 @@ def test_cli_parser_builds_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, runtime.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, demos.cli as c; c.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -60,7 +60,10 @@ def test_batch_equals_single(model):
         assert_same_up_to_rounding(run(single, [(a + w) % 6 for a in ACTIONS]), frames[:, w])
 
 
-def test_reset_worlds_leaves_the_others_alone(model):
+@pytest.mark.parametrize("policy", ["evolving", "compress"])
+def test_reset_worlds_leaves_the_others_alone(model, policy):
+    if policy != model.cfg.memory.policy:  # compress memory keeps [L, B, ...] K/V: batch on axis 1
+        model = build_model("tiny", sampler={"max_steps": 4}, memory={"policy": policy}).randomize_(0).eval()
     batched = make(model, batch=2)
     batched.reset(seed=[1, 2], prompt="grass")
     for a in ACTIONS[:10]:

@@ -81,6 +81,32 @@ def test_single_stream_equals_streaming_its_own_noisy_frames(policy, rope, chunk
     assert (par - torch.cat(out, 1)).abs().max().item() <= 1e-4
 
 
+def test_clean_copy_streaming_equals_parallel():
+    """dit.prev_copy_clean: the copy path reads the context frame before its noise; the
+    parallel path's x_clean and the streaming commit's `clean` are the same input."""
+    torch.manual_seed(0)
+    model = micro()
+    model.cfg.dit.prev_copy_clean = model.dit.copy_clean = True
+    tk = model.cfg.tokenizer
+    B, T, N, C = 2, 5, tk.tokens_per_frame, tk.token_dim  # sink + window: no eviction
+    x_clean, x_noisy, t = torch.randn(B, T, N, C), torch.randn(B, T, N, C), torch.rand(B, T)
+    t_ctx = torch.rand(B, T) * 0.2
+    x_ctx = (1 - t_ctx[..., None, None]) * x_clean + t_ctx[..., None, None] * torch.randn(B, T, N, C)
+    action = torch.randint(0, model.cfg.dit.num_actions, (B, T))
+    with torch.no_grad():
+        par = model.forward_parallel(x_noisy, t, action, x_ctx, t_ctx, x_clean=x_clean)[0]
+        noised_copy = model.forward_parallel(x_noisy, t, action, x_ctx, t_ctx)[0]
+        state, out = model.init_state(B), []
+        for f in range(T):
+            ctx = model.prepare(state)
+            out.append(model.denoise(state, ctx, x_noisy[:, f:f + 1], t[:, f:f + 1], action[:, f:f + 1])[0])
+            model.commit(state, ctx, x_ctx[:, f:f + 1], action[:, f:f + 1], level=t_ctx[:, f], clean=x_clean[:, f:f + 1])
+    assert (par - torch.cat(out, 1)).abs().max().item() <= 1e-4
+    assert (par - noised_copy)[:, 1:].abs().max().item() > 1e-3  # the copy really reads the clean frame
+    assert torch.equal(state.prev_clean, x_clean[:, -1])
+    assert (state.cache.clean == x_clean[:, -1, None]).all(3).all(2).any(1).all()  # a slot keeps it for recache
+
+
 def test_parallel_is_causal():
     """Changing a later context frame must not change earlier predictions."""
     model = micro()
@@ -146,19 +172,26 @@ def test_batch_equals_single_worlds():
         assert (frames_b[:, b].int() - frames_1[:, 0].int()).abs().max().item() <= 1
 
 
-def test_worlds_with_different_frame_indices():
-    """A world reset mid-batch restarts from frame 0 while the others continue."""
-    model = micro("evolving")
-    state = model.init_state(2, seed=[0, 1])
-    for _ in range(7):
-        model.step(state, torch.tensor([1, 2]))
+@pytest.mark.parametrize("policy", ["evolving", "compress", "sink"])
+def test_worlds_with_different_frame_indices(policy):
+    """A world reset mid-batch restarts from frame 0 while the others continue, whatever the
+    layout of the memory's tensors (compress keeps [L, B, ...] K/V: batch on axis 1)."""
+    model = micro(policy)
+    state, kept = model.init_state(3, seed=[0, 1, 2]), model.init_state(3, seed=[0, 1, 2])
+    for _ in range(7):  # past the window: memory holds evicted frames
+        model.step(state, torch.tensor([1, 2, 4]))
+        model.step(kept, torch.tensor([1, 2, 4]))
     model.reset_worlds(state, [1], seeds=[9])
-    assert state.frame.tolist() == [7, 0]
-    assert torch.equal(state.memory["queries"][1], model.policy.query_init)
+    assert state.frame.tolist() == [7, 0, 7]
     fresh = model.init_state(1, seed=[9])
-    lat_b, _ = _rollout(model, state, [torch.tensor([3, 3])] * 6)
+    for key, value in fresh.memory.items():
+        axis = 1 if key in model.policy.layer_major else 0
+        assert torch.equal(state.memory[key].select(axis, 1), value.select(axis, 0))
+    lat_b, _ = _rollout(model, state, [torch.tensor([3, 3, 3])] * 6)
     lat_1, _ = _rollout(model, fresh, [torch.tensor([3])] * 6)
+    lat_k, _ = _rollout(model, kept, [torch.tensor([3, 3, 3])] * 6)
     assert (lat_b[:, 1] - lat_1[:, 0]).abs().max().item() <= 1e-5
+    assert (lat_b[:, [0, 2]] - lat_k[:, [0, 2]]).abs().max().item() <= 1e-5  # the others go on untouched
 
 
 def test_step_outputs():

@@ -67,7 +67,7 @@ def count_flops(fn) -> dict[str, int]:
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa})
     with counter:
         fn()
-    counts = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+    counts = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return {**counts, "total": int(counter.get_total_flops())}
 
 

@@ -11,8 +11,10 @@ window frame and lives only in the forward pass until its context pass).
 it gives both the validity mask and the frame's RoPE id.
 
 Beside each slot's K/V the cache keeps what its context pass read: the frame's
-latent (as committed, noised to its level), that level and the frame's action,
-so the K/V can be recomputed later under another prompt (`WorldModel.recache`).
+latent (as committed, noised to its level), that level, the frame's action and
+its clean latent (before the context noise; what the direct path's copy reads
+with `dit.prev_copy_clean`), so the K/V can be recomputed later under another
+prompt (`WorldModel.recache`).
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ import torch
 
 class KVCache:
     """Per-world static K/V buffers for all layers: k, v [L, B, H, slots, N, Dh]; per slot
-    also latent [B, slots, N, C], level [B, slots] and action [B, slots] (None in the
-    exported graphs, which only read K/V)."""
+    also latent and clean [B, slots, N, C], level [B, slots] and action [B, slots] (None in
+    the exported graphs, which only read K/V)."""
 
     def __init__(self, k: torch.Tensor, v: torch.Tensor, slot_frame: torch.Tensor,
                  sink_frames: int, chunk_frames: int, latent: torch.Tensor | None = None,
-                 level: torch.Tensor | None = None, action: torch.Tensor | None = None):
+                 level: torch.Tensor | None = None, action: torch.Tensor | None = None,
+                 clean: torch.Tensor | None = None):
         self.k, self.v, self.slot_frame = k, v, slot_frame
-        self.latent, self.level, self.action = latent, level, action
+        self.latent, self.level, self.action, self.clean = latent, level, action, clean
         self.S, self.c = sink_frames, chunk_frames
         self.R = k.shape[3] - sink_frames  # ring frames
 
@@ -45,7 +48,7 @@ class KVCache:
         latent = torch.zeros(batch, slots, tokens, token_dim, device=device, dtype=dtype)
         level = torch.ones(batch, slots, device=device, dtype=dtype)
         action = torch.zeros(batch, slots, dtype=torch.long, device=device)
-        return cls(k, v, slot_frame, sink_frames, chunk_frames, latent, level, action)
+        return cls(k, v, slot_frame, sink_frames, chunk_frames, latent, level, action, torch.zeros_like(latent))
 
     @property
     def slots(self) -> int:
@@ -69,15 +72,17 @@ class KVCache:
         return self.k[:, b, :, slot].transpose(0, 1), self.v[:, b, :, slot].transpose(0, 1)
 
     def write(self, slots: torch.Tensor, frames: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
-              latent: torch.Tensor, level: torch.Tensor, action: torch.Tensor) -> None:
+              latent: torch.Tensor, level: torch.Tensor, action: torch.Tensor, clean: torch.Tensor) -> None:
         """In-place write of a chunk. slots, frames: [B, c]; k_new, v_new: [L, B, H, c, N, Dh];
-        what the context pass read: latent [B, c, N, C], level [B, c], action [B, c]."""
+        what the context pass read: latent [B, c, N, C], level [B, c], action [B, c]; and
+        clean [B, c, N, C], the latent before its context noise."""
         self.write_kv(slots, k_new, v_new)
         b = torch.arange(slots.shape[0], device=slots.device)[:, None]
         self.slot_frame[b, slots] = frames
         self.latent[b, slots] = latent.to(self.latent.dtype)
         self.level[b, slots] = level.to(self.level.dtype)
         self.action[b, slots] = action
+        self.clean[b, slots] = clean.to(self.clean.dtype)
 
     def write_kv(self, slots: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
                  worlds: torch.Tensor | None = None) -> None:
@@ -99,4 +104,4 @@ class KVCache:
     def clone(self) -> "KVCache":
         copy = lambda t: None if t is None else t.clone()
         return KVCache(self.k.clone(), self.v.clone(), self.slot_frame.clone(), self.S, self.c,
-                       copy(self.latent), copy(self.level), copy(self.action))
+                       copy(self.latent), copy(self.level), copy(self.action), copy(self.clean))

@@ -98,6 +98,11 @@ class DiTConfig:
     frame's latent tokens in its 3x3 token neighbourhood through a per-action projection,
     and the output is an action-chosen mix of those neighbours plus a residual. Off: the
     previous frame is reached through attention only (checkpoints before issue 14)."""
+    prev_copy_clean: bool = False
+    """With prev_frame: the copy path mixes the previous frame as committed, before its
+    context noise, while the input path and the cache read it noised. A noised copy has to
+    be denoised by the residual every frame, and that shrinks detail frame after frame;
+    a clean copy carries the world forward exactly (issue 14)."""
     prediction: str = "velocity"
     """What the DiT outputs: 'velocity' (eps - x0, rectified flow) or 'x0' (the clean latent;
     the sampler turns it into a velocity). prev_frame needs 'x0' (its copy path is an x0)."""
@@ -123,6 +128,8 @@ class DiTConfig:
         _check(self.prediction in PREDICTIONS, "dit.prediction", self.prediction, f"must be one of {PREDICTIONS}")
         _check(not self.prev_frame or self.prediction == "x0", "dit.prediction", self.prediction,
                "must be 'x0' when dit.prev_frame is on (its copy path predicts the clean frame)")
+        _check(self.prev_frame or not self.prev_copy_clean, "dit.prev_copy_clean", self.prev_copy_clean,
+               "needs dit.prev_frame")
 
 
 @dataclass
@@ -338,7 +345,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # max_steps 2: on proxy seeds, frame-64 PSNR 14.7 / 10.6 / 9.0 dB at 2 / 3 / 4 steps (issue 14)
     # context_noise 0.1: proxy seeds, frame-256 PSNR 13.7 / 22.9 / 22.4 / 22.3 dB at 0 / 0.1 / 0.15 / 0.2
     "tiny": {"sampler": {"temperature": 0.25, "max_steps": 2, "context_noise": 0.1},
-             # issue 14: tile-step motion and the direct previous-frame path
+             # issue 14: tile-step motion and the direct previous-frame path (dit.prev_copy_clean won
+             # the learn bench but its full run drifted by h64: off until stage 2 holds it, RESULTS.md)
              "dit": {"prev_frame": True, "prediction": "x0"}, "game": {"motion": "tile"}},
     "small": {
         "tokenizer": {"image_size": 128, "channels": [32, 64, 128], "latent_channels": 16},

@@ -125,6 +125,7 @@ class DiT(nn.Module):
         self.done_head = nn.Linear(D, 1)
         self.grid = tk.grid_size
         self.prev = None
+        self.copy_clean = d.prev_copy_clean
         if d.prev_frame:
             self.prev = PrevFrame(tk.grid_size, tk.token_dim, D, d.num_actions)
             self.prev_level = TimestepEmbedder(D)  # noise level of the previous frame
@@ -142,16 +143,17 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, prompt_ctx, ctx,
                 prev: tuple[torch.Tensor, torch.Tensor] | None = None, with_copy: bool = False):
         """x [B, F, N, token_dim]; t [B, F]; action [B, F];
-        prev: (the previous frame's latent [B, F, N, token_dim], its noise level [B, F]), needed
-        with dit.prev_frame -> (prediction [B, F, N, token_dim] (velocity or x0, per
+        prev: (the previous frame's latent [B, F, N, token_dim], its noise level [B, F], the
+        same latent before its noise [B, F, N, token_dim]), needed with dit.prev_frame -> (prediction [B, F, N, token_dim] (velocity or x0, per
         dit.prediction), hidden [B, F, N, D]); with_copy adds the copy path's own x0
         [B, F, N, token_dim] (None without dit.prev_frame), for its auxiliary loss."""
         c = self.t_embed(t) + self.a_embed(action)  # [B, F, D]
         nb = None
         if self.prev is not None:
             if prev is None:
-                raise ValueError("this DiT reads the previous frame (dit.prev_frame): pass prev=(latent, level)")
+                raise ValueError("this DiT reads the previous frame (dit.prev_frame): pass prev=(latent, level, clean)")
             nb = neighbourhood(prev[0], self.grid)  # [B, F, N, 9, C]
+            nb_copy = neighbourhood(prev[2], self.grid) if self.copy_clean else nb
             c = c + self.prev_level(prev[1])
         if self.pooled:
             c = c + prompt_ctx[:, None]
@@ -169,7 +171,7 @@ class DiT(nn.Module):
         out = self.out(h)
         copy = None
         if nb is not None:
-            copy = self.prev.copy(nb, action, h)
+            copy = self.prev.copy(nb_copy, action, h)
             out = out + copy
         return (out, h, copy) if with_copy else (out, h)
 

@@ -45,6 +45,7 @@ class MemoryPolicy(nn.Module):
     ring_frames: int
     num_tokens: int = 0  # M memory tokens visible to attention
     evicts: bool = True
+    layer_major: tuple[str, ...] = ()  # state tensors laid out [L, B, ...] (batch on axis 1); the rest [B, ...]
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -100,6 +101,7 @@ class CompressMemory(MemoryPolicy):
     """Each evicted frame is pooled (ratio N / Mf) into one of Fm FIFO slots, per layer."""
 
     name = "compress"
+    layer_major = ("k", "v")  # [L, B, H, Fm, Mf, Dh]
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)

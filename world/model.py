@@ -224,7 +224,9 @@ class WorldModel(nn.Module):
                            memory=self.policy.init_state(batch, dev), prompt_pooled=pooled,
                            prompt_tokens=tokens, prompt_mask=mask,
                            prev_latent=torch.zeros(batch, tk.tokens_per_frame, tk.token_dim, device=dev),
-                           prev_level=torch.ones(batch, device=dev), generators=gens)
+                           prev_level=torch.ones(batch, device=dev),
+                           prev_clean=torch.zeros(batch, tk.tokens_per_frame, tk.token_dim, device=dev),
+                           generators=gens)
         if first_frame is not None:
             if cfg.memory.chunk_frames != 1:
                 raise ValueError("first_frame needs chunk_frames == 1")
@@ -274,18 +276,20 @@ class WorldModel(nn.Module):
         frames = slot_frame.gather(1, order)  # [B', s], -1 (empty) last
         b = idx[:, None]
         latent, level, action = cache.latent[b, order], cache.level[b, order], cache.action[b, order]
+        clean = cache.clean[b, order]
         # each frame's direct-path input: the last frame of the chunk before its own, if still cached
         want = (frames.clamp(min=0) // c) * c - 1  # [B', s]
         match = (frames[:, None, :] == want[:, :, None]) & (frames[:, None, :] >= 0) & (frames >= 0)[:, :, None]
         has, j = match.any(2), match.int().argmax(2)  # [B', s]
         prev_latent = torch.where(has[..., None, None], latent.gather(1, j[..., None, None].expand_as(latent)), 0.0)
         prev_level = torch.where(has, level.gather(1, j), 1.0)
+        prev_clean = torch.where(has[..., None, None], clean.gather(1, j[..., None, None].expand_as(clean)), 0.0)
         mem = self.policy.read(state.memory)
         if mem is not None:
             mem = type(mem)(mem.k[:, idx], mem.v[:, idx], None if mem.valid is None else mem.valid[idx])
         ctx = RecacheContext(self, frames, mem)
         prompt_ctx = self.dit.prompt_context(state.prompt_pooled[idx], state.prompt_tokens[idx], state.prompt_mask[idx])
-        self.dit(latent, level, action, prompt_ctx, ctx, (prev_latent, prev_level))
+        self.dit(latent, level, action, prompt_ctx, ctx, (prev_latent, prev_level, prev_clean))
         d, N = self.cfg.dit, self.cfg.tokenizer.tokens_per_frame
         B, s = frames.shape
         new_k = torch.stack(ctx.new_k).view(d.depth, B, d.heads, s, N, d.head_dim)  # pre-RoPE
@@ -298,22 +302,10 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def reset_worlds(self, state: WorldState, worlds: Sequence[int], seeds: Sequence[int],
                      prompt: PromptLike = None) -> None:
-        """Reset some worlds of a batch in place (vector-env autoreset); the others continue.
-
-        Emptying `slot_frame` masks the world's old K/V, so the buffers need no clearing.
-        """
+        """Reset some worlds of a batch in place (vector-env autoreset); the others continue."""
         fresh = self.init_state(len(worlds), prompt, list(seeds))
         for i, b in enumerate(worlds):
-            state.frame[b] = 0
-            state.cache.slot_frame[b] = -1
-            for key, value in state.memory.items():
-                value[b] = fresh.memory[key][i]
-            state.prompt_pooled[b] = fresh.prompt_pooled[i]
-            state.prompt_tokens[b] = fresh.prompt_tokens[i]
-            state.prompt_mask[b] = fresh.prompt_mask[i]
-            state.prev_latent[b] = 0.0
-            state.prev_level[b] = 1.0
-            state.generators[b] = fresh.generators[i]
+            state.copy_world(b, fresh, i, self.policy.layer_major)
 
     def snapshot(self, state: WorldState) -> dict[str, torch.Tensor]:
         return state.snapshot()
@@ -405,10 +397,10 @@ class WorldModel(nn.Module):
         return sampler.to_velocity(pred, x, t, self.cfg.dit.prediction), hidden
 
     @staticmethod
-    def prev_input(state: WorldState, c: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every frame of a chunk reads the last committed frame: ([B, c, N, C], [B, c])."""
-        latent, level = state.prev_latent, state.prev_level
-        return latent[:, None].expand(-1, c, -1, -1), level[:, None].expand(-1, c)
+    def prev_input(state: WorldState, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every frame of a chunk reads the last committed frame: ([B, c, N, C], [B, c], [B, c, N, C])."""
+        latent, level, clean = state.prev_latent, state.prev_level, state.prev_clean
+        return latent[:, None].expand(-1, c, -1, -1), level[:, None].expand(-1, c), clean[:, None].expand(-1, c, -1, -1)
 
     def step_latents(self, state: WorldState, action, steps: int | None = None):
         """Generate the next chunk's latent tokens and advance the state.
@@ -442,14 +434,16 @@ class WorldModel(nn.Module):
         return sampler.sample(v_fn, noise, steps)
 
     def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor,
-               level: torch.Tensor | None = None):
+               level: torch.Tensor | None = None, clean: torch.Tensor | None = None):
         """Context pass over the finished chunk, evict into memory, write its K/V in place.
 
-        level: [B] noise level the caller already gave x0 (training stage 2); None adds
-        `sampler.context_noise` here (inference)."""
+        level: [B] noise level the caller already gave x0 (training stage 2), clean [B, c, N, C]
+        the chunk before that noise (None: x0); level None adds `sampler.context_noise` here
+        (inference)."""
         cfg, cache = self.cfg, state.cache
         B, c = x0.shape[:2]
         x_c = x0
+        clean = x0 if clean is None else clean
         if level is None:
             level = torch.full((B,), cfg.sampler.context_noise, device=x0.device)
             if cfg.sampler.context_noise > 0:
@@ -470,11 +464,12 @@ class WorldModel(nn.Module):
                 self._truncate_bptt(state, evict)
                 state.memory = self.policy.update(state.memory, k_ev, v_ev, evict)
         frames = state.frame[:, None] + torch.arange(c, device=slots.device)
-        cache.write(slots, frames, new_k, new_v, x_c.detach(), level[:, None].expand(B, c), action)
+        cache.write(slots, frames, new_k, new_v, x_c.detach(), level[:, None].expand(B, c), action, clean.detach())
         state.frame = state.frame + c
         # the next chunk reads the frame as the cache saw it (noised like the context pass)
         state.prev_latent = x_c[:, -1].detach()
         state.prev_level = level.detach()
+        state.prev_clean = clean[:, -1].detach()
         return reward, done
 
     def _truncate_bptt(self, state: WorldState, evict: torch.Tensor) -> None:
@@ -501,7 +496,7 @@ class WorldModel(nn.Module):
 
     def forward_parallel(self, x_noisy: torch.Tensor, t: torch.Tensor, action: torch.Tensor,
                          x_ctx: torch.Tensor | None, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None,
-                         with_copy: bool = False):
+                         with_copy: bool = False, x_clean: torch.Tensor | None = None):
         """A clip at once, block-causal: x_noisy [B, T, N, C]; t, action [B, T].
 
         With x_ctx [B, T, N, C] (teacher forcing): chunk b is denoised from x_noisy
@@ -510,7 +505,8 @@ class WorldModel(nn.Module):
         context stream. With x_ctx None (diffusion forcing): one stream, chunk b
         attends the earlier chunks of x_noisy itself at their levels t.
         With dit.prev_frame every frame of chunk b also reads the last context
-        frame of chunk b-1 directly (chunk 0: none, level 1).
+        frame of chunk b-1 directly (chunk 0: none, level 1); x_clean [B, T, N, C] is the
+        clip before any noise, which its copy reads with dit.prev_copy_clean (None: x_ctx).
         Returns (the prediction for the noisy frames [B, T, N, C] (velocity or x0,
         per dit.prediction), reward [B, T], done_logit [B, T]); with_copy adds the copy
         path's x0 for the noisy frames [B, T, N, C] (None without dit.prev_frame).
@@ -541,8 +537,10 @@ class WorldModel(nn.Module):
             # chunk b reads frame b*c - 1 of the context stream: shift the clip by one chunk
             last = x_ctx[:, c - 1 :: c].repeat_interleave(c, dim=1)  # [B, T, N, C] last frame of each chunk
             lvl = t_ctx[:, c - 1 :: c].repeat_interleave(c, dim=1)  # [B, T]
+            clean = (x_ctx if x_clean is None else x_clean)[:, c - 1 :: c].repeat_interleave(c, dim=1)
             prev = (torch.cat([torch.zeros_like(last[:, :c]), last[:, :-c]], 1),
-                    torch.cat([torch.ones_like(lvl[:, :c]), lvl[:, :-c]], 1))
+                    torch.cat([torch.ones_like(lvl[:, :c]), lvl[:, :-c]], 1),
+                    torch.cat([torch.zeros_like(clean[:, :c]), clean[:, :-c]], 1))
             prev = tuple(torch.cat([p] * streams, 1) for p in prev)
         if streams == 2:
             x, tt, aa = torch.cat([x_ctx, x_noisy], 1), torch.cat([t_ctx, t], 1), torch.cat([action, action], 1)

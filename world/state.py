@@ -18,13 +18,14 @@ from .cache import KVCache
 @dataclass
 class WorldState:
     frame: torch.Tensor  # [B] int64, index of the next frame to generate
-    cache: KVCache  # k, v [L, B, H, slots, N, Dh]; slot_frame, level, action [B, slots]; latent [B, slots, N, C]
+    cache: KVCache  # k, v [L, B, H, slots, N, Dh]; slot_frame, level, action [B, slots]; latent, clean [B, slots, N, C]
     memory: dict[str, torch.Tensor]  # policy state, e.g. {"queries": [B, M, D]}
     prompt_pooled: torch.Tensor  # [B, P]
     prompt_tokens: torch.Tensor  # [B, Lp, P]
     prompt_mask: torch.Tensor  # [B, Lp] bool
     prev_latent: torch.Tensor  # [B, N, C] the last committed frame's latent (the direct path's input)
     prev_level: torch.Tensor  # [B] its noise level (1 = no previous frame yet)
+    prev_clean: torch.Tensor  # [B, N, C] the same frame before its context noise (dit.prev_copy_clean)
     generators: list[torch.Generator]  # one per world: noise is independent of the batch
     updates_since_detach: int = field(default=0)  # truncated BPTT bookkeeping (training only)
 
@@ -36,12 +37,23 @@ class WorldState:
         """The state as a flat dict of tensors (no copies)."""
         out = {"frame": self.frame, "cache.k": self.cache.k, "cache.v": self.cache.v,
                "cache.slot_frame": self.cache.slot_frame, "cache.latent": self.cache.latent,
-               "cache.level": self.cache.level, "cache.action": self.cache.action,
+               "cache.level": self.cache.level, "cache.action": self.cache.action, "cache.clean": self.cache.clean,
                "prompt.pooled": self.prompt_pooled,
                "prompt.tokens": self.prompt_tokens, "prompt.mask": self.prompt_mask,
-               "prev.latent": self.prev_latent, "prev.level": self.prev_level}
+               "prev.latent": self.prev_latent, "prev.level": self.prev_level, "prev.clean": self.prev_clean}
         out.update({f"memory.{k}": v for k, v in self.memory.items()})
         return out
+
+    def copy_world(self, w: int, src: "WorldState", i: int, memory_layer_major: tuple[str, ...] = ()) -> None:
+        """World w of this state becomes world i of `src`, in place (every tensor and the
+        generator). memory_layer_major: the memory tensors laid out [L, B, ...]
+        (`MemoryPolicy.layer_major`); the cache's K/V always are, the rest is [B, ...]."""
+        major = {"cache.k", "cache.v", *(f"memory.{k}" for k in memory_layer_major)}
+        theirs = src.tensors()
+        for name, t in self.tensors().items():
+            axis = 1 if name in major else 0
+            t.select(axis, w).copy_(theirs[name].select(axis, i))
+        self.generators[w] = src.generators[i]
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """Detached copies of every tensor, plus the generators' states ("rng": [B, bytes] uint8)."""
@@ -60,11 +72,12 @@ class WorldState:
             g.set_state(row.cpu().clone())  # an owned tensor: set_state ignores view offsets
             gens.append(g)
         cache = KVCache(s["cache.k"], s["cache.v"], s["cache.slot_frame"], sink_frames, chunk_frames,
-                        s["cache.latent"], s["cache.level"], s["cache.action"])
+                        s["cache.latent"], s["cache.level"], s["cache.action"], s["cache.clean"])
         memory = {k[len("memory."):]: v for k, v in s.items() if k.startswith("memory.")}
         return cls(frame=s["frame"], cache=cache, memory=memory, prompt_pooled=s["prompt.pooled"],
                    prompt_tokens=s["prompt.tokens"], prompt_mask=s["prompt.mask"],
-                   prev_latent=s["prev.latent"], prev_level=s["prev.level"], generators=gens)
+                   prev_latent=s["prev.latent"], prev_level=s["prev.level"], prev_clean=s["prev.clean"],
+                   generators=gens)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.tensors().items()}

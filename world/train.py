@@ -99,7 +99,7 @@ class Stage1Loss(nn.Module):
             x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=gen, device=dev), t_ctx)
         pred, reward, done, copy = self.model.forward_parallel(
             sampler.add_noise(x0, eps, t), t, action_in, x_ctx, 0.0 if t_ctx is None else t_ctx, prompts,
-            with_copy=True)
+            with_copy=True, x_clean=x0)
         flow = F.mse_loss(pred, sampler.target(self.model.cfg.dit.prediction, x0, eps))
         rew = F.mse_loss(reward, reward_in)
         end = F.binary_cross_entropy_with_logits(done, done_in)
@@ -167,8 +167,8 @@ class Stage2Loss(nn.Module):
                             state, ctx, x, torch.full((B, 1), tt, device=dev), a)[0], noise, 2)
                     context = torch.where(own[:, None, None, None], sample, target)
             t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
-            context = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
-            reward, done = model.commit(state, ctx, context, a, level=t_c[:, 0])
+            noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
+            reward, done = model.commit(state, ctx, noised, a, level=t_c[:, 0], clean=context)
             rew_sum = rew_sum + F.mse_loss(reward[:, 0], reward_in[:, j])
             end_sum = end_sum + F.binary_cross_entropy_with_logits(done[:, 0], done_in[:, j])
             # Gradients reach the past through memory updates only (truncated BPTT in the

@@ -1,9 +1,9 @@
 """`echo-infinity`: one command line for every way of using the world.
 
 Heavy optional pieces (pygame, the world model's weights, the text encoder)
-load only inside the command that needs them. The CLI is the one place in
-`runtime` that reaches up into `envs` and `demos` (lazily, per command): it
-dispatches to every package. Building the parser does not import torch (the
+load only inside the command that needs them. The CLI sits at the top of the
+stack (world -> engines -> runtime -> envs -> demos): it dispatches to every
+package and nothing imports it. Building the parser does not import torch (the
 `train` flags come from the torch-free `world.train_config`), so `--help` is quick.
 """
 from __future__ import annotations
@@ -231,7 +231,7 @@ def _run_bench(args) -> int:
                            random_init=args.random_init, frames=args.frames, preset=args.preset,
                            threads=args.threads, seed=args.seed, progress=not args.no_progress)
     elif args.target == "session":
-        from .bench import run_session_bench
+        from runtime.bench import run_session_bench
 
         if not args.random_init and args.checkpoint is None:
             raise UserError("--target session needs --checkpoint DIR or --random-init")
@@ -289,7 +289,7 @@ def _add_eval(sub) -> None:
         help="measure a checkpoint against the teacher game (fidelity, revisit memory, prompts, stability)",
         description="Play held-out teacher seeds and compare the model's frames with the true ones: "
         "PSNR/SSIM by horizon, revisit PSNR per memory policy, prompt adherence (biome classifier), "
-        "stability over a long rollout, ablations. JSON names are documented in envs/evaluate.py.",
+        "stability over a long rollout, ablations. JSON names are documented in envs/evaluate/__init__.py.",
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="directory with model.safetensors + config.json")
     p.add_argument("--seeds", type=int, default=None, help="eval seeds (default 8; --quick 2)")

@@ -1,0 +1,107 @@
+"""Section 1, fidelity by horizon: the model's free rollout against the teacher's frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import EvalConfig, Game, PSNR_CAP
+from .metrics import mean_or_none, psnr, ssim
+from .reference import player_psnr
+from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
+
+
+def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Game,
+                  ref: dict | None = None, tag: str = "") -> tuple[dict, dict]:
+    T = max(ev.horizons)
+    eps = [teacher_run(s, T, game) for s in seeds]
+    true = np.stack([e.frames for e in eps])  # [B, T + 1, R, R, 3]
+    gen = model_rollout(model, true[:, 0], [text(e.caption) for e in eps], np.stack([e.actions for e in eps]),
+                        seeds, steps, desc=f"fidelity{tag}", progress=ev.progress)
+    alive = np.array([e.alive for e in eps])[:, None] >= np.arange(1, T + 1)[None]  # [B, T]
+    p = np.where(alive, psnr(gen[:, 1:], true[:, 1:]), np.nan)
+    s = np.where(alive, ssim(gen[:, 1:], true[:, 1:]), np.nan)
+    # References: a model that freezes the start frame, and the tokenizer's round trip of
+    # the true frames (no generated frame can beat the decoder it is drawn through).
+    frozen = np.where(alive, psnr(np.repeat(true[:, :1], T, 1), true[:, 1:]), np.nan)
+    with torch.no_grad():
+        tok = model.tokenizer
+        flat = torch.from_numpy(true[:, 1:].reshape(-1, *true.shape[2:])).to(model.device)
+        recon = torch.cat([tok.decode(tok.encode(c)) for c in flat.split(256)]).cpu().numpy()
+    ceiling = np.where(alive, psnr(recon.reshape(true[:, 1:].shape), true[:, 1:]), np.nan)
+    out = {"psnr_by_horizon": {str(h): mean_or_none(p[:, h - 1]) for h in ev.horizons},
+           "ssim_by_horizon": {str(h): mean_or_none(s[:, h - 1]) for h in ev.horizons},
+           "fidelity_detail": {"policy": "explore (teacher, no hazard slips)",
+                               "frozen_start_frame_psnr_by_horizon": {str(h): mean_or_none(frozen[:, h - 1])
+                                                                      for h in ev.horizons},
+                               "tokenizer_psnr_heldout": mean_or_none(ceiling),
+                               "worlds_per_horizon": {str(h): int(alive[:, h - 1].sum()) for h in ev.horizons},
+                               "psnr_curve": [mean_or_none(p[:, t]) for t in range(T)],
+                               "ssim_curve": [mean_or_none(s[:, t]) for t in range(T)]}}
+    if ref is not None:  # share of worlds whose frame at horizon h still shows the player
+        def seen(frames: np.ndarray) -> np.ndarray:  # [B, T] 1/0, NaN after an episode ended
+            shown = np.stack([player_psnr(f, e.style, motion=game.motion)
+                              for f, e in zip(frames, eps)]) >= ref["player_threshold"]
+            return np.where(alive, shown, np.nan)
+
+        gen_seen, recon_seen = seen(gen[:, 1:]), seen(recon.reshape(true[:, 1:].shape))
+        out["fidelity_detail"]["player_visible_by_horizon"] = {str(h): mean_or_none(gen_seen[:, h - 1])
+                                                               for h in ev.horizons}
+        out["fidelity_detail"]["player_visible_tokenizer"] = mean_or_none(recon_seen)
+    out["fidelity_detail"].update(_content(ev, eps, gen, true, recon.reshape(true[:, 1:].shape), alive, game))
+    tf_T = min(ev.teacher_forced_frames, T)
+    tf = teacher_forced(model, true[:, :tf_T + 1], [text(e.caption) for e in eps],
+                        np.stack([e.actions[:tf_T] for e in eps]), seeds, steps)
+    tf_alive = alive[:, :tf_T]
+    target = true[:, 1:tf_T + 1]
+    out["fidelity_detail"].update({
+        "teacher_forced_frames": tf_T,
+        "teacher_forced_psnr": mean_or_none(np.where(tf_alive, psnr(tf, target), np.nan)),
+        "teacher_forced_ssim": mean_or_none(np.where(tf_alive, ssim(tf, target), np.nan)),
+        # the baseline a model must beat to have learned motion: copy the previous true frame
+        "copy_previous_psnr": mean_or_none(np.where(tf_alive, psnr(true[:, :tf_T], target), np.nan))})
+    # Frames that changed (a move, not a NOOP or a wall): an unchanged frame scores the 100 dB cap
+    # when copied, which swamps a mean in dB, so motion is judged on these alone.
+    moved = tf_alive & (psnr(true[:, :tf_T], target) < PSNR_CAP)
+    out["fidelity_detail"].update({
+        "teacher_forced_moved_share": mean_or_none(np.where(tf_alive, moved, np.nan)),
+        "teacher_forced_psnr_moved": mean_or_none(np.where(moved, psnr(tf, target), np.nan)),
+        "copy_previous_psnr_moved": mean_or_none(np.where(moved, psnr(true[:, :tf_T], target), np.nan))})
+    if ref is not None:
+        shown = np.stack([player_psnr(f, e.style, motion=game.motion) for f, e in zip(tf, eps)])
+        out["fidelity_detail"]["teacher_forced_player_visible"] = mean_or_none(
+            np.where(tf_alive, shown >= ref["player_threshold"], np.nan))
+    cols = [0, *ev.horizons]
+    art = {"strip_true": true[:2, cols], "strip_gen": gen[:2, cols], "strip_cols": cols,
+           "strip_tf": tf[:2, :min(tf_T, 8)]}
+    return out, art
+
+
+def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarray, recon: np.ndarray,
+             alive: np.ndarray, game: Game) -> dict:
+    """Seen content kept, invented content persists, tile validity (envs/evaluate/content.py), by horizon."""
+    from .content import seen_and_invented, tile_threshold, tile_validity
+
+    R, motion, lag = game.resolution, game.motion, ev.invented_lag
+    recon_full = np.concatenate([true[:, :1], recon], 1)
+    per = [seen_and_invented(g, t, e.positions, R, motion, lag) for g, t, e in zip(gen, true, eps)]
+    tok = [seen_and_invented(r, t, e.positions, R, motion, lag)["seen"] for r, t, e in zip(recon_full, true, eps)]
+    thr = tile_threshold(R)["threshold_db"]
+    valid = {name: np.stack([tile_validity(f[1:], e.positions[1:], e.style, R, motion, thr)
+                             for f, e in zip(frames, eps)])
+             for name, frames in (("gen", gen), ("true", true), ("tok", recon_full))}
+
+    def by_h(values: np.ndarray) -> dict:  # [B, T] -> {h: mean over live worlds}
+        v = np.where(alive, values, np.nan)
+        return {str(h): mean_or_none(v[:, h - 1]) for h in ev.horizons}
+
+    stack = lambda key: np.stack([p[key] for p in per])  # noqa: E731
+    return {"seen_psnr_by_horizon": by_h(stack("seen")), "seen_share_by_horizon": by_h(stack("seen_share")),
+            "seen_psnr_tokenizer_by_horizon": by_h(np.stack(tok)),
+            "invented_lag": lag, "invented_psnr_by_horizon": by_h(stack("invented")),
+            "invented_psnr_teacher_by_horizon": by_h(stack("invented_teacher")),
+            "invented_share_by_horizon": by_h(stack("invented_share")),
+            "tile_valid_by_horizon": by_h(valid["gen"]),
+            "tile_valid_teacher": mean_or_none(np.where(alive, valid["true"], np.nan)),
+            "tile_valid_tokenizer": mean_or_none(np.where(alive, valid["tok"], np.nan)),
+            "tile_threshold": tile_threshold(R)}

@@ -1,0 +1,226 @@
+"""The eval's report: report.md with its plots and strips, and the JSON file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    fmt = lambda v, p=2: "–" if v is None else f"{v:.{p}f}"  # noqa: E731
+    m = result["model"]
+    lines = [f"# Evaluation of `{result['checkpoint']}`", "",
+             f"Model: preset {m['preset']}, policy {m['policy']}, RoPE {m['rope']}, {m['steps']} denoising steps, "
+             f"text encoder {m['text_encoder']}. Eval seeds: {result['eval_seeds'][0]}..{result['eval_seeds'][-1]} "
+             f"({len(result['eval_seeds'])}). Window: {result['window_frames']} frames. "
+             f"Took {result['seconds']:.0f} s.", ""]
+    if result["skipped"]:
+        lines += [f"Skipped: {', '.join(result['skipped'])}.", ""]
+
+    if result["psnr_by_horizon"]:
+        hs = list(result["psnr_by_horizon"])
+        lines += ["## Fidelity by horizon (teacher's explore actions)", "",
+                  "| horizon | " + " | ".join(hs) + " |", "|---" * (len(hs) + 1) + "|",
+                  "| PSNR dB | " + " | ".join(fmt(result["psnr_by_horizon"][h]) for h in hs) + " |",
+                  "| SSIM | " + " | ".join(fmt(result["ssim_by_horizon"][h], 3) for h in hs) + " |",
+                  "| frozen start frame, PSNR dB (baseline) | " + " | ".join(
+                      fmt(result["fidelity_detail"]["frozen_start_frame_psnr_by_horizon"][h]) for h in hs) + " |",
+                  "| worlds still showing the player | " + " | ".join(
+                      fmt(result["fidelity_detail"]["player_visible_by_horizon"][h], 2) for h in hs) + " |",
+                  *[f"| {label} | " + " | ".join(fmt(result["fidelity_detail"][key][h], digits) for h in hs) + " |"
+                    for label, key, digits in (
+                        ("seen content kept, PSNR dB", "seen_psnr_by_horizon", 1),
+                        ("share of pixels seen in the start frame", "seen_share_by_horizon", 2),
+                        ("invented content vs the model's own earlier frame, PSNR dB", "invented_psnr_by_horizon", 1),
+                        ("... the teacher's own", "invented_psnr_teacher_by_horizon", 1),
+                        ("tile validity", "tile_valid_by_horizon", 2))], "",
+                  f"Tokenizer round trip of the true frames (the ceiling): "
+                  f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB; its tile validity "
+                  f"{fmt(result['fidelity_detail']['tile_valid_tokenizer'], 2)} (the teacher's own "
+                  f"{fmt(result['fidelity_detail']['tile_valid_teacher'], 2)}).", "",
+                  f"Teacher-forced (the true past as context, {result['fidelity_detail']['teacher_forced_frames']} "
+                  f"frames a world): PSNR {fmt(result['fidelity_detail']['teacher_forced_psnr'])} dB, the player "
+                  f"drawn in {fmt(result['fidelity_detail']['teacher_forced_player_visible'], 2)} of the frames; on "
+                  f"the frames that moved, {fmt(result['fidelity_detail']['teacher_forced_psnr_moved'])} dB against "
+                  f"{fmt(result['fidelity_detail']['copy_previous_psnr_moved'])} dB for copying the previous "
+                  "true frame.", "",
+                  "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
+        det = result["fidelity_detail"]
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+        x = np.arange(1, len(det["psnr_curve"]) + 1)
+        for a, curve, key, label in ((ax[0], det["psnr_curve"], "psnr_by_horizon", "PSNR (dB)"),
+                                     (ax[1], det["ssim_curve"], "ssim_by_horizon", "SSIM")):
+            a.plot(x, [np.nan if v is None else v for v in curve], color="0.7", lw=1, label="every frame")
+            hv = [int(h) for h in result[key]]
+            a.plot(hv, [np.nan if result[key][str(h)] is None else result[key][str(h)] for h in hv],
+                   "o-", label="horizons")
+            a.set_xscale("log")
+            a.set_xlabel("frames after the start frame")
+            a.set_ylabel(label)
+            a.grid(alpha=0.3)
+        ax[0].legend()
+        fig.suptitle("Generated vs true frames")
+        fig.tight_layout()
+        fig.savefig(d / "fidelity.png", dpi=110)
+        plt.close(fig)
+        _strip(plt, art["strip_true"], art["strip_gen"], art["strip_cols"], d / "strip.png")
+
+    if result["revisit_psnr"]:
+        rp, det = result["revisit_psnr"], result["revisit_detail"]
+        aways = [str(a) for a in det["away_frames"]]
+        lines += ["## Revisit memory (PSNR of the frames back at the place left)", "",
+                  f"Lead-in {det['lead_in']} frames, then out A/2 and back A/2, then {det['return_frames']} "
+                  f"NOOP frames scored. Clean trajectories (never blocked, back exactly): "
+                  f"{det['clean_share']:.0%}.", "",
+                  "| policy | " + " | ".join(f"A={a}" for a in aways) + " |", "|---" * (len(aways) + 1) + "|"]
+        lines += [f"| {p} | " + " | ".join(fmt((v or {}).get(a)) for a in aways) + " |" for p, v in rp.items()]
+        abl = (result.get("ablations") or {}).get("memory_updates_off", {})
+        if "revisit_psnr" in abl:
+            lines += ["| evolving, no updates | " + " | ".join(fmt(abl["revisit_psnr"][a]) for a in aways) + " |"]
+        lines += ["", "Consistency (return frames vs the model's own frame at departure, dB): " +
+                  "; ".join(f"{p}: " + ", ".join(fmt((v or {}).get(a)) for a in aways)
+                            for p, v in det["consistency_psnr"].items())
+                  + "; teacher: " + ", ".join(fmt(det["teacher_consistency_psnr"][a]) for a in aways), "",
+                  "![revisit](revisit.png)", "", "![revisit strip](revisit_strip.png)", ""]
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for p, v in rp.items():
+            if v is not None:
+                ax.plot([int(a) for a in aways], [np.nan if v[a] is None else v[a] for a in aways], "o-", label=p)
+        if "revisit_psnr" in abl:
+            ax.plot([int(a) for a in aways], [np.nan if abl["revisit_psnr"][a] is None else abl["revisit_psnr"][a]
+                                              for a in aways], "x--", color="0.4", label="evolving, no updates")
+        ax.axvline(result["window_frames"], color="0.8", ls=":", label="window size")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("away time A (frames)")
+        ax.set_ylabel("PSNR on return (dB)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(d / "revisit.png", dpi=110)
+        plt.close(fig)
+        _revisit_strip(plt, art["revisit"], d / "revisit_strip.png")
+
+    if result["prompt_adherence_detail"]:
+        a = result["prompt_adherence_detail"]
+        lines += ["## Prompt adherence (biome classifier)", "",
+                  f"Classifier held-out accuracy on teacher frames: {a['classifier_accuracy']:.1%}.", "",
+                  "| | model | teacher (ceiling) |", "|---|---|---|",
+                  f"| start, train captions | {a['start_train']:.1%} | {a['start_teacher']:.1%} |",
+                  f"| start, held-out paraphrases | {a['start_heldout']:.1%} | |",
+                  f"| switch: within {a['switch_frames']} frames | {a['switch_within']:.1%} | "
+                  f"{a['switch_within_teacher']:.1%} |",
+                  f"| switch: at frame {a['switch_frames']} | {a['switch_at']:.1%} | {a['switch_at_teacher']:.1%} |",
+                  f"| switch, held-out paraphrase: within / at | {a['switch_within_heldout']:.1%} / "
+                  f"{a['switch_at_heldout']:.1%} | |", "",
+                  "Per biome (start, train captions): " +
+                  ", ".join(f"{b} {v:.0%}" for b, v in a["per_biome"].items()), "",
+                  f"Per biome (switch to it, within {a['switch_frames']} frames): " +
+                  ", ".join(f"{b} {fmt(None if v is None else 100 * v, 0)}%" for b, v in a["switch_per_biome"].items()),
+                  "",
+                  "![adherence after a switch](adherence.png)", ""]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key, label in (("switch_curve", "model, train captions"),
+                           ("switch_curve_heldout", "model, held-out paraphrases"),
+                           ("switch_curve_teacher", "teacher (ceiling)")):
+            ax.plot(range(1, len(a[key]) + 1), a[key], marker=".", label=label)
+        ax.set_xlabel("frames after the prompt switch")
+        ax.set_ylabel("share showing the new biome")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(d / "adherence.png", dpi=110)
+        plt.close(fig)
+
+    if result["stability"]:
+        s = result["stability"]
+        lines += ["## Stability", "",
+                  f"{s['frames']} frames of random actions: **{'stable' if result['stable'] else 'NOT stable'}**. "
+                  f"NaN-free: {s['nan_free']}; frames out of the teacher's range: {s['out_of_range_frames']} "
+                  f"(mean {fmt(s['frame_mean_range'][0], 1)}..{fmt(s['frame_mean_range'][1], 1)}, allowed "
+                  f"{fmt(s['allowed_mean_range'][0], 1)}..{fmt(s['allowed_mean_range'][1], 1)}; std "
+                  f"{fmt(s['frame_std_range'][0], 1)}..{fmt(s['frame_std_range'][1], 1)}, allowed "
+                  f"{fmt(s['allowed_std_range'][0], 1)}..{fmt(s['allowed_std_range'][1], 1)}); latency p50 "
+                  f"{s['latency_ms_p50']:.1f} ms, last/first {s['ratio_window_frames']} frames: wall "
+                  f"{s['latency_ratio_last_first']:.2f}, CPU p50 {s['cpu_ratio_last_first_p50']:.2f}. "
+                  f"The player is still drawn in {s['player_visible_share']:.1%} of the frames (first / last "
+                  f"{s['ratio_window_frames']}: {s['player_visible_share_first_last'][0]:.1%} / "
+                  f"{s['player_visible_share_first_last'][1]:.1%}; needed {s['player_visible_min']:.0%}).", ""]
+
+    if result["ablations"]:
+        lines += ["## Ablations", ""]
+        rope = result["ablations"].get("rope", {})
+        if "psnr_curve" in rope and result["fidelity_detail"]:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            for name, curve in ((result["model"]["rope"], result["fidelity_detail"]["psnr_curve"]),
+                                (rope["rope"], rope["psnr_curve"])):
+                ax.plot(np.arange(1, len(curve) + 1), [np.nan if v is None else v for v in curve],
+                        label=f"rope={name}")
+            ax.set_xscale("log")
+            ax.set_xlabel("frames after the start frame")
+            ax.set_ylabel("PSNR vs true frames (dB)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(d / "rope.png", dpi=110)
+            plt.close(fig)
+            lines += ["![RoPE ablation: PSNR by frame](rope.png)", ""]
+        lines += ["```json", json.dumps(result["ablations"], indent=1), "```", ""]
+    (d / "report.md").write_text("\n".join(lines))
+    return d / "report.md"
+
+
+def _strip(plt, true: np.ndarray, gen: np.ndarray, cols: list[int], path: Path) -> None:
+    """Rows: (true, generated) per seed; columns: the start frame and each horizon."""
+    rows = [r for i in range(len(true)) for r in ((f"true #{i}", true[i]), (f"model #{i}", gen[i]))]
+    fig, ax = plt.subplots(len(rows), len(cols), figsize=(1.3 * len(cols), 1.4 * len(rows)), squeeze=False)
+    for r, (name, frames) in enumerate(rows):
+        for c, h in enumerate(cols):
+            ax[r, c].imshow(frames[c], interpolation="nearest")
+            ax[r, c].set_xticks([])
+            ax[r, c].set_yticks([])
+            if r == 0:
+                ax[r, c].set_title("start" if h == 0 else f"h={h}", fontsize=8)
+            if c == 0:
+                ax[r, c].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _revisit_strip(plt, revisit, path: Path) -> None:
+    """First seed, longest away time: departure, farthest point, return (truth and every policy)."""
+    plan, frames = revisit
+    away = max(plan)
+    r = plan[away][0]
+    dep, far, back = r.depart, r.depart + away // 2, len(r.episode.actions)
+    rows = [("teacher", r.episode.frames)] + [(p, f[away][0]) for p, f in frames.items()]
+    fig, ax = plt.subplots(len(rows), 3, figsize=(4.2, 1.4 * len(rows)), squeeze=False)
+    for i, (name, fr) in enumerate(rows):
+        for j, (t, title) in enumerate(((dep, "departure"), (far, "farthest"), (back, "return"))):
+            ax[i, j].imshow(fr[t], interpolation="nearest")
+            ax[i, j].set_xticks([])
+            ax[i, j].set_yticks([])
+            if i == 0:
+                ax[i, j].set_title(f"{title} (f{t})", fontsize=8)
+            if j == 0:
+                ax[i, j].set_ylabel(name, fontsize=8)
+    fig.suptitle(f"revisit, A={away}, seed {r.episode.seed}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_json(result: dict, path: str | Path) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
