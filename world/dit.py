@@ -141,10 +141,11 @@ class DiT(nn.Module):
         return t, m
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, prompt_ctx, ctx,
-                prev: tuple[torch.Tensor, torch.Tensor] | None = None, with_copy: bool = False):
+                prev: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, with_copy: bool = False):
         """x [B, F, N, token_dim]; t [B, F]; action [B, F];
         prev: (the previous frame's latent [B, F, N, token_dim], its noise level [B, F], the
-        same latent before its noise [B, F, N, token_dim]), needed with dit.prev_frame -> (prediction [B, F, N, token_dim] (velocity or x0, per
+        same latent before its noise [B, F, N, token_dim]), needed with dit.prev_frame
+        -> (prediction [B, F, N, token_dim] (velocity or x0, per
         dit.prediction), hidden [B, F, N, D]); with_copy adds the copy path's own x0
         [B, F, N, token_dim] (None without dit.prev_frame), for its auxiliary loss."""
         c = self.t_embed(t) + self.a_embed(action)  # [B, F, D]

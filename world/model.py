@@ -276,14 +276,13 @@ class WorldModel(nn.Module):
         frames = slot_frame.gather(1, order)  # [B', s], -1 (empty) last
         b = idx[:, None]
         latent, level, action = cache.latent[b, order], cache.level[b, order], cache.action[b, order]
-        clean = cache.clean[b, order]
         # each frame's direct-path input: the last frame of the chunk before its own, if still cached
         want = (frames.clamp(min=0) // c) * c - 1  # [B', s]
         match = (frames[:, None, :] == want[:, :, None]) & (frames[:, None, :] >= 0) & (frames >= 0)[:, :, None]
         has, j = match.any(2), match.int().argmax(2)  # [B', s]
-        prev_latent = torch.where(has[..., None, None], latent.gather(1, j[..., None, None].expand_as(latent)), 0.0)
+        prev_frame = lambda x: torch.where(has[..., None, None], x.gather(1, j[..., None, None].expand_as(x)), 0.0)  # noqa: E731
+        prev_latent, prev_clean = prev_frame(latent), prev_frame(cache.clean[b, order])
         prev_level = torch.where(has, level.gather(1, j), 1.0)
-        prev_clean = torch.where(has[..., None, None], clean.gather(1, j[..., None, None].expand_as(clean)), 0.0)
         mem = self.policy.read(state.memory)
         if mem is not None:
             mem = type(mem)(mem.k[:, idx], mem.v[:, idx], None if mem.valid is None else mem.valid[idx])
