@@ -88,7 +88,7 @@ def _add_train(sub) -> None:
 def _run_train(args) -> int:
     import torch
 
-    from envs.dataset import ClipDataset, collate_clips, list_shards, load_episode
+    from envs.dataset import clip_batches, list_shards, load_episode
     from world.train import TrainConfig, Trainer, init_distributed
 
     values = _read_json_object(args.config) if args.config else {}
@@ -105,12 +105,8 @@ def _run_train(args) -> int:
         torch.set_num_threads(args.threads)
     rank, world_size = init_distributed()
 
-    def batches(clip_len: int, batch: int):
-        data = ClipDataset(shards, clip_len, stride=max(1, clip_len // 2),
-                           seed=cfg.seed, epochs=None, rank=rank, world_size=world_size)
-        return iter(torch.utils.data.DataLoader(data, batch_size=batch, collate_fn=collate_clips))
-
-    out = Trainer(cfg, batches, rank=rank, world_size=world_size, progress=not args.no_progress).run()
+    out = Trainer(cfg, clip_batches(shards, cfg.seed, rank, world_size), rank=rank, world_size=world_size,
+                  progress=not args.no_progress).run()
     if rank == 0:
         print(f"trained: {out}/model.safetensors + config.json; metrics in {out}/metrics.jsonl")
     return 0
@@ -158,14 +154,15 @@ def _add_bench(sub) -> None:
         description="Benchmarks are commands, not tests: run one, keep the JSON, "
         "and compare figures measured in the same run.",
     )
-    p.add_argument("--target", choices=["teacher", "model", "session", "backends", "env", "train", "learn"],
+    p.add_argument("--target", choices=["teacher", "model", "session", "backends", "env", "train", "learn", "proxy"],
                    default="session",
                    help="session: a world held to the --fps budget as a player gets it (default); "
                    "model: the bare streaming step; backends: --backends side by side, interleaved, "
                    "with ratios to torch; teacher: the procedural game's frames/s; "
                    "env: World-v0 env steps/s, single env and vector env at B = 1, 8, 32; "
                    "train: training frames/s and GFLOP/s per stage vs the machine's matmul rate; "
-                   "learn: train stage 1 for --minutes of CPU on --data, then measure on proxy seeds")
+                   "learn: train stage 1 for --minutes of CPU on --data, then measure on proxy seeds; "
+                   "proxy: measure a trained --checkpoint on the learn bench's proxy seeds (no training)")
     p.add_argument("--data", nargs="+", default=None, help="learn: recorded dataset directories")
     p.add_argument("--minutes", type=float, default=30.0, help="learn: CPU-minutes of stage 1 (default 30)")
     p.add_argument("--lever", default=None,
@@ -175,6 +172,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--tokenizer-from", default="checkpoints/tiny",
                    help="learn: checkpoint whose (frozen) tokenizer the bench trains on (default checkpoints/tiny)")
     p.add_argument("--out", default=None, help="learn: keep the bench's training run in this directory")
+    p.add_argument("--horizons", default="1,4,16,64", help="proxy: free-rollout horizons (default 1,4,16,64)")
+    p.add_argument("--proxy-seeds", type=int, default=4, help="learn, proxy: proxy worlds measured (default 4)")
+    p.add_argument("--strip", type=Path, default=None, help="proxy: also write a PNG of true vs generated frames")
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"],
                    choices=["torch", "compile", "onnxruntime", "tensorrt"],
                    help="backends: which to compare (default torch onnxruntime); one that cannot run "
@@ -252,8 +252,24 @@ def _run_bench(args) -> int:
             raise UserError("--target learn needs --data DIR [DIR ...] (recorded with `echo-infinity record`)")
         try:
             result = run_learn_bench(args.data, args.minutes, args.tokenizer_from, parse_lever(args.lever),
-                                     threads=args.threads, seed=args.seed, out=args.out,
+                                     seeds=args.proxy_seeds, threads=args.threads, seed=args.seed, out=args.out,
                                      progress=not args.no_progress)
+        except (ValueError, FileNotFoundError) as e:
+            raise UserError(str(e)) from None
+    elif args.target == "proxy":
+        from envs.learn_bench import run_proxy
+
+        if args.checkpoint is None:
+            raise UserError("--target proxy needs --checkpoint DIR")
+        try:
+            horizons = tuple(int(h) for h in args.horizons.split(","))
+        except ValueError:
+            raise UserError(f"--horizons must be comma-separated integers, got {args.horizons!r}") from None
+        if not horizons or min(horizons) < 1 or args.proxy_seeds < 1:
+            raise UserError("--horizons must be >= 1 and --proxy-seeds >= 1")
+        try:
+            result = run_proxy(str(args.checkpoint), args.proxy_seeds, horizons, args.threads,
+                               None if args.strip is None else str(args.strip), progress=not args.no_progress)
         except (ValueError, FileNotFoundError) as e:
             raise UserError(str(e)) from None
     elif args.target == "train":
@@ -293,7 +309,12 @@ def _add_eval(sub) -> None:
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="directory with model.safetensors + config.json")
     p.add_argument("--seeds", type=int, default=None, help="eval seeds (default 8; --quick 2)")
+    p.add_argument("--proxy", action="store_true",
+                   help="play the proxy seeds (70000 + i), the ones settings are chosen on, "
+                   "instead of the held-out eval seeds (90000 + i)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps per frame (default: the checkpoint's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the checkpoint's sampler.guidance; 1 = off)")
     p.add_argument("--stability-frames", type=int, default=None,
                    help="frames of the free random-action rollout (default 10000; --quick 200)")
     p.add_argument("--quick", action="store_true",
@@ -326,7 +347,7 @@ def _run_eval(args) -> int:
     given = {"seeds": args.seeds, "stability_frames": args.stability_frames}
     ev = (EvalConfig.quick_config if args.quick else EvalConfig)(
         **{k: v for k, v in given.items() if v is not None},
-        steps=args.steps, skip=tuple(args.skip), text_encoder=args.text_encoder,
+        steps=args.steps, guidance=args.guidance, proxy=args.proxy, skip=tuple(args.skip), text_encoder=args.text_encoder,
         cache_dir=str(args.cache_dir), progress=not args.no_progress)
     result, artifacts = run_eval(args.checkpoint, ev, args.compare_checkpoint)
     if args.json:
@@ -379,6 +400,7 @@ def _add_export(sub) -> None:
     p.add_argument("--policy", default=None, choices=["window", "sink", "compress", "evolving"],
                    help="run the checkpoint's weights under another memory policy (as play/bench --policy)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_export)
 
 
@@ -389,7 +411,8 @@ def _run_export(args) -> int:
     if args.batch < 1:
         raise UserError(f"--batch must be >= 1, got {args.batch}")
     model = WorldModel.load(args.checkpoint, policy=args.policy)
-    out = export_onnx(model, args.out, batch=args.batch, opset=args.opset, checkpoint=args.checkpoint)
+    out = export_onnx(model, args.out, batch=args.batch, opset=args.opset, checkpoint=args.checkpoint,
+                      progress=not args.no_progress)
     manifest = read_manifest(out)
     files = ", ".join(g["file"] for g in manifest["graphs"].values())
     print(f"exported {files} + manifest.json to {out} (batch {args.batch}, opset {args.opset}, "
@@ -430,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from world.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before the first big tensor: freed activations are reused, not re-zeroed
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as e:

@@ -95,6 +95,7 @@ class GraphBackend:
         check_supported(model)
         self.model, self.batch, self.device = model, batch, torch.device(device)
         self.mem_names = memory_names(model)
+        self._no_prompt: list[torch.Tensor] | None = None  # the empty prompt's inputs (guidance)
 
     # -- the three graphs (subclasses) -------------------------------------------------
 
@@ -102,9 +103,10 @@ class GraphBackend:
         """-> (ctx_k, ctx_v, mask, q_cos, q_sin), valid until the next call."""
         raise NotImplementedError
 
-    def run_step(self, x, t, action, state: WorldState, ctx: tuple[torch.Tensor, ...]):
-        """One DiTStep over ctx, reading the state's prompt and previous frame (prev_latent,
-        prev_level, prev_clean) -> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh], new_v, reward [B,c], done_logit [B,c])."""
+    def run_step(self, x, t, action, state: WorldState, ctx: tuple[torch.Tensor, ...], uncond: bool = False):
+        """One DiTStep over ctx, reading the state's prompt (uncond: the empty prompt) and previous
+        frame (prev_latent, prev_level, prev_clean) -> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh],
+        new_v, reward [B,c], done_logit [B,c]); the outputs may be buffers the next call reuses."""
         raise NotImplementedError
 
     def run_update(self, state: WorldState, slot: torch.Tensor, evict: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -123,10 +125,14 @@ class GraphBackend:
             raise ValueError(f"backend {self.name!r} was built for batch {self.batch}, "
                              f"the state holds {state.batch} worlds")
 
-    def prompt_inputs(self, state: WorldState) -> list[torch.Tensor]:
-        if self.model.dit.pooled:
-            return [state.prompt_pooled]
-        return [state.prompt_tokens, state.prompt_mask]
+    def prompt_inputs(self, state: WorldState, uncond: bool = False) -> list[torch.Tensor]:
+        """The step's prompt inputs; uncond: the empty prompt's (zeros, kept for the next call)."""
+        inputs = [state.prompt_pooled] if self.model.dit.pooled else [state.prompt_tokens, state.prompt_mask]
+        if not uncond:
+            return inputs
+        if self._no_prompt is None or self._no_prompt[0].shape != inputs[0].shape:
+            self._no_prompt = [torch.zeros_like(p) for p in inputs]
+        return self._no_prompt
 
     @staticmethod
     def prev_inputs(state: WorldState) -> list[torch.Tensor]:
@@ -150,9 +156,13 @@ class GraphBackend:
         dev = state.frame.device
         ctx = self.run_context(state)  # once per frame, shared by every pass (as `model.prepare`)
         x = model._noise(state, (c, N, C)) * model.cfg.sampler.temperature  # [B, c, N, C]
-        ts = sampler.timesteps(steps).tolist()
+        ts, g = sampler.timesteps(steps).tolist(), cfg.sampler.guidance
         for t, t_next in zip(ts[:-1], ts[1:]):  # sampler.sample's Euler loop
-            x = x + (t_next - t) * self.run_step(x, torch.full((B, c), t, device=dev), action, state, ctx)[0]
+            tt = torch.full((B, c), t, device=dev)
+            v = self.run_step(x, tt, action, state, ctx)[0]
+            if g != 1.0:  # classifier-free guidance (WorldModel.sample); the step's buffers are reused
+                v = sampler.guide(v.clone(), self.run_step(x, tt, action, state, ctx, uncond=True)[0], g)
+            x = x + (t_next - t) * v
         x0 = x
         # commit: context pass, evictions into memory, in-place cache write, the previous frame
         t_c = cfg.sampler.context_noise
@@ -210,8 +220,8 @@ class EagerGraphBackend(GraphBackend):
         c = state.cache
         return self.context(state.frame, c.slot_frame, c.k, c.v, *self.memory_inputs(state))
 
-    def run_step(self, x, t, action, state, ctx):
-        return self.dit_step(x, t, action, *self.prev_inputs(state), *self.prompt_inputs(state), *ctx)
+    def run_step(self, x, t, action, state, ctx, uncond=False):
+        return self.dit_step(x, t, action, *self.prev_inputs(state), *self.prompt_inputs(state, uncond), *ctx)
 
     def run_update(self, state, slot, evict):
         out = self.update(state.cache.k, state.cache.v, slot, evict, *self.memory_inputs(state))

@@ -61,9 +61,9 @@ class CompileBackend(EagerGraphBackend):
         out = super().run_context(state)
         return tuple(t.clone() for t in out) if self.cuda else out  # replays of dit_step follow
 
-    def run_step(self, x, t, action, state, ctx):
+    def run_step(self, x, t, action, state, ctx, uncond=False):
         self._mark()
-        out = super().run_step(x, t, action, state, ctx)
+        out = super().run_step(x, t, action, state, ctx, uncond)
         if self.cuda:  # new_k/new_v are written to the cache after the memory update's replay
             return tuple(o.clone() for o in out)
         v, new_k, new_v, reward, done = out

@@ -133,10 +133,10 @@ class OrtBackend(GraphBackend):
         self.graphs["dit_context"].run(inputs, self._ctx_out)
         return tuple(self._ctx_out.values())
 
-    def run_step(self, x, t, action, state, ctx):
+    def run_step(self, x, t, action, state, ctx, uncond=False):
         inputs = {"x": x.contiguous(), "t": t, "action": action.contiguous()}
         inputs.update(zip(PREV_NAMES, (p.contiguous() for p in self.prev_inputs(state))))
-        inputs.update(zip(self.prompt_names, self.prompt_inputs(state)))
+        inputs.update(zip(self.prompt_names, self.prompt_inputs(state, uncond)))
         inputs.update(zip(self.ctx_names, ctx))
         out = self._step_out
         self.graphs["dit_step"].run(inputs, out)

@@ -208,9 +208,9 @@ class TensorRTBackend(GraphBackend):
         self.engines["dit_context"].run(inputs, self._ctx_out, self._stream())
         return tuple(self._ctx_out.values())
 
-    def run_step(self, x, t, action, state, ctx):
+    def run_step(self, x, t, action, state, ctx, uncond=False):
         inputs = {"x": x, "t": t, "action": action, **dict(zip(PREV_NAMES, self.prev_inputs(state)))}
-        inputs.update(zip(self.prompt_names, self.prompt_inputs(state)))
+        inputs.update(zip(self.prompt_names, self.prompt_inputs(state, uncond)))
         inputs.update(zip(self.ctx_names, ctx))
         out = self._step_out
         self.engines["dit_step"].run(inputs, out, self._stream())

@@ -40,7 +40,9 @@ class ClipDataset(IterableDataset):
     DataLoader worker (and every DDP rank, via `rank`/`world_size`) a disjoint
     slice, opens `shards_in_memory` shards at a time (frames memory-mapped,
     so only the clips read come off disk), shuffles their clip starts (a
-    random phase, then every `stride` frames) and yields them. Episodes shorter
+    random phase, then every `stride` frames; plus `switch_clips` more around
+    every caption change, each placing the change at a random frame 1..L-1 of
+    its clip, so prompt switches are common, not ~6% of clips) and yields them. Episodes shorter
     than `clip_len` steps give no clips. `epochs=None` repeats forever;
     `set_epoch(e)` picks the epoch an iteration starts at.
     """
@@ -48,7 +50,7 @@ class ClipDataset(IterableDataset):
     def __init__(self, root: str | os.PathLike | Sequence[str | os.PathLike], clip_len: int,
                  stride: int | None = None, shuffle: bool = True, seed: int = 0,
                  epochs: int | None = 1, shards_in_memory: int = 4, normalize: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, switch_clips: int = 0):
         super().__init__()
         if isinstance(root, (str, os.PathLike)):
             self.shards = [str(p) for p in list_shards(root)]
@@ -58,6 +60,9 @@ class ClipDataset(IterableDataset):
             raise ShardError("ClipDataset: no shards given")
         if clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+        if switch_clips < 0:
+            raise ValueError(f"switch_clips must be >= 0, got {switch_clips}")
+        self.switch_clips = switch_clips
         self.clip_len, self.stride = clip_len, stride or clip_len
         self.shuffle, self.seed, self.epochs = shuffle, seed, epochs
         self.shards_in_memory, self.normalize = max(1, shards_in_memory), normalize
@@ -90,12 +95,18 @@ class ClipDataset(IterableDataset):
                     yield self._clip(*starts[k])
             epoch += 1
 
-    def _starts(self, ep: Episode, rng) -> range:
+    def _starts(self, ep: Episode, rng) -> list[int]:
         last = ep.length - self.clip_len                 # clip needs actions for all L frames
         if last < 0:
-            return range(0)
+            return []
         phase = int(rng.integers(min(self.stride, last + 1))) if self.shuffle else 0
-        return range(phase, last + 1, self.stride)
+        starts = list(range(phase, last + 1, self.stride))
+        if self.switch_clips and self.clip_len > 1:
+            changes = np.flatnonzero(np.diff(ep.caption_ids[:ep.length])) + 1  # first frame of a new caption
+            for c in changes:
+                at = rng.integers(1, self.clip_len, size=self.switch_clips)  # where in the clip it falls
+                starts += [int(s) for s in np.clip(c - at, 0, last)]
+        return starts
 
     def _clip(self, ep: Episode, s: int) -> dict:
         e = s + self.clip_len
@@ -148,3 +159,15 @@ def collate_clips(items: list[dict]) -> dict:
     out["episode"] = [it["episode"] for it in items]
     out["start"] = torch.tensor([it["start"] for it in items])
     return out
+
+
+def clip_batches(shards: Sequence[str], seed: int = 0, rank: int = 0, world_size: int = 1):
+    """The trainer's data source (`world.train.Batches`): batches(clip_len, batch, switch_clips=0)
+    -> an endless iterator of collated clips from `shards`, clip starts every clip_len // 2 frames."""
+
+    def batches(clip_len: int, batch: int, switch_clips: int = 0):
+        data = ClipDataset(shards, clip_len, stride=max(1, clip_len // 2), seed=seed, epochs=None,
+                           rank=rank, world_size=world_size, switch_clips=switch_clips)
+        return iter(torch.utils.data.DataLoader(data, batch_size=batch, collate_fn=collate_clips))
+
+    return batches

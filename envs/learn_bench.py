@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROXY_SEED_BASE = 70_000
-"""Proxy seed i is 70_000 + i: held out from training and never an eval seed (90_000 + i)."""
+from envs.evaluate.config import PROXY_SEED_BASE, eval_seeds  # noqa: F401  (PROXY_SEED_BASE re-exported)
 
 
 def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str = "checkpoints/tiny",
@@ -34,7 +33,7 @@ def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str 
     (its `model` field takes preset overrides by section). Returns a JSON-able dict."""
     import torch
 
-    from envs.dataset import ClipDataset, collate_clips, list_shards
+    from envs.dataset import clip_batches, list_shards
     from world.bench import gemm_gflops
     from world.model import WorldModel
     from world.train import Trainer
@@ -51,11 +50,7 @@ def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str 
                          "s1_cpu_minutes": minutes, "s2_steps": 0})
     shards = [str(p) for d in data for p in list_shards(d)]
 
-    def batches(clip_len: int, batch: int):
-        ds = ClipDataset(shards, clip_len, stride=max(1, clip_len // 2), seed=cfg.seed, epochs=None)
-        return iter(torch.utils.data.DataLoader(ds, batch_size=batch, collate_fn=collate_clips))
-
-    trainer = Trainer(cfg, batches, progress=progress)
+    trainer = Trainer(cfg, clip_batches(shards, cfg.seed), progress=progress)
     source = WorldModel.load(tokenizer_from)
     if source.cfg.tokenizer != trainer.model.cfg.tokenizer:
         raise ValueError(f"the tokenizer of {tokenizer_from} ({source.cfg.tokenizer}) does not match "
@@ -84,23 +79,42 @@ def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str 
     return result
 
 
-def measure_proxy(model, text_encoder: str, seeds: int = 4, progress: bool = True) -> dict[str, Any]:
-    """The learn bench's figures for any model (also a checkpoint trained another way, to set
-    beside a bench arm): fidelity on the proxy seeds, horizons 1/4/16, 16 teacher-forced frames."""
+def measure_proxy(model, text_encoder: str, seeds: int = 4, progress: bool = True,
+                  horizons: tuple[int, ...] = (1, 4, 16), strip: str | Path | None = None) -> dict[str, Any]:
+    """The learn bench's figures for any model (`bench --target proxy` measures a checkpoint
+    trained another way, to set beside a bench arm): fidelity on the proxy seeds at
+    `horizons`, 16 teacher-forced frames; strip: also a PNG of true vs generated frames."""
     from envs.evaluate import EvalConfig, Game, eval_fidelity, teacher_reference
     from world.text import build_text_encoder
 
     game = Game(model.cfg.tokenizer.image_size, model.cfg.game.motion)
-    ev = EvalConfig(seeds=seeds, horizons=(1, 4, 16), teacher_forced_frames=16, progress=progress)
-    proxy = [PROXY_SEED_BASE + i for i in range(seeds)]
-    fid, _ = eval_fidelity(model, ev, build_text_encoder(text_encoder), proxy, model.cfg.sampler.steps, game,
-                           teacher_reference(game), tag=" (proxy)")
+    ev = EvalConfig(seeds=seeds, horizons=tuple(horizons), teacher_forced_frames=16, progress=progress)
+    proxy = eval_seeds(seeds, proxy=True)
+    fid, art = eval_fidelity(model, ev, build_text_encoder(text_encoder), proxy, model.cfg.sampler.steps, game,
+                             teacher_reference(game), tag=" (proxy)")
+    if strip is not None:
+        from envs.evaluate.report import save_strip
+
+        save_strip(art["strip_true"], art["strip_gen"], art["strip_cols"], Path(strip))
     d = fid["fidelity_detail"]
     keys = ("teacher_forced_psnr", "teacher_forced_player_visible", "copy_previous_psnr",
             "teacher_forced_psnr_moved", "copy_previous_psnr_moved", "teacher_forced_moved_share",
             "player_visible_by_horizon", "seen_psnr_by_horizon", "tile_valid_by_horizon", "tile_valid_tokenizer",
             "tokenizer_psnr_heldout")
     return {"proxy_seeds": proxy, "psnr_by_horizon": fid["psnr_by_horizon"], **{k: d.get(k) for k in keys}}
+
+
+def run_proxy(checkpoint: str, seeds: int = 4, horizons: tuple[int, ...] = (1, 4, 16, 64), threads: int = 1,
+              strip: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """`bench --target proxy`: a trained checkpoint on the proxy seeds, no training."""
+    import torch
+
+    from envs.evaluate import load_checkpoint
+
+    torch.set_num_threads(threads)
+    ck = load_checkpoint(checkpoint)  # clear errors for a missing or bad checkpoint
+    return {"bench": "proxy", "checkpoint": str(checkpoint), "threads": threads, "date": time.strftime("%Y-%m-%d"),
+            **measure_proxy(ck.model(), ck.text_encoder, seeds, progress, tuple(horizons), strip)}
 
 
 def parse_lever(text: str | None) -> dict[str, Any]:

@@ -17,6 +17,13 @@ def model():
     return build_model("tiny").randomize_(0).eval()
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """Whatever else runs on the test machine, the calibrations here see idle cores (the busy
+    test below sets its own waits)."""
+    monkeypatch.setattr(cal, "_runqueue_wait", lambda: None)
+
+
 class Slowed(TorchBackend):
     """The eager backend, `delay` seconds slower a frame (a slower machine)."""
 
@@ -162,3 +169,20 @@ def test_world_v0_takes_backend_auto(tmp_path, monkeypatch):
     chosen = json.loads(files[0].read_text())["backend"]
     assert len(files) == 1 and chosen in ("onnxruntime", "torch")
     env.close()
+
+
+def test_a_calibration_on_a_busy_machine_is_used_but_not_cached(model, monkeypatch, tmp_path):
+    use(monkeypatch, delay=0.0)
+    waits = iter([0.0, 0.5] * 4)  # the timing thread waited for a core 0.5 s of every timing
+    monkeypatch.setattr(cal, "_runqueue_wait", lambda: next(waits))
+    busy = cal.calibrate(model, "h", [("torch", 1)], frames=5, warmup=1, cache_dir=tmp_path, say=lambda m: None)
+    assert busy.busy and "machine was busy" in busy.line() and "not cached" in busy.line()
+    assert not list(tmp_path.glob("calibration/*.json"))
+    monkeypatch.setattr(cal, "_runqueue_wait", lambda: 1.0)  # a quiet machine: no waiting
+    quiet = cal.calibrate(model, "h", [("torch", 1)], frames=5, warmup=1, cache_dir=tmp_path, say=lambda m: None)
+    assert not quiet.busy and not quiet.cached and len(list((tmp_path / "calibration").glob("*.json"))) == 1
+
+
+def test_runqueue_wait_reads_this_thread():
+    w = cal._runqueue_wait()
+    assert w is None or w >= 0.0

@@ -41,14 +41,14 @@ def tiny(seed=0, prev_frame=True):
 
 
 def micro(policy="evolving", chunk=1, prompt_mode="pooled", context_noise=0.0, seed=1, prev_frame=True,
-          **memory):
+          guidance=1.0, **memory):
     """16x16 frames, 16 tokens, dim 32: hundreds of frames per second."""
     mem = {"policy": policy, "chunk_frames": chunk, "window_frames": 4 * chunk, "sink_frames": chunk,
            "memory_frames": 2, "memory_tokens_per_frame": 4, "full_capacity": 64, **memory}
     dit = {"dim": 32, "depth": 2, "heads": 2, "prompt_mode": prompt_mode, "prompt_tokens": 4,
            **({} if prev_frame else NO_PREV)}
     cfg = from_preset("tiny", tokenizer={"image_size": 16, "channels": [8]}, dit=dit,
-                      memory=mem, sampler={"context_noise": context_noise})
+                      memory=mem, sampler={"context_noise": context_noise, "guidance": guidance})
     torch.manual_seed(seed)
     return WorldModel(cfg).eval().randomize_(seed)
 
@@ -174,6 +174,30 @@ def test_onnxruntime_parity_settings(case, tmp_path):
     ort_backend = make_backend("onnxruntime", model, 2, cache_dir=tmp_path / "onnx", warn=pytest.fail)
     worst, _ = run_parity(model, TorchBackend(model), ort_backend, frames=14, batch=2)
     assert_close(worst)
+
+
+@pytest.mark.parametrize("prompt_mode", ["pooled", "cross_attention"])
+def test_guidance_is_the_same_on_every_backend_and_pulls_towards_the_prompt(prompt_mode, tmp_path):
+    from world.text import PromptEmbedding
+
+    model = micro(prompt_mode=prompt_mode, guidance=3.0)
+    g = torch.Generator().manual_seed(0)
+    prompts = [PromptEmbedding(torch.randn(384, generator=g), torch.randn(3, 384, generator=g),
+                               torch.ones(3, dtype=torch.bool)) for _ in range(2)]
+    ort_backend = make_backend("onnxruntime", model, 2, cache_dir=tmp_path / "onnx", warn=pytest.fail)
+    for other in (EagerGraphBackend(model, 2), ort_backend):
+        worst, _ = run_parity(model, TorchBackend(model), other, frames=8, batch=2, prompt=prompts)
+        assert_close(worst)
+
+    def first_frame(guidance, prompt):
+        model.cfg.sampler.guidance = guidance
+        try:
+            return model.step_latents(model.init_state(2, prompt, seed=4), torch.tensor([1, 2]))[0]
+        finally:
+            model.cfg.sampler.guidance = 3.0
+
+    assert max_diff(first_frame(3.0, prompts), first_frame(1.0, prompts)) > 1e-3  # guidance changes the frame
+    assert max_diff(first_frame(3.0, None), first_frame(1.0, None)) < 1e-6  # the empty prompt: nothing to pull
 
 
 def test_onnxruntime_prompts_and_snapshots(tmp_path):

@@ -4,15 +4,16 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
-from envs.dataset import ClipDataset, collate_clips, list_shards
+from envs.dataset import ClipDataset, clip_batches, list_shards
 from envs.record import record_episodes
 from world.config import from_preset
 from world.model import WorldModel
-from world.train import (TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer, load_optimizer,
-                         revisit_weights, shift_actions)
+from world.train import (TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer, free_run_mask,
+                         load_optimizer, revisit_weights, shift_actions)
 
 # A model small enough to train a few steps per second on CPU, on real 64x64 teacher frames.
 MICRO = {"tokenizer": {"channels": [8, 8], "patch_size": 4},
@@ -27,11 +28,17 @@ def dataset(tmp_path_factory):
     return [str(p) for p in list_shards(out)]
 
 
+@pytest.fixture(scope="module")
+def switching(tmp_path_factory):
+    """Recordings whose style switches every ~20 frames (prompt-switch training)."""
+    out = tmp_path_factory.mktemp("switching")
+    record_episodes("teacher", "explore", episodes=2, steps=80, out_dir=out, seed=4, progress=False,
+                    style_switch_prob=0.05)
+    return [str(p) for p in list_shards(out)]
+
+
 def batches_for(shards, seed=0):
-    def batches(clip_len, batch):
-        ds = ClipDataset(shards, clip_len, stride=max(1, clip_len // 2), seed=seed, epochs=None)
-        return iter(torch.utils.data.DataLoader(ds, batch_size=batch, collate_fn=collate_clips))
-    return batches
+    return clip_batches(shards, seed)
 
 
 def small_config(out, **kw):
@@ -143,6 +150,27 @@ def test_revisit_weights_mark_returns_after_the_window():
     assert (w[0, :22] == 1.0).all()  # going out: nothing seen before
     short = torch.tensor([[[x, 0] for x in [0, 2, 4, 2, 0, 0, 0, 0, 0, 0, 0, 0]]])
     assert (revisit_weights(short, window=8, weight=3.0) == 1.0).all()  # never went 32 px away
+
+
+def test_free_run_mask_leaves_out_only_tiles_the_model_drew_first():
+    # 4x4 tokens of 8 px; one token to the right a frame; frames 1.. run on the model's own samples
+    pos = torch.tensor([[[8 * j, 0] for j in range(4)]])
+    m = free_run_mask(pos, free_start=1, grid=4, pixels_per_token=8).view(1, 4, 4, 4)  # [B, L, row, col]
+    assert (m[0, :2] == 1).all()  # frame 0 is true context; frame 1's new column no frame showed yet
+    # frame 2 shows tiles x = 2..5: 2-3 seen in the true frame 0, 4 first drawn by the model in frame 1, 5 new
+    assert m[0, 2, :, 2].eq(0).all() and m[0, 2, :, [0, 1, 3]].eq(1).all()
+    assert m[0, 3, :, 1:3].eq(0).all() and m[0, 3, :, [0, 3]].eq(1).all()  # x = 3 seen; 4, 5 drawn; 6 new
+    assert (free_run_mask(pos, free_start=4, grid=4, pixels_per_token=8) == 1).all()  # no free run
+    still = torch.zeros(1, 5, 2, dtype=torch.long)
+    assert (free_run_mask(still, free_start=1, grid=4, pixels_per_token=8) == 1).all()  # nothing new shown
+
+
+def test_stage2_free_run_trains(tmp_path, dataset):
+    out = Trainer(small_config(tmp_path, tok_steps=1, s1_steps=0, s2_free_frames=6, self_rollout=0.0),
+                  batches_for(dataset), progress=False).run()
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(out) if r.get("stage") == "stage2")
+    with pytest.raises(ValueError, match="s2_free_frames"):
+        TrainConfig(s2_clip=8, s2_free_frames=9).validate()
 
 
 def test_optimizer_state_round_trips_without_pickle():
@@ -262,3 +290,50 @@ def test_latent_cache_gives_what_encoding_gives(dataset):
 def test_stage1_runs_without_the_latent_cache(tmp_path, dataset):
     out = Trainer(small_config(tmp_path, cache_latents=False, s2_steps=0), batches_for(dataset), progress=False).run()
     assert len([r for r in rows(out) if r.get("stage") == "stage1" and "loss" in r]) == 3
+
+
+def test_proxy_bench_measures_a_checkpoint_and_draws_its_strip(tmp_path):
+    from demos.cli import main
+    from envs.learn_bench import PROXY_SEED_BASE, run_proxy
+
+    ck = tmp_path / "ck"
+    WorldModel(from_preset("tiny", **MICRO)).save(ck)
+    (ck / "trainer.json").write_text(json.dumps({"train_config": {"text_encoder": "hash"}}))
+    r = run_proxy(str(ck), seeds=1, horizons=(1, 2), strip=str(tmp_path / "strip.png"), progress=False)
+    assert r["proxy_seeds"] == [PROXY_SEED_BASE] and set(r["psnr_by_horizon"]) == {"1", "2"}
+    assert (tmp_path / "strip.png").stat().st_size > 1000
+    assert main(["bench", "--target", "proxy"]) == 2  # no --checkpoint: one clear error
+    assert main(["bench", "--target", "proxy", "--checkpoint", str(tmp_path / "none")]) == 2
+    assert main(["bench", "--target", "proxy", "--checkpoint", str(ck), "--horizons", "4,x"]) == 2
+
+
+def test_switch_clips_oversample_caption_changes(switching):
+    def with_change(switch_clips):
+        ds = ClipDataset(switching, 16, stride=8, seed=0, epochs=1, switch_clips=switch_clips)
+        clips = list(ds)
+        return len(clips), sum(len(set(c["captions"])) > 1 for c in clips)
+
+    from envs.dataset import load_episode
+
+    changes = sum(int((np.diff(e.caption_ids[:e.length]) != 0).sum()) for e in map(load_episode, switching))
+    n0, changed0 = with_change(0)
+    n8, changed8 = with_change(8)
+    assert changes > 0 and n8 - n0 == 8 * changes  # 8 more clips per caption change
+    assert changed8 >= n8 - n0 and changed8 / n8 > changed0 / n0 + 0.25  # ... each holding the change
+    with pytest.raises(ValueError, match="switch_clips"):
+        ClipDataset(switching, 16, switch_clips=-1)
+
+
+def test_stage2_switches_the_prompt_where_captions_change(tmp_path, switching, monkeypatch):
+    calls = []
+    real = WorldModel.set_prompt
+
+    def spy(self, state, prompt, recache=True):
+        calls.append(len(prompt))
+        return real(self, state, prompt, recache)
+
+    monkeypatch.setattr(WorldModel, "set_prompt", spy)
+    out = Trainer(small_config(tmp_path, tok_steps=1, s1_steps=0, s2_steps=3, s2_switch_clips=50, caption_dropout=0.0),
+                  batches_for(switching), progress=False).run()
+    assert calls and set(calls) == {2}  # switched mid-clip, for the whole batch of 2 at once
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(out) if r.get("stage") == "stage2")

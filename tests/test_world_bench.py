@@ -24,3 +24,13 @@ def test_bench_from_checkpoint_with_another_policy(tmp_path):
     r = run_model_bench(policy="sink", frames=8, warmup=1, random_init=False, checkpoint=str(tmp_path / "ck"),
                         progress=False)  # ... run with the sink policy: memory weights are not needed
     assert r["policy"] == "sink" and r["frames"] == 8
+
+
+def test_allocator_settings_take_on_glibc():
+    import platform
+
+    from world.allocator import keep_freed_memory
+
+    ok = keep_freed_memory()
+    assert ok == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert keep_freed_memory() == ok  # idempotent

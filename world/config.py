@@ -213,8 +213,16 @@ class SamplerConfig:
     Below 1 trades variety for stability: a small, few-step model's frames keep less
     unremoved noise, so less error feeds back through the window."""
 
+    guidance: float = 1.0
+    """Classifier-free guidance scale g (issue 15). 1: off, one DiT pass a step; g != 1 also
+    runs the step without the prompt (the empty prompt training's caption dropout teaches) and
+    follows v_u + g (v_c - v_u): the prompt's pull, g times over, at twice the DiT's cost (the
+    calibration and the frame budget time it as it is). Only the frame being drawn is guided;
+    the window keeps the K/V it was committed with."""
+
     def validate(self) -> None:
         _check(1 <= self.steps <= 64, "sampler.steps", self.steps, "must be in [1, 64]")
+        _check(0.0 <= self.guidance <= 10.0, "sampler.guidance", self.guidance, "must be in [0, 10]")
         _check(self.steps <= self.max_steps <= 64, "sampler.max_steps", self.max_steps,
                f"must be in [sampler.steps = {self.steps}, 64]")
         _check(0.0 <= self.temperature <= 2.0, "sampler.temperature", self.temperature, "must be in [0, 2]")
@@ -230,9 +238,13 @@ class GameConfig:
     """The teacher's motion mode: 'smooth' (2 px a frame) or 'tile' (one tile = one token a
     move). Everything that plays or measures the checkpoint (eval, World-v0, play, kiosk,
     --compare) runs the teacher in this mode."""
+    view_pixels: int = 64
+    """The teacher's view side in base pixels, the unit of recorded positions: one token
+    spans view_pixels / tokenizer.grid_size of them (stage 2's seen-content mask)."""
 
     def validate(self) -> None:
         _check(self.motion in MOTIONS, "game.motion", self.motion, f"must be one of {MOTIONS}")
+        _check(self.view_pixels > 0, "game.view_pixels", self.view_pixels, "must be > 0")
 
 
 @dataclass

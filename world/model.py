@@ -423,11 +423,17 @@ class WorldModel(nn.Module):
         B = state.batch
         c, N, C = self.cfg.memory.chunk_frames, self.cfg.tokenizer.tokens_per_frame, self.cfg.tokenizer.token_dim
         prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
-        prev, kind = self.prev_input(state, c), self.cfg.dit.prediction
+        prev, kind, g = self.prev_input(state, c), self.cfg.dit.prediction, self.cfg.sampler.guidance
+        if g != 1.0:  # the empty prompt: zeros, as the text encoder gives "" (caption dropout)
+            no_prompt = self.dit.prompt_context(*(torch.zeros_like(p) for p in (
+                state.prompt_pooled, state.prompt_tokens, state.prompt_mask)))
 
         def v_fn(x: torch.Tensor, t: float) -> torch.Tensor:
             tt = torch.full((B, c), t, device=x.device)
-            return sampler.to_velocity(self.dit(x, tt, action, prompt_ctx, ctx, prev)[0], x, t, kind)
+            v = sampler.to_velocity(self.dit(x, tt, action, prompt_ctx, ctx, prev)[0], x, t, kind)
+            if g != 1.0:
+                v = sampler.guide(v, sampler.to_velocity(self.dit(x, tt, action, no_prompt, ctx, prev)[0], x, t, kind), g)
+            return v
 
         noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
         return sampler.sample(v_fn, noise, steps)

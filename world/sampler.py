@@ -47,6 +47,12 @@ def target(kind: str, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return x0 if kind == "x0" else velocity_target(x0, eps)
 
 
+def guide(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: the unconditional velocity pushed `scale` times along the
+    prompt's direction (scale 1 gives v_cond back)."""
+    return v_uncond + scale * (v_cond - v_uncond)
+
+
 def sample(velocity: Callable[[torch.Tensor, float], torch.Tensor], noise: torch.Tensor, steps: int) -> torch.Tensor:
     """Euler integration from t=1 to t=0; velocity(x_t, t) -> v. Returns x_0."""
     x = noise

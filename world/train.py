@@ -14,11 +14,13 @@ Stage 2, streamed clips several windows long, through the *same* streaming
   code as inference (`prepare` / `velocity` / `commit`): frames leave the
   window and enter memory, gradients flow back through memory updates
   (truncated after `memory.bptt_updates`), part of the context is the model's
-  own sampled frames (self-rollout, against drift), and frames that return to
-  a place seen before the window weigh more (that is what memory is for).
+  own sampled frames (self-rollout, against drift; the clip's last frames can
+  run free on them, scored only where the truth is predictable), and frames
+  that return to a place seen before the window weigh more (that is what
+  memory is for).
 
-The data comes from the caller as `batches(clip_len, batch) -> iterator of
-dicts` (see `envs.dataset.ClipDataset`: frames uint8 [B, L, H, W, 3],
+The data comes from the caller as `batches(clip_len, batch, switch_clips=0) ->
+iterator of dicts` (see `envs.dataset.clip_batches`: frames uint8 [B, L, H, W, 3],
 actions/rewards/terminated [B, L], positions [B, L, 2], captions [B][L]), so
 `world` stays independent of where frames come from.
 
@@ -48,7 +50,8 @@ from .model import WorldModel
 from .text import build_text_encoder
 from .train_config import STAGE_PREFIX, STAGES, TrainConfig
 
-Batches = Callable[[int, int], Iterator[dict]]
+Batches = Callable[..., Iterator[dict]]
+"""batches(clip_len, batch, switch_clips=0) -> endless collated clips (envs.dataset.clip_batches)."""
 # --------------------------------------------------------------------------------------------
 # Losses, one module each so DDP sees one forward per backward.
 
@@ -132,6 +135,30 @@ def revisit_weights(positions: torch.Tensor, window: int, weight: float, near: i
     return w
 
 
+def free_run_mask(positions: torch.Tensor, free_start: int, grid: int, pixels_per_token: float) -> torch.Tensor:
+    """[B, L, 2] positions (base pixels) -> [B, L, N] 1/0: which tokens of each frame stage 2
+    scores against the truth when frames `free_start`.. run on the model's own samples.
+
+    A token is left out (0) where it shows a world tile that the model itself drew first: a
+    tile some free-running frame before it showed and no true context frame did. Those tiles
+    the model invented, and the truth draws them differently; scoring them would teach it to
+    forget what it drew. Tiles the true frames showed (seen content) and tiles no frame has
+    shown yet (new content, as in teacher forcing) are kept. Exact for tile motion, where a
+    token is a tile; smooth motion rounds the view to whole tokens.
+    """
+    B, L, _ = positions.shape
+    origin = torch.div(positions.flip(-1).float(), pixels_per_token, rounding_mode="floor").long()  # [B, L, 2] (y, x)
+    rc = torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij"), -1).view(-1, 2)
+    tiles = origin[:, :, None] + rc.to(positions.device)  # [B, L, N, 2] the world tile of each token
+    rel = tiles[:, :, :, None] - origin[:, None, None]  # [B, L(j), N, L(k), 2]
+    shown = ((rel >= 0) & (rel < grid)).all(-1)  # [B, j, N, k] frame k showed frame j's token's tile
+    k = torch.arange(L, device=positions.device)
+    by_truth = (shown & (k < free_start)).any(-1)  # [B, L, N]
+    before = k[None, :] < k[:, None]  # [j, k]: k before j
+    by_model = (shown & (k >= free_start) & before[None, :, None]).any(-1)
+    return (~(by_model & ~by_truth)).float()
+
+
 class Stage2Loss(nn.Module):
     """A clip streamed frame by frame through the inference code path, memory included."""
 
@@ -139,27 +166,36 @@ class Stage2Loss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
 
-    def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen) -> dict[str, torch.Tensor]:
-        """x0 [B, L, N, C]; weights [B, L] per-frame loss weights."""
+    def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen,
+                switches: dict[int, list] | None = None) -> dict[str, torch.Tensor]:
+        """x0 [B, L, N, C]; weights [B, L, N] per-token loss weights (revisit weight x free_run_mask);
+        prompts: B PromptEmbedding in force at frame 0; switches: {frame j: B PromptEmbedding in
+        force from j on}, for the frames where some world's caption changes."""
         model, cfg = self.model, self.cfg
         B, L = x0.shape[:2]
         dev = x0.device
+        free_start = L - cfg.s2_free_frames  # frames from here on keep the model's own sample
         state = model.init_state(B, prompts, seed=0)
         kind = model.cfg.dit.prediction
         flow_sum = rew_sum = end_sum = x0.new_zeros(())
         for j in range(L):
+            if switches and j in switches:  # the caption changed: switch as a player does, re-caching the window
+                for name in ("prompt_pooled", "prompt_tokens", "prompt_mask"):  # earlier frames' graphs keep theirs
+                    setattr(state, name, getattr(state, name).clone())
+                model.set_prompt(state, switches[j])
             ctx = model.prepare(state)
             a = action_in[:, j : j + 1]  # [B, 1]
             target = x0[:, j : j + 1]  # [B, 1, N, C]
             t = torch.rand(B, 1, generator=gen, device=dev)
             eps = torch.randn(target.shape, generator=gen, device=dev)
             pred, _ = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a)
-            per_world = (pred - sampler.target(kind, target, eps)).pow(2).mean((1, 2, 3))  # [B]
-            flow_sum = flow_sum + (per_world * weights[:, j]).mean()
-            # What the window keeps of this frame: the truth, or (self-rollout) the model's own sample.
+            per_token = (pred - sampler.target(kind, target, eps)).pow(2).mean(-1)[:, 0]  # [B, N]
+            flow_sum = flow_sum + (per_token * weights[:, j]).mean()
+            # What the window keeps of this frame: the truth, or (self-rollout, free run) the
+            # model's own sample.
             context = target
-            if j > 0 and cfg.self_rollout > 0:
-                own = torch.rand(B, generator=gen, device=dev) < cfg.self_rollout
+            if j > 0 and (cfg.self_rollout > 0 or j >= free_start):
+                own = (torch.rand(B, generator=gen, device=dev) < cfg.self_rollout) | (j >= free_start)  # [B]
                 if bool(own.any()):
                     with torch.no_grad():
                         noise = torch.randn(target.shape, generator=gen, device=dev) * cfg.self_rollout_temperature
@@ -352,14 +388,15 @@ class Trainer:
         return module
 
     def _loop(self, stage: str, loss_module: nn.Module, params: list, lr: float, total: int,
-              make_inputs: Callable[[dict], tuple], clip_len: int, batch: int, meta: dict | None) -> None:
+              make_inputs: Callable[[dict], tuple], clip_len: int, batch: int, meta: dict | None,
+              switch_clips: int = 0) -> None:
         start = self.done[stage]
         budget = 60.0 * getattr(self.cfg, STAGE_PREFIX[stage] + "_cpu_minutes")  # 0: no time budget
         if start >= total or (budget and self.cpu_seconds[stage] >= budget):
             return
         opt = self._optimizer(params, lr, stage, meta)
         wrapped = self._wrap(loss_module)
-        data = self.batches(clip_len, batch)
+        data = self.batches(clip_len, batch, switch_clips=switch_clips)
         bar = tqdm(range(start, total), desc=stage, disable=not self.progress, initial=start, total=total)
         t_last = time.time()
         cpu_last = time.process_time()
@@ -411,10 +448,16 @@ class Trainer:
         for p in params:
             p.requires_grad_(False)  # frozen from here on
 
-    def _prompts(self, captions: list[list[str]]) -> list:
-        """Caption of each clip's last frame (the prompt in force), dropped at random."""
+    def _prompts(self, captions: list[list[str]], follow: bool = False) -> tuple[list, dict[int, list]]:
+        """[B][L] captions -> (B prompts, switches), a clip dropped to the empty prompt at random.
+        follow=False: the caption of each clip's last frame (the prompt in force) throughout, no
+        switches; True: frame 0's caption, then {j: B prompts} where some caption changes at j."""
         drop = torch.rand(len(captions), generator=self.gen, device=self.device) < self.cfg.caption_dropout
-        return [self.text("" if dropped else caps[-1]) for caps, dropped in zip(captions, drop.tolist())]
+        caps = [[""] * len(c) if dropped else c for c, dropped in zip(captions, drop.tolist())]
+        if not follow:
+            return [self.text(c[-1]) for c in caps], {}
+        changes = sorted({j for c in caps for j in range(1, len(c)) if c[j] != c[j - 1]})
+        return [self.text(c[0]) for c in caps], {j: [self.text(c[j]) for c in caps] for j in changes}
 
     def stage_dit(self, stage: str, meta: dict | None) -> None:
         cfg, model = self.cfg, self.model
@@ -425,18 +468,23 @@ class Trainer:
             loss_module, lr, total, batch = Stage1Loss(model, cfg), cfg.s1_lr, cfg.s1_steps, cfg.s1_batch
         else:
             clip, loss_module, lr, total, batch = cfg.s2_clip, Stage2Loss(model, cfg), cfg.s2_lr, cfg.s2_steps, cfg.s2_batch
+        follow = stage == "stage2" and cfg.s2_switch_clips > 0
 
         def make_inputs(b: dict) -> tuple:
             # without frame keys the cache encodes the batch as it comes
             x0 = self.latents(b if cfg.cache_latents else {"frames": b["frames"]}, self.device)  # [B, L, N, C]
             action_in, reward_in, done_in = shift_actions(b, self.device)
-            prompts = self._prompts(b["captions"])
+            prompts, switches = self._prompts(b["captions"], follow)
             if stage == "stage1":
                 return x0, action_in, reward_in, done_in, prompts, self.gen
-            weights = revisit_weights(b["positions"].to(self.device), m.window_frames, cfg.revisit_weight)
-            return x0, action_in, reward_in, done_in, prompts, weights, self.gen
+            positions = b["positions"].to(self.device)
+            tk = model.cfg.tokenizer
+            weights = revisit_weights(positions, m.window_frames, cfg.revisit_weight)[:, :, None] * free_run_mask(
+                positions, clip - cfg.s2_free_frames, tk.grid_size, model.cfg.game.view_pixels / tk.grid_size)
+            return x0, action_in, reward_in, done_in, prompts, weights, self.gen, switches
 
-        self._loop(stage, loss_module, params, lr, total, make_inputs, clip, batch, meta)
+        self._loop(stage, loss_module, params, lr, total, make_inputs, clip, batch, meta,
+                   switch_clips=cfg.s2_switch_clips if follow else 0)
 
 
 @torch.no_grad()

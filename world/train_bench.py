@@ -28,11 +28,12 @@ from .train_config import STAGES, TrainConfig
 
 
 def synthetic_batches(image_size: int, num_actions: int, seed: int = 0, episodes: int = 8):
-    """A `batches(clip_len, batch)` source of random clips with the recorder's fields. Clips come
-    from a pool of `episodes` fixed clips (keyed like recorded ones), so frames recur as they
-    do over a real dataset and the latent cache is measured in its steady state."""
+    """A `batches(clip_len, batch, switch_clips=0)` source of random clips with the recorder's
+    fields (one caption: no switches). Clips come from a pool of `episodes` fixed clips (keyed
+    like recorded ones), so frames recur as they do over a real dataset and the latent cache
+    is measured in its steady state."""
 
-    def batches(clip_len: int, batch: int):
+    def batches(clip_len: int, batch: int, switch_clips: int = 0):
         rng = np.random.default_rng(seed)
         pool = rng.integers(0, 256, (episodes, clip_len, image_size, image_size, 3), dtype=np.uint8)
         while True:
@@ -117,7 +118,7 @@ def _step_flops(trainer, clips: dict[str, tuple[int, int]]) -> dict[str, int]:
                 if stage == "stage1":
                     loss = Stage1Loss(model, cfg)(x0, a, r, d, prompts, trainer.gen)["loss"]
                 else:
-                    loss = Stage2Loss(model, cfg)(x0, a, r, d, prompts, torch.ones(batch, clip), trainer.gen)["loss"]
+                    loss = Stage2Loss(model, cfg)(x0, a, r, d, prompts, torch.ones(batch, clip, x0.shape[2]), trainer.gen)["loss"]
             loss.backward()
 
         out[stage] = count_flops(step)["total"]

@@ -47,6 +47,16 @@ class TrainConfig:
     s2_batch: int = 4
     s2_clip: int = 32
     """Stage 2 clip length in frames (several windows: memory has to carry the rest)."""
+    s2_free_frames: int = 0
+    """Stage 2: the last this-many frames of every clip run free, on the model's own samples
+    as context (self_rollout still applies before them), and are scored against the truth
+    only where the truth is predictable: tokens showing a place the model itself first drew
+    during the free run are left out (world.train.free_run_mask). 0: off."""
+    s2_switch_clips: int = 0
+    """Stage 2 prompt switches (issue 15): > 0 follows the captions frame by frame, a change
+    mid-clip being a `set_prompt` with the window re-cached, as at play time, and draws this
+    many extra clips around every caption change in the recordings (a change falls in ~6% of
+    32-frame clips otherwise). 0: each clip keeps its last frame's caption throughout."""
     s2_lr: float = 2e-4
     s2_cpu_minutes: float = 0.0
     mix_lr_mult: float = 1.0
@@ -94,5 +104,7 @@ class TrainConfig:
         for name in ("caption_dropout", "self_rollout", "context_noise_max", "s1_clean_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.s2_free_frames > self.s2_clip:
+            raise ValueError(f"train config s2_free_frames ({self.s2_free_frames}) must be <= s2_clip ({self.s2_clip})")
         if self.text_encoder not in ("minilm", "hash"):
             raise ValueError(f"text_encoder must be 'minilm' or 'hash', got {self.text_encoder!r}")

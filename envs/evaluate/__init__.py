@@ -60,8 +60,10 @@ Sections (`--skip` any of SECTIONS):
 
 JSON (`--json`), stable top-level names:
   checkpoint               path of the checkpoint evaluated
-  model                    {preset, policy, rope, steps, text_encoder}
+  model                    {preset, policy, rope, steps, guidance, text_encoder}
   eval_seeds               [int] teacher seeds used (fidelity/revisit/adherence: the first `seeds`)
+  proxy_seeds              true when those are the proxy seeds (`--proxy`, 70_000 + i: for choosing
+                           settings), false for the held-out eval seeds
   window_frames            memory.window_frames of the checkpoint (revisit away times are multiples)
   psnr_by_horizon          {"1": dB, "4": dB, ...}        (null when skipped)
   ssim_by_horizon          {"1": ssim, ...}
@@ -158,17 +160,21 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
     t_start = time.perf_counter()
     ck = load_checkpoint(checkpoint, ev.text_encoder)
     cmp_ck = None if compare_checkpoint is None else load_checkpoint(compare_checkpoint, ev.text_encoder)
+    if ev.guidance is not None:
+        for c in (ck, cmp_ck):
+            if c is not None:
+                c.cfg = c.cfg.replace(sampler={"guidance": ev.guidance})
     cfg = ck.cfg
     game = Game(cfg.tokenizer.image_size, cfg.game.motion)
     text = build_text_encoder(ck.text_encoder)
     steps = ev.steps or cfg.sampler.steps
-    seeds = eval_seeds(ev.seeds)
+    seeds = eval_seeds(ev.seeds, ev.proxy)
     W = cfg.memory.window_frames
     result: dict[str, Any] = {
         "checkpoint": str(ck.path),
         "model": {"preset": cfg.name, "policy": cfg.memory.policy, "rope": cfg.memory.rope, "steps": steps,
-                  "text_encoder": ck.text_encoder},
-        "eval_seeds": seeds, "window_frames": W,
+                  "guidance": cfg.sampler.guidance, "text_encoder": ck.text_encoder},
+        "eval_seeds": seeds, "proxy_seeds": ev.proxy, "window_frames": W,
         "psnr_by_horizon": None, "ssim_by_horizon": None, "fidelity_detail": None,
         "revisit_psnr": None, "revisit_detail": None,
         "prompt_adherence": None, "prompt_adherence_detail": None,

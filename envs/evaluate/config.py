@@ -9,6 +9,9 @@ import numpy as np
 
 EVAL_SEED_BASE = 90_000
 """Eval seed i is 90_000 + i (teacher reset seed and model noise seed)."""
+PROXY_SEED_BASE = 70_000
+"""Proxy seed i is 70_000 + i: held out from training like the eval seeds, but the ones levers
+are chosen on (the learn bench, `eval --proxy`), so nothing is tuned on the eval seeds."""
 TRAINING_RECORD_SEEDS = (1, 2)
 """`--seed` of the recordings `make train` learns from (episode env seeds derive from them)."""
 RANGE_SEED_BASE = 80_000
@@ -37,8 +40,8 @@ def as_game(game: "Game | int") -> Game:
     return game if isinstance(game, Game) else Game(int(game))
 
 
-def eval_seeds(n: int) -> list[int]:
-    return [EVAL_SEED_BASE + i for i in range(n)]
+def eval_seeds(n: int, proxy: bool = False) -> list[int]:
+    return [(PROXY_SEED_BASE if proxy else EVAL_SEED_BASE) + i for i in range(n)]
 
 
 def training_env_seeds(record_seed: int, episodes: int) -> list[int]:
@@ -80,6 +83,11 @@ class EvalConfig:
     """Stability: least share of frames that must still show the player (the teacher's: all)."""
     steps: int | None = None
     """Denoising steps per frame (None: the checkpoint's sampler.steps)."""
+    guidance: float | None = None
+    """Classifier-free guidance scale (None: the checkpoint's sampler.guidance)."""
+    proxy: bool = False
+    """Play the proxy seeds instead of the eval seeds: for choosing a setting (a guidance
+    scale, a lever) without tuning on the eval seeds."""
     skip: tuple[str, ...] = ()
     """Sections not to run."""
     text_encoder: str = "auto"
@@ -112,6 +120,7 @@ class EvalConfig:
              "adherence frame counts must be >= 1")
         need(self.stability_frames >= 8, f"--stability-frames must be >= 8, got {self.stability_frames}")
         need(self.steps is None or 1 <= self.steps <= 64, f"--steps must be in [1, 64], got {self.steps}")
+        need(self.guidance is None or 0 <= self.guidance <= 10, f"--guidance must be in [0, 10], got {self.guidance}")
         unknown = sorted(set(self.skip) - set(SECTIONS))
         need(not unknown, f"unknown section(s) to skip {unknown}; choose from {', '.join(SECTIONS)}")
         need(self.text_encoder in ("auto", "minilm", "hash"),

@@ -179,6 +179,19 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
     return d / "report.md"
 
 
+def save_strip(true: np.ndarray, gen: np.ndarray, cols: list[int], path: Path) -> Path:
+    """uint8 [S, len(cols), R, R, 3] x 2 -> a PNG: rows (true, generated) per seed, columns the
+    start frame and each horizon."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _strip(plt, true, gen, cols, path)
+    return path
+
+
 def _strip(plt, true: np.ndarray, gen: np.ndarray, cols: list[int], path: Path) -> None:
     """Rows: (true, generated) per seed; columns: the start frame and each horizon."""
     rows = [r for i in range(len(true)) for r in ((f"true #{i}", true[i]), (f"model #{i}", gen[i]))]
