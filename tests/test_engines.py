@@ -41,12 +41,12 @@ def tiny(seed=0, prev_frame=True):
 
 
 def micro(policy="evolving", chunk=1, prompt_mode="pooled", context_noise=0.0, seed=1, prev_frame=True,
-          guidance=1.0, **memory):
+          guidance=1.0, dit=None, **memory):
     """16x16 frames, 16 tokens, dim 32: hundreds of frames per second."""
     mem = {"policy": policy, "chunk_frames": chunk, "window_frames": 4 * chunk, "sink_frames": chunk,
            "memory_frames": 2, "memory_tokens_per_frame": 4, "full_capacity": 64, **memory}
     dit = {"dim": 32, "depth": 2, "heads": 2, "prompt_mode": prompt_mode, "prompt_tokens": 4,
-           **({} if prev_frame else NO_PREV)}
+           **({} if prev_frame else NO_PREV), **(dit or {})}
     cfg = from_preset("tiny", tokenizer={"image_size": 16, "channels": [8]}, dit=dit,
                       memory=mem, sampler={"context_noise": context_noise, "guidance": guidance})
     torch.manual_seed(seed)
@@ -167,8 +167,10 @@ def test_onnxruntime_parity_50_frames(prev_frame, tiny_model, tiny_onnx, tmp_pat
     dict(policy="evolving", chunk=2, context_noise=0.1),
     dict(policy="evolving", chunk=2, context_noise=0.1, prev_frame=False),
     dict(policy="compress", prompt_mode="cross_attention", prev_frame=False),
+    dict(policy="evolving", context_noise=0.1, dit={"prev_copy_clean": True, "prev_shift": True}),
 ], ids=["compress", "sink", "window", "chunk2", "cross_attention+context_noise", "no_updates",
-        "chunk2+context_noise", "no_prev_frame+chunk2+context_noise", "no_prev_frame+compress+cross_attention"])
+        "chunk2+context_noise", "no_prev_frame+chunk2+context_noise", "no_prev_frame+compress+cross_attention",
+        "clean_copy+shift_head+context_noise"])
 def test_onnxruntime_parity_settings(case, tmp_path):
     model = micro(**case)
     ort_backend = make_backend("onnxruntime", model, 2, cache_dir=tmp_path / "onnx", warn=pytest.fail)

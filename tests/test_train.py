@@ -337,3 +337,21 @@ def test_stage2_switches_the_prompt_where_captions_change(tmp_path, switching, m
                   batches_for(switching), progress=False).run()
     assert calls and set(calls) == {2}  # switched mid-clip, for the whole batch of 2 at once
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(out) if r.get("stage") == "stage2")
+
+
+def test_shift_head_learns_the_camera_moves_in_both_stages(tmp_path):
+    """dit.prev_shift: the shift head is trained on the teacher's moves (tile motion: one token a
+    step) in stage 1 and stage 2, and a run resumes with the keep gate's faster group."""
+    data = tmp_path / "tile"
+    record_episodes("teacher", "explore", episodes=2, steps=60, out_dir=data, seed=5, progress=False, motion="tile")
+    model = {"tokenizer": {"channels": [8, 8]}, "dit": {"dim": 32, "depth": 1, "heads": 2,
+             "prev_copy_clean": True, "prev_shift": True}, "memory": {"window_frames": 4, "memory_tokens_per_frame": 4}}
+    cfg = small_config(tmp_path / "run", model=model, tok_steps=1, s1_steps=12, s2_steps=2, mix_lr_mult=100.0,
+                       shift_loss_weight=1.0, s1_lr=3e-3)
+    out = Trainer(cfg, batches_for([str(p) for p in list_shards(data)]), progress=False).run()
+    s1 = [r for r in rows(out) if r.get("stage") == "stage1" and "loss" in r]
+    assert all("shift" in r and "shift_acc" in r for r in s1)
+    assert s1[-1]["shift"] < s1[0]["shift"]  # the head learns which way the camera went
+    assert all("shift" in r for r in rows(out) if r.get("stage") == "stage2" and "loss" in r)
+    trained = WorldModel.load(out).dit.prev
+    assert abs(trained.keep_head.bias.item() + 2.0) > 1e-3  # the gate's bias trained (at 100x the LR)

@@ -9,13 +9,14 @@ from world.config import from_preset
 from world.model import WorldModel
 
 
-def micro(policy="evolving", rope="unified_relative", chunk=1, prompt_mode="pooled", **memory):
+def micro(policy="evolving", rope="unified_relative", chunk=1, prompt_mode="pooled", dit=None, **memory):
     """A model small enough to step hundreds of frames per second on CPU (16x16 frames, 16 tokens)."""
     mem = {"policy": policy, "rope": rope, "chunk_frames": chunk, "window_frames": 4 * chunk,
            "sink_frames": chunk, "memory_frames": 2, "memory_tokens_per_frame": 4, "full_capacity": 64}
     mem.update(memory)
     cfg = from_preset("tiny", tokenizer={"image_size": 16, "channels": [8]},
-                      dit={"dim": 32, "depth": 2, "heads": 2, "prompt_mode": prompt_mode, "prompt_tokens": 4},
+                      dit={"dim": 32, "depth": 2, "heads": 2, "prompt_mode": prompt_mode, "prompt_tokens": 4,
+                           **(dit or {})},
                       memory=mem)
     return WorldModel(cfg).eval().randomize_(seed=1)
 
@@ -105,6 +106,46 @@ def test_clean_copy_streaming_equals_parallel():
     assert (par - noised_copy)[:, 1:].abs().max().item() > 1e-3  # the copy really reads the clean frame
     assert torch.equal(state.prev_clean, x_clean[:, -1])
     assert (state.cache.clean == x_clean[:, -1, None]).all(3).all(2).any(1).all()  # a slot keeps it for recache
+
+
+def test_shift_copy_moves_whole_frame_and_streams_like_parallel():
+    """dit.prev_shift: the copy is the previous clean frame moved by one shift for the whole
+    frame, the true one where training gives it, else the head's argmax (streaming = parallel)."""
+    from world.prev_frame import neighbourhood
+
+    torch.manual_seed(0)
+    model = micro(dit={"prev_copy_clean": True, "prev_shift": True})
+    with torch.no_grad():
+        model.dit.prev.keep_head.bias.fill_(-1e4)  # no token keeps its place: the copy is the moved frame
+    tk = model.cfg.tokenizer
+    B, T, N, C = 2, 5, tk.tokens_per_frame, tk.token_dim
+    x_clean, x_noisy, t = torch.randn(B, T, N, C), torch.randn(B, T, N, C), torch.rand(B, T)
+    action = torch.randint(0, model.cfg.dit.num_actions, (B, T))
+    true = torch.tensor([[-1, 5, 5, 1, 4], [-1, 3, 7, 4, 4]])  # 5: the camera moved right one token
+    with torch.no_grad():
+        _, _, _, copy, logits = model.forward_parallel(x_noisy, t, action, x_clean, 0.0, x_clean=x_clean,
+                                                       with_copy=True, shift=true)
+        nb = neighbourhood(x_clean, tk.grid_size)  # [B, T, N, 9, C] (frame f's own neighbours)
+        for b in range(B):
+            for f in range(1, T):
+                assert torch.equal(copy[b, f], nb[b, f - 1, :, int(true[b, f])])
+        assert logits.shape == (B, T, 9)
+        par = model.forward_parallel(x_noisy, t, action, x_clean, 0.0, x_clean=x_clean)[0]  # argmax shifts
+        state, out = model.init_state(B), []
+        for f in range(T):
+            ctx = model.prepare(state)
+            out.append(model.denoise(state, ctx, x_noisy[:, f:f + 1], t[:, f:f + 1], action[:, f:f + 1])[0])
+            model.commit(state, ctx, x_clean[:, f:f + 1], action[:, f:f + 1], level=torch.zeros(B))
+    assert (par - torch.cat(out, 1)).abs().max().item() <= 1e-4
+
+
+def test_shift_labels_follow_the_camera():
+    from world.prev_frame import CENTRE, shift_labels
+
+    px = 8.0  # base pixels a token spans
+    pos = torch.tensor([[[0, 0], [8, 0], [8, 8], [8, 8], [10, 8], [100, 8]]])  # (x, y)
+    assert shift_labels(pos, 1, px).tolist() == [[-1, 5, 7, CENTRE, -1, -1]]  # right, down, still, smooth, a jump
+    assert shift_labels(pos, 2, px).tolist() == [[-1, -1, 7, 7, -1, -1]]  # chunk 2 reads frame 1 for frames 2-3
 
 
 def test_parallel_is_causal():

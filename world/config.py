@@ -103,6 +103,12 @@ class DiTConfig:
     context noise, while the input path and the cache read it noised. A noised copy has to
     be denoised by the residual every frame, and that shrinks detail frame after frame;
     a clean copy carries the world forward exactly (issue 14)."""
+    prev_shift: bool = False
+    """With prev_frame: the copy moves the whole previous frame by one of the 9 one-token
+    shifts, picked once per frame by a shift head (trained on the teacher's camera motion,
+    world.prev_frame.shift_labels) and taken hard (argmax) when sampling, instead of a soft
+    per-token mix. The camera moves the whole view or none of it; a soft mix of "moved" and
+    "blocked" is a ghost of two frames, which the next frame copies again (issue 14)."""
     prediction: str = "velocity"
     """What the DiT outputs: 'velocity' (eps - x0, rectified flow) or 'x0' (the clean latent;
     the sampler turns it into a velocity). prev_frame needs 'x0' (its copy path is an x0)."""
@@ -130,6 +136,7 @@ class DiTConfig:
                "must be 'x0' when dit.prev_frame is on (its copy path predicts the clean frame)")
         _check(self.prev_frame or not self.prev_copy_clean, "dit.prev_copy_clean", self.prev_copy_clean,
                "needs dit.prev_frame")
+        _check(self.prev_frame or not self.prev_shift, "dit.prev_shift", self.prev_shift, "needs dit.prev_frame")
 
 
 @dataclass

@@ -127,7 +127,7 @@ class DiT(nn.Module):
         self.prev = None
         self.copy_clean = d.prev_copy_clean
         if d.prev_frame:
-            self.prev = PrevFrame(tk.grid_size, tk.token_dim, D, d.num_actions)
+            self.prev = PrevFrame(tk.grid_size, tk.token_dim, D, d.num_actions, global_shift=d.prev_shift)
             self.prev_level = TimestepEmbedder(D)  # noise level of the previous frame
             self.pos_embed = nn.Parameter(torch.randn(tk.tokens_per_frame, D) * 0.02)  # [N, D]
 
@@ -141,13 +141,17 @@ class DiT(nn.Module):
         return t, m
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, prompt_ctx, ctx,
-                prev: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, with_copy: bool = False):
+                prev: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, with_copy: bool = False,
+                shift: torch.Tensor | None = None):
         """x [B, F, N, token_dim]; t [B, F]; action [B, F];
         prev: (the previous frame's latent [B, F, N, token_dim], its noise level [B, F], the
-        same latent before its noise [B, F, N, token_dim]), needed with dit.prev_frame
+        same latent before its noise [B, F, N, token_dim]), needed with dit.prev_frame;
+        shift: with dit.prev_shift, the camera's true move per frame (int64 [B, F], -1:
+        unknown; training), else the shift head's argmax is copied
         -> (prediction [B, F, N, token_dim] (velocity or x0, per
         dit.prediction), hidden [B, F, N, D]); with_copy adds the copy path's own x0
-        [B, F, N, token_dim] (None without dit.prev_frame), for its auxiliary loss."""
+        [B, F, N, token_dim] and the shift head's logits [B, F, 9] (None without
+        dit.prev_frame / dit.prev_shift), for their auxiliary losses."""
         c = self.t_embed(t) + self.a_embed(action)  # [B, F, D]
         nb = None
         if self.prev is not None:
@@ -167,14 +171,14 @@ class DiT(nn.Module):
             h = h + self.prev.embed(nb, action) + self.pos_embed
         for i, block in enumerate(self.blocks):
             h = block(h, c, ctx, i, prompt)
-        shift, scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)
-        h = modulate(self.norm_out(h), shift, scale)
+        out_shift, out_scale = self.ada_out(c)[:, :, None].chunk(2, dim=-1)
+        h = modulate(self.norm_out(h), out_shift, out_scale)
         out = self.out(h)
-        copy = None
+        copy = shift_logits = None
         if nb is not None:
-            copy = self.prev.copy(nb_copy, action, h)
+            copy, shift_logits = self.prev.copy(nb_copy, action, h, shift)
             out = out + copy
-        return (out, h, copy) if with_copy else (out, h)
+        return (out, h, copy, shift_logits) if with_copy else (out, h)
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [B, F, N, D] -> reward [B, F], done logit [B, F] (mean over tokens)."""

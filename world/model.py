@@ -383,11 +383,12 @@ class WorldModel(nn.Module):
         return StreamContext(self, state)
 
     def denoise(self, state: WorldState, ctx: StreamContext, x: torch.Tensor, t: torch.Tensor,
-                action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                action: torch.Tensor, shift: torch.Tensor | None = None, with_copy: bool = False):
         """One DiT pass of the current chunk. x [B, c, N, C]; t, action [B, c] ->
-        (prediction (velocity or x0, per dit.prediction), hidden)."""
+        (prediction (velocity or x0, per dit.prediction), hidden); shift and with_copy as
+        in `DiT.forward` (training stage 2)."""
         prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
-        return self.dit(x, t, action, prompt_ctx, ctx, self.prev_input(state, x.shape[1]))
+        return self.dit(x, t, action, prompt_ctx, ctx, self.prev_input(state, x.shape[1]), with_copy, shift)
 
     def velocity(self, state: WorldState, ctx: StreamContext, x: torch.Tensor, t: torch.Tensor,
                  action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -501,7 +502,8 @@ class WorldModel(nn.Module):
 
     def forward_parallel(self, x_noisy: torch.Tensor, t: torch.Tensor, action: torch.Tensor,
                          x_ctx: torch.Tensor | None, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None,
-                         with_copy: bool = False, x_clean: torch.Tensor | None = None):
+                         with_copy: bool = False, x_clean: torch.Tensor | None = None,
+                         shift: torch.Tensor | None = None):
         """A clip at once, block-causal: x_noisy [B, T, N, C]; t, action [B, T].
 
         With x_ctx [B, T, N, C] (teacher forcing): chunk b is denoised from x_noisy
@@ -512,9 +514,11 @@ class WorldModel(nn.Module):
         With dit.prev_frame every frame of chunk b also reads the last context
         frame of chunk b-1 directly (chunk 0: none, level 1); x_clean [B, T, N, C] is the
         clip before any noise, which its copy reads with dit.prev_copy_clean (None: x_ctx).
+        shift [B, T]: the camera's true moves for dit.prev_shift (`world.prev_frame.shift_labels`).
         Returns (the prediction for the noisy frames [B, T, N, C] (velocity or x0,
         per dit.prediction), reward [B, T], done_logit [B, T]); with_copy adds the copy
-        path's x0 for the noisy frames [B, T, N, C] (None without dit.prev_frame).
+        path's x0 for the noisy frames [B, T, N, C] and the shift head's logits [B, T, 9]
+        (None without dit.prev_frame / dit.prev_shift).
         """
         m, tk = self.cfg.memory, self.cfg.tokenizer
         B, T, N, C = x_noisy.shape
@@ -551,10 +555,13 @@ class WorldModel(nn.Module):
             x, tt, aa = torch.cat([x_ctx, x_noisy], 1), torch.cat([t_ctx, t], 1), torch.cat([action, action], 1)
         else:
             x, tt, aa = x_noisy, t, action
-        pred, hidden, copy = self.dit(x, tt, aa, prompt_ctx, ctx, prev, with_copy=True)
+        if shift is not None:
+            shift = torch.cat([shift] * streams, 1)
+        pred, hidden, copy, logits = self.dit(x, tt, aa, prompt_ctx, ctx, prev, with_copy=True, shift=shift)
         reward, done = self.dit.heads(hidden[:, :T])
         if with_copy:
-            return pred[:, -T:], reward, done, None if copy is None else copy[:, -T:]
+            return (pred[:, -T:], reward, done, None if copy is None else copy[:, -T:],
+                    None if logits is None else logits[:, -T:])
         return pred[:, -T:], reward, done
 
     # -- weights ----------------------------------------------------------------------

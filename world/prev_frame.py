@@ -15,6 +15,12 @@ any one-token shift (a tile step of the teacher), in two places:
   plus the DiT's residual. The action bias starts on the centre (copy in
   place), so a fresh model already predicts "the world stays", and the head
   lets a token override it (the player's own tile, a move blocked by a wall).
+  With `dit.prev_shift` the mix is one shift for the whole frame instead: a
+  shift head over all the frame's hidden states picks which of the 9 one-token
+  moves the camera made (blocked moves included), trained on the teacher's
+  camera motion (`shift_labels`), and sampling takes its argmax, so the copy is
+  the previous frame moved exactly, never a blend of two positions; a gate per
+  token may keep its own place instead (the player's tile).
 
 The previous frame is noised during training with its level given to the
 model (the same context noise the cache's K/V see), and in stage 2 it is
@@ -40,12 +46,41 @@ def neighbourhood(prev: torch.Tensor, grid: int) -> torch.Tensor:
     return cols.view(B, Fr, C, NEIGHBOURS, N).permute(0, 1, 4, 3, 2)  # [B, F, N, 9, C]
 
 
+def shift_labels(positions: torch.Tensor, chunk: int, pixels_per_token: float) -> torch.Tensor:
+    """[B, L, 2] teacher positions (x, y, base pixels) -> [B, L] int64: the neighbour index
+    (0..8) every token of frame j copies from the frame it reads as previous (the last frame
+    of the chunk before), i.e. the camera's move in tokens, or -1 where there is no such
+    frame (the first chunk) or the move is not a whole token within one step (smooth
+    motion, a reset): the shift head is not trained there."""
+    B, L, _ = positions.shape
+    pos = positions.flip(-1).float() / pixels_per_token  # [B, L, 2] (y, x) in tokens
+    j = torch.arange(L, device=positions.device)
+    src = (j // chunk) * chunk - 1  # [L] the frame chunk j // chunk reads
+    d = pos - pos[:, src.clamp_min(0)]  # [B, L, 2] the camera's move since that frame
+    whole = (d == d.round()).all(-1) & (d.abs() <= 1).all(-1) & (src >= 0)
+    k = ((d[..., 0] + 1) * 3 + (d[..., 1] + 1)).round().long()
+    return torch.where(whole, k, -1)
+
+
 class PrevFrame(nn.Module):
-    def __init__(self, grid: int, token_dim: int, dim: int, num_actions: int, centre_bias: float = 4.0):
+    def __init__(self, grid: int, token_dim: int, dim: int, num_actions: int, centre_bias: float = 4.0,
+                 global_shift: bool = False):
         super().__init__()
         self.grid = grid
         fan_in = NEIGHBOURS * token_dim
         self.proj = nn.Parameter(torch.randn(num_actions, fan_in, dim) * fan_in**-0.5)  # [A, 9C, D]
+        self.global_shift = global_shift
+        if global_shift:  # one shift per frame, read off every token's hidden state
+            self.shift_head = nn.Linear(grid * grid * dim, NEIGHBOURS)
+            nn.init.zeros_(self.shift_head.weight)
+            with torch.no_grad():
+                self.shift_head.bias.zero_()[CENTRE] = centre_bias  # start as "copy in place"
+            # a token may keep its own place instead (the player is drawn at the centre of the
+            # view whatever the camera does): a gate per token, starting near "follow the shift"
+            self.keep_head = nn.Linear(dim, 1)
+            nn.init.zeros_(self.keep_head.weight)
+            nn.init.constant_(self.keep_head.bias, -2.0)
+            return
         bias = torch.zeros(num_actions, NEIGHBOURS)
         bias[:, CENTRE] = centre_bias  # start as "copy in place"
         self.mix_bias = nn.Parameter(bias)  # [A, 9]
@@ -59,7 +94,22 @@ class PrevFrame(nn.Module):
         w = self.proj[action]  # [B, F, 9C, D]
         return torch.matmul(nb.reshape(B, Fr, N, -1), w)
 
-    def copy(self, nb: torch.Tensor, action: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """The action-chosen mix of the neighbours: nb [B, F, N, 9, C]; hidden [B, F, N, D] -> [B, F, N, C]."""
-        logits = self.mix_bias[action][:, :, None] + self.mix_head(hidden)  # [B, F, N, 9]
-        return torch.matmul(logits.softmax(-1).unsqueeze(-2), nb).squeeze(-2)
+    def copy(self, nb: torch.Tensor, action: torch.Tensor, hidden: torch.Tensor,
+             shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """nb [B, F, N, 9, C]; hidden [B, F, N, D] -> (copy [B, F, N, C], shift logits [B, F, 9] or None).
+
+        Per-token mix: softmax(action bias + head). Global shift: the whole frame moved by the
+        shift given (training's true camera move, int64 [B, F], -1: none known) or else by
+        the head's argmax."""
+        if not self.global_shift:
+            logits = self.mix_bias[action][:, :, None] + self.mix_head(hidden)  # [B, F, N, 9]
+            return torch.matmul(logits.softmax(-1).unsqueeze(-2), nb).squeeze(-2), None
+        B, Fr = hidden.shape[:2]
+        logits = self.shift_head(hidden.reshape(B, Fr, -1))  # [B, F, 9]
+        pick = logits.argmax(-1)
+        if shift is not None:
+            pick = torch.where(shift >= 0, shift, pick)
+        onehot = (pick[..., None] == torch.arange(NEIGHBOURS, device=pick.device)).to(nb.dtype)  # [B, F, 9]
+        keep = torch.sigmoid(self.keep_head(hidden))  # [B, F, N, 1]
+        moved = torch.einsum("bfk,bfnkc->bfnc", onehot, nb)
+        return moved + keep * (nb[:, :, :, CENTRE] - moved), logits

@@ -47,6 +47,7 @@ from . import sampler
 from .checkpoint import CheckpointError, read_safetensors
 from .config import from_preset
 from .model import WorldModel
+from .prev_frame import shift_labels
 from .text import build_text_encoder
 from .train_config import STAGE_PREFIX, STAGES, TrainConfig
 
@@ -87,8 +88,10 @@ class Stage1Loss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
 
-    def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen) -> dict[str, torch.Tensor]:
-        """x0 [B, T, N, C] clean latent tokens; prompts: list of B PromptEmbedding."""
+    def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen,
+                shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x0 [B, T, N, C] clean latent tokens; prompts: list of B PromptEmbedding;
+        shift [B, T] the camera's true moves (`shift_labels`; models with dit.prev_shift)."""
         B, T = x0.shape[:2]
         dev, cfg = x0.device, self.cfg
         t = torch.rand(B, T, generator=gen, device=dev)  # [B, T] independent per frame
@@ -100,9 +103,9 @@ class Stage1Loss(nn.Module):
         else:
             t_ctx = torch.rand(B, T, generator=gen, device=dev) * cfg.context_noise_max
             x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=gen, device=dev), t_ctx)
-        pred, reward, done, copy = self.model.forward_parallel(
+        pred, reward, done, copy, shift_logits = self.model.forward_parallel(
             sampler.add_noise(x0, eps, t), t, action_in, x_ctx, 0.0 if t_ctx is None else t_ctx, prompts,
-            with_copy=True, x_clean=x0)
+            with_copy=True, x_clean=x0, shift=shift)
         flow = F.mse_loss(pred, sampler.target(self.model.cfg.dit.prediction, x0, eps))
         rew = F.mse_loss(reward, reward_in)
         end = F.binary_cross_entropy_with_logits(done, done_in)
@@ -116,7 +119,24 @@ class Stage1Loss(nn.Module):
             copy_loss = F.mse_loss(copy[:, c:], x0[:, c:])
             loss = loss + cfg.copy_loss_weight * copy_loss
             out["copy"] = copy_loss.detach()
+        if shift_logits is not None:
+            shift_loss, out["shift_acc"] = shift_head_loss(shift_logits, shift)
+            loss = loss + cfg.shift_loss_weight * shift_loss
+            out["shift"] = shift_loss.detach()
         return {"loss": loss, **out}
+
+
+def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, T, 9], labels [B, T] (-1: unknown) -> (cross-entropy, accuracy of the argmax)."""
+    if labels is None:
+        raise ValueError("a model with dit.prev_shift trains on the teacher's camera moves: pass shift labels")
+    known = labels >= 0
+    if not bool(known.any()):
+        zero = logits.sum() * 0.0
+        return zero, zero.detach()
+    ce = F.cross_entropy(logits[known], labels[known])
+    acc = (logits[known].argmax(-1) == labels[known]).float().mean()
+    return ce, acc
 
 
 def revisit_weights(positions: torch.Tensor, window: int, weight: float, near: int = 4, away: int = 32) -> torch.Tensor:
@@ -167,17 +187,18 @@ class Stage2Loss(nn.Module):
         self.model, self.cfg = model, cfg
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen,
-                switches: dict[int, list] | None = None) -> dict[str, torch.Tensor]:
+                switches: dict[int, list] | None = None, shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x0 [B, L, N, C]; weights [B, L, N] per-token loss weights (revisit weight x free_run_mask);
         prompts: B PromptEmbedding in force at frame 0; switches: {frame j: B PromptEmbedding in
-        force from j on}, for the frames where some world's caption changes."""
+        force from j on}, for the frames where some world's caption changes; shift [B, L] the
+        camera's true moves (models with dit.prev_shift)."""
         model, cfg = self.model, self.cfg
         B, L = x0.shape[:2]
         dev = x0.device
         free_start = L - cfg.s2_free_frames  # frames from here on keep the model's own sample
         state = model.init_state(B, prompts, seed=0)
         kind = model.cfg.dit.prediction
-        flow_sum = rew_sum = end_sum = x0.new_zeros(())
+        flow_sum = rew_sum = end_sum = shift_sum = x0.new_zeros(())
         for j in range(L):
             if switches and j in switches:  # the caption changed: switch as a player does, re-caching the window
                 for name in ("prompt_pooled", "prompt_tokens", "prompt_mask"):  # earlier frames' graphs keep theirs
@@ -188,7 +209,10 @@ class Stage2Loss(nn.Module):
             target = x0[:, j : j + 1]  # [B, 1, N, C]
             t = torch.rand(B, 1, generator=gen, device=dev)
             eps = torch.randn(target.shape, generator=gen, device=dev)
-            pred, _ = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a)
+            moved = None if shift is None else shift[:, j : j + 1]
+            pred, _, _, logits = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a, moved, with_copy=True)
+            if logits is not None:
+                shift_sum = shift_sum + shift_head_loss(logits, moved)[0]
             per_token = (pred - sampler.target(kind, target, eps)).pow(2).mean(-1)[:, 0]  # [B, N]
             flow_sum = flow_sum + (per_token * weights[:, j]).mean()
             # What the window keeps of this frame: the truth, or (self-rollout, free run) the
@@ -212,8 +236,11 @@ class Stage2Loss(nn.Module):
             state.cache.k = state.cache.k.detach().clone()
             state.cache.v = state.cache.v.detach().clone()
         flow, rew, end = flow_sum / L, rew_sum / L, end_sum / L
-        loss = flow + cfg.reward_weight * rew + cfg.done_weight * end
-        return {"loss": loss, "flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
+        loss = flow + cfg.reward_weight * rew + cfg.done_weight * end + cfg.shift_loss_weight * shift_sum / L
+        out = {"loss": loss, "flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
+        if model.cfg.dit.prev_shift:
+            out["shift"] = (shift_sum / L).detach()
+        return out
 
 
 class LatentCache:
@@ -366,9 +393,11 @@ class Trainer:
         return self.out
 
     def _param_groups(self, params: list) -> list[dict]:
-        """AdamW groups: the copy path's mix logits at `mix_lr_mult` x the LR, the rest at 1x."""
+        """AdamW groups: the copy path's mix logits (the per-token mix bias, or with dit.prev_shift
+        the keep gate's bias) at `mix_lr_mult` x the LR, the rest at 1x."""
         prev = self.model.dit.prev
-        fast = {id(prev.mix_bias)} if prev is not None and self.cfg.mix_lr_mult != 1.0 else set()
+        logits = [getattr(prev, "mix_bias", None), getattr(getattr(prev, "keep_head", None), "bias", None)]
+        fast = {id(p) for p in logits if p is not None} if self.cfg.mix_lr_mult != 1.0 else set()
         groups = [{"params": [p for p in params if id(p) not in fast], "lr_mult": 1.0}]
         mix = [p for p in params if id(p) in fast]
         if mix:
@@ -397,7 +426,9 @@ class Trainer:
         opt = self._optimizer(params, lr, stage, meta)
         wrapped = self._wrap(loss_module)
         data = self.batches(clip_len, batch, switch_clips=switch_clips)
-        bar = tqdm(range(start, total), desc=stage, disable=not self.progress, initial=start, total=total)
+        # on a CPU budget the steps that fit are unknown: count them, and show the budget spent
+        bar = tqdm(range(start, total), desc=stage, disable=not self.progress, initial=start,
+                   total=None if budget else total)
         t_last = time.time()
         cpu_last = time.process_time()
         for step in bar:
@@ -423,7 +454,8 @@ class Trainer:
                        "grad_norm": round(float(grad_norm), 4), "sec": round(time.time() - t_last, 4)}
                 rec.update({k: round(float(v.detach()), 6) for k, v in out.items()})
                 self.log(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                spent = {"cpu_min": f"{self.cpu_seconds[stage] / 60:.1f}/{budget / 60:.0f}"} if budget else {}
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", **spent)
                 t_last = time.time()
             if (step + 1) % self.cfg.ckpt_every == 0 or step + 1 == total or out_of_time:
                 self.save(stage, opt)
@@ -475,13 +507,15 @@ class Trainer:
             x0 = self.latents(b if cfg.cache_latents else {"frames": b["frames"]}, self.device)  # [B, L, N, C]
             action_in, reward_in, done_in = shift_actions(b, self.device)
             prompts, switches = self._prompts(b["captions"], follow)
-            if stage == "stage1":
-                return x0, action_in, reward_in, done_in, prompts, self.gen
             positions = b["positions"].to(self.device)
             tk = model.cfg.tokenizer
+            px = model.cfg.game.view_pixels / tk.grid_size  # base pixels a token spans
+            shift = shift_labels(positions, m.chunk_frames, px) if model.cfg.dit.prev_shift else None
+            if stage == "stage1":
+                return x0, action_in, reward_in, done_in, prompts, self.gen, shift
             weights = revisit_weights(positions, m.window_frames, cfg.revisit_weight)[:, :, None] * free_run_mask(
-                positions, clip - cfg.s2_free_frames, tk.grid_size, model.cfg.game.view_pixels / tk.grid_size)
-            return x0, action_in, reward_in, done_in, prompts, weights, self.gen, switches
+                positions, clip - cfg.s2_free_frames, tk.grid_size, px)
+            return x0, action_in, reward_in, done_in, prompts, weights, self.gen, switches, shift
 
         self._loop(stage, loss_module, params, lr, total, make_inputs, clip, batch, meta,
                    switch_clips=cfg.s2_switch_clips if follow else 0)

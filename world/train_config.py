@@ -70,6 +70,10 @@ class TrainConfig:
     the 9 neighbours against the clean frame, in world.train.Stage1Loss): the mix then learns
     to pick the shifted neighbour itself instead of being left to a residual that already
     covers it (0: off, the recipe before this)."""
+    shift_loss_weight: float = 0.1
+    """Weight of the shift head's cross-entropy against the teacher's camera move (models
+    with `dit.prev_shift`; stages 1 and 2). The copy itself is trained with the true move,
+    so the residual learns on exact copies; sampling takes the head's argmax."""
     warmup: int = 100
     """Linear LR warm-up steps at the start of every stage, then cosine decay to 10%."""
     cache_latents: bool = True
