@@ -427,8 +427,8 @@ class Trainer:
         wrapped = self._wrap(loss_module)
         data = self.batches(clip_len, batch, switch_clips=switch_clips)
         # on a CPU budget the steps that fit are unknown: count them, and show the budget spent
-        bar = tqdm(range(start, total), desc=stage, disable=not self.progress, initial=start,
-                   total=None if budget else total)
+        steps = iter(range(start, total)) if budget else range(start, total)  # no len: no total shown
+        bar = tqdm(steps, desc=stage, disable=not self.progress, initial=start, total=None if budget else total)
         t_last = time.time()
         cpu_last = time.process_time()
         for step in bar:
