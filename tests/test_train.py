@@ -341,7 +341,7 @@ def test_stage2_switches_the_prompt_where_captions_change(tmp_path, switching, m
 
 def test_shift_head_learns_the_camera_moves_in_both_stages(tmp_path):
     """dit.prev_shift: the shift head is trained on the teacher's moves (tile motion: one token a
-    step) in stage 1 and stage 2, and a run resumes with the keep gate's faster group."""
+    step) in stage 1 and stage 2, and the keep gate's bias trains in mix_lr_mult's fast group."""
     data = tmp_path / "tile"
     record_episodes("teacher", "explore", episodes=2, steps=60, out_dir=data, seed=5, progress=False, motion="tile")
     model = {"tokenizer": {"channels": [8, 8]}, "dit": {"dim": 32, "depth": 1, "heads": 2,

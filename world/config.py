@@ -107,8 +107,9 @@ class DiTConfig:
     """With prev_frame: the copy moves the whole previous frame by one of the 9 one-token
     shifts, picked once per frame by a shift head (trained on the teacher's camera motion,
     world.prev_frame.shift_labels) and taken hard (argmax) when sampling, instead of a soft
-    per-token mix. The camera moves the whole view or none of it; a soft mix of "moved" and
-    "blocked" is a ghost of two frames, which the next frame copies again (issue 14)."""
+    per-token mix; a per-token gate may keep a token in place (the player's tile). The
+    camera moves the whole view or none of it; a soft mix of "moved" and "blocked" is a
+    ghost of two frames, which the next frame copies again (issue 14)."""
     prediction: str = "velocity"
     """What the DiT outputs: 'velocity' (eps - x0, rectified flow) or 'x0' (the clean latent;
     the sampler turns it into a velocity). prev_frame needs 'x0' (its copy path is an x0)."""

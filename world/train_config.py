@@ -61,7 +61,8 @@ class TrainConfig:
     s2_cpu_minutes: float = 0.0
     mix_lr_mult: float = 1.0
     """Learning-rate multiplier of the previous-frame path's mix logits (`dit.prev.mix_bias`,
-    in logit units, started at +4 on "copy in place"): at the base LR Adam moves them ~1e-4
+    in logit units, started at +4 on "copy in place"; with dit.prev_shift the keep gate's
+    bias `dit.prev.keep_head.bias`): at the base LR Adam moves them ~1e-4
     a step, so in ~2,000 steps they never left their start and the copy path stayed a blur
     (issue 14: the shipped `tiny` puts a median 0.30 on its best neighbour). 1 is the
     recipe `make train` runs; 100 with copy_loss_weight 1 won the learn bench (docs/RESULTS.md)."""
