@@ -9,7 +9,8 @@ seeds):
 - teacher-forced 1-step PSNR (true frames as context) and the share of those
   frames that still show the player, beside the copy-the-previous-frame
   baseline;
-- free-rollout PSNR and player visibility at horizons 4 and 16.
+- free-rollout PSNR and player visibility at horizons 1, 4, 16 and 64 (64 shows the
+  drift of colour that 16 does not yet).
 Two levers are compared by running this twice side by side, one core each
 (`taskset -c 0` / `-c 1`), the same data and seed, and reading the JSON.
 """
@@ -70,7 +71,7 @@ def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str 
         "stage1_steps": steps, "stage1_cpu_seconds": round(trainer.cpu_seconds["stage1"], 1),
         "train_frames_per_s": round(steps * cfg.s1_batch * frames_per_clip / max(trainer.cpu_seconds["stage1"], 1e-9), 2),
         "machine_matmul_gflops": round(gemm_gflops(), 1),
-        **measure_proxy(trainer.model.eval(), cfg.text_encoder, seeds, progress),
+        **measure_proxy(trainer.model.eval(), cfg.text_encoder, seeds, progress, (1, 4, 16, 64)),
         "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "run_dir": str(run_dir),
     }
     if out is None:

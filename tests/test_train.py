@@ -12,8 +12,8 @@ from envs.dataset import ClipDataset, clip_batches, list_shards
 from envs.record import record_episodes
 from world.config import from_preset
 from world.model import WorldModel
-from world.train import (TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer, free_run_mask,
-                         load_optimizer, revisit_weights, shift_actions)
+from world.train import (TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer,
+                         free_run_mask, load_optimizer, revisit_weights, shift_actions, shift_head_loss)
 
 # A model small enough to train a few steps per second on CPU, on real 64x64 teacher frames.
 MICRO = {"tokenizer": {"channels": [8, 8], "patch_size": 4},
@@ -173,6 +173,20 @@ def test_stage2_free_run_trains(tmp_path, dataset):
         TrainConfig(s2_clip=8, s2_free_frames=9).validate()
 
 
+def test_shift_loss_weighs_blocked_moves():
+    # frames: a move the camera made (label 5 = one token right), a blocked RIGHT (camera in
+    # place, label 4), a NOOP in place, an unknown move; the head says "moved right" everywhere
+    labels = torch.tensor([[5, 4, 4, -1]])
+    action = torch.tensor([[4, 4, 0, 4]])  # RIGHT, RIGHT, NOOP, RIGHT
+    logits = torch.zeros(1, 4, 9)
+    logits[..., 5] = 3.0
+    ce = lambda w: float(shift_head_loss(logits, labels, action, w)[0])
+    per = torch.nn.functional.cross_entropy(logits[0, :3], labels[0, :3], reduction="none")
+    assert abs(ce(1.0) - float(per.mean())) < 1e-5
+    assert abs(ce(5.0) - float((per[0] + 5 * per[1] + per[2]) / 7)) < 1e-5 and ce(5.0) > ce(1.0)
+    assert abs(float(shift_head_loss(logits, labels, action)[1]) - 1 / 3) < 1e-6  # right on the moved frame only
+
+
 def test_optimizer_state_round_trips_without_pickle():
     p = torch.nn.Parameter(torch.randn(3))
     opt = torch.optim.AdamW([p], lr=0.1)
@@ -266,7 +280,7 @@ def test_learn_bench_trains_for_its_budget_and_measures_proxy_seeds(tmp_path, da
                         "text_encoder": "hash"}, seeds=1, progress=False)
     assert r["stage1_steps"] >= 1 and r["stage1_cpu_seconds"] >= 0.6
     assert r["proxy_seeds"] == [PROXY_SEED_BASE] and PROXY_SEED_BASE + 1000 < EVAL_SEED_BASE
-    assert 0 < r["teacher_forced_psnr"] < 100 and set(r["psnr_by_horizon"]) == {"1", "4", "16"}
+    assert 0 < r["teacher_forced_psnr"] < 100 and set(r["psnr_by_horizon"]) == {"1", "4", "16", "64"}
     assert parse_lever('{"s1_streams": 1}') == {"s1_streams": 1}
     with pytest.raises(ValueError, match="JSON object"):
         parse_lever("[1, 2]")

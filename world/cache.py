@@ -93,13 +93,12 @@ class KVCache:
             self.k[layer][b, :, slots] = k_new[layer].transpose(1, 2)  # [B, c, H, N, Dh]
             self.v[layer][b, :, slots] = v_new[layer].transpose(1, 2)
 
-    def layer_kv(self, layer: int, used_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-RoPE K/V of one layer as token sequences: 2 x [B, H, slots*N, Dh] (views)."""
-        k, v = self.k[layer], self.v[layer]
-        if used_slots is not None:
-            k, v = k[:, :, :used_slots], v[:, :, :used_slots]
-        B, H, s, N, Dh = k.shape
-        return k.reshape(B, H, s * N, Dh), v.reshape(B, H, s * N, Dh)
+    def all_kv(self, used_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-RoPE K/V of every layer as token sequences: 2 x [L, B, H, s*N, Dh], s = used_slots
+        (None: all slots)."""
+        k, v = self.k[:, :, :, :used_slots], self.v[:, :, :, :used_slots]
+        L, B, H, s, N, Dh = k.shape
+        return k.reshape(L, B, H, s * N, Dh), v.reshape(L, B, H, s * N, Dh)
 
     def clone(self) -> "KVCache":
         copy = lambda t: None if t is None else t.clone()

@@ -44,10 +44,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import sampler
+from .actions import RIGHT, UP
 from .checkpoint import CheckpointError, read_safetensors
 from .config import from_preset
 from .model import WorldModel
-from .prev_frame import shift_labels
+from .prev_frame import CENTRE, shift_labels
 from .text import build_text_encoder
 from .train_config import STAGE_PREFIX, STAGES, TrainConfig
 
@@ -120,21 +121,27 @@ class Stage1Loss(nn.Module):
             loss = loss + cfg.copy_loss_weight * copy_loss
             out["copy"] = copy_loss.detach()
         if shift_logits is not None:
-            shift_loss, out["shift_acc"] = shift_head_loss(shift_logits, shift)
+            shift_loss, out["shift_acc"] = shift_head_loss(shift_logits, shift, action_in, cfg.shift_blocked_weight)
             loss = loss + cfg.shift_loss_weight * shift_loss
             out["shift"] = shift_loss.detach()
         return {"loss": loss, **out}
 
 
-def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, T, 9], labels [B, T] (-1: unknown) -> (cross-entropy, accuracy of the argmax)."""
+def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: torch.Tensor,
+                    blocked_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, T, 9], labels [B, T] (-1: unknown), action [B, T] the frame's action ->
+    (cross-entropy, accuracy of the argmax). Blocked moves (a move action, the camera in place)
+    weigh `blocked_weight`: they are a few percent of the recorded moves, and a head that
+    follows the action alone is right on all the others."""
     if labels is None:
         raise ValueError("a model with dit.prev_shift trains on the teacher's camera moves: pass shift labels")
     known = labels >= 0
     if not bool(known.any()):
         zero = logits.sum() * 0.0
         return zero, zero.detach()
-    ce = F.cross_entropy(logits[known], labels[known])
+    blocked = (labels == CENTRE) & (action >= UP) & (action <= RIGHT)
+    w = torch.where(blocked, blocked_weight, 1.0)[known]
+    ce = (F.cross_entropy(logits[known], labels[known], reduction="none") * w).sum() / w.sum()
     acc = (logits[known].argmax(-1) == labels[known]).float().mean()
     return ce, acc
 
@@ -212,7 +219,7 @@ class Stage2Loss(nn.Module):
             moved = None if shift is None else shift[:, j : j + 1]
             pred, _, _, logits = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a, moved, with_copy=True)
             if logits is not None:
-                shift_sum = shift_sum + shift_head_loss(logits, moved)[0]
+                shift_sum = shift_sum + shift_head_loss(logits, moved, a, cfg.shift_blocked_weight)[0]
             per_token = (pred - sampler.target(kind, target, eps)).pow(2).mean(-1)[:, 0]  # [B, N]
             flow_sum = flow_sum + (per_token * weights[:, j]).mean()
             # What the window keeps of this frame: the truth, or (self-rollout, free run) the

@@ -75,6 +75,13 @@ class TrainConfig:
     """Weight of the shift head's cross-entropy against the teacher's camera move (models
     with `dit.prev_shift`; stages 1 and 2). The copy itself is trained with the true move,
     so the residual learns on exact copies; sampling takes the head's argmax."""
+    shift_blocked_weight: float = 1.0
+    """Weight of blocked moves (a move action, the camera in place: the player walked into an
+    obstacle) in the shift head's loss. They are ~7% of the recorded moves, and a head that
+    follows the action alone is right on the rest: the shift arm picked the camera's move on
+    100% of moved and NOOP steps of a fresh recording but on 21% of its blocked ones, and a
+    wrong shift moves a world that stands still. 10 lifts that to 69% at 93% on moved steps,
+    the rollouts no better (docs/RESULTS.md, issue 14's seventh session); 1 is as before."""
     warmup: int = 100
     """Linear LR warm-up steps at the start of every stage, then cosine decay to 10%."""
     cache_latents: bool = True
