@@ -9,8 +9,7 @@ seeds):
 - teacher-forced 1-step PSNR (true frames as context) and the share of those
   frames that still show the player, beside the copy-the-previous-frame
   baseline;
-- free-rollout PSNR and player visibility at horizons 1, 4, 16 and 64 (64 shows the
-  drift of colour that 16 does not yet).
+- free-rollout PSNR and player visibility at `PROXY_HORIZONS` (1, 4, 16, 64).
 Two levers are compared by running this twice side by side, one core each
 (`taskset -c 0` / `-c 1`), the same data and seed, and reading the JSON.
 """
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from envs.evaluate.config import PROXY_SEED_BASE, eval_seeds  # noqa: F401  (PROXY_SEED_BASE re-exported)
+
+PROXY_HORIZONS = (1, 4, 16, 64)  # free-rollout horizons of both benches (64 shows the drift 16 does not yet)
 
 
 def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str = "checkpoints/tiny",
@@ -71,7 +72,7 @@ def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str 
         "stage1_steps": steps, "stage1_cpu_seconds": round(trainer.cpu_seconds["stage1"], 1),
         "train_frames_per_s": round(steps * cfg.s1_batch * frames_per_clip / max(trainer.cpu_seconds["stage1"], 1e-9), 2),
         "machine_matmul_gflops": round(gemm_gflops(), 1),
-        **measure_proxy(trainer.model.eval(), cfg.text_encoder, seeds, progress, (1, 4, 16, 64)),
+        **measure_proxy(trainer.model.eval(), cfg.text_encoder, seeds, progress),
         "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "run_dir": str(run_dir),
     }
     if out is None:
@@ -81,7 +82,7 @@ def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str 
 
 
 def measure_proxy(model, text_encoder: str, seeds: int = 4, progress: bool = True,
-                  horizons: tuple[int, ...] = (1, 4, 16), strip: str | Path | None = None) -> dict[str, Any]:
+                  horizons: tuple[int, ...] = PROXY_HORIZONS, strip: str | Path | None = None) -> dict[str, Any]:
     """The learn bench's figures for any model (`bench --target proxy` measures a checkpoint
     trained another way, to set beside a bench arm): fidelity on the proxy seeds at
     `horizons`, 16 teacher-forced frames; strip: also a PNG of true vs generated frames."""
@@ -105,7 +106,7 @@ def measure_proxy(model, text_encoder: str, seeds: int = 4, progress: bool = Tru
     return {"proxy_seeds": proxy, "psnr_by_horizon": fid["psnr_by_horizon"], **{k: d.get(k) for k in keys}}
 
 
-def run_proxy(checkpoint: str, seeds: int = 4, horizons: tuple[int, ...] = (1, 4, 16, 64), threads: int = 1,
+def run_proxy(checkpoint: str, seeds: int = 4, horizons: tuple[int, ...] = PROXY_HORIZONS, threads: int = 1,
               strip: str | None = None, progress: bool = True) -> dict[str, Any]:
     """`bench --target proxy`: a trained checkpoint on the proxy seeds, no training."""
     import torch

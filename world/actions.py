@@ -6,3 +6,4 @@ it lives here; `envs.teacher` and every front end import it from this module.
 
 ACTION_MEANINGS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT", "USE")
 NOOP, UP, DOWN, LEFT, RIGHT, USE = range(len(ACTION_MEANINGS))
+MOVES = (UP, DOWN, LEFT, RIGHT)  # the actions that walk; a walk into an obstacle leaves the view in place

@@ -74,8 +74,7 @@ class StreamContext:
             else:
                 masks.append(torch.ones(valid.shape[0], mem.k.shape[-2], dtype=torch.bool, device=valid.device))
         # Per layer, one [B, H, K_ctx + cN, Dh] buffer: [rotated cache | memory | current chunk],
-        # built for all layers at once (one rotation, one concatenation: a frame is ~800 small
-        # ops in eager torch, and per-layer copies were a tenth of its time).
+        # built for all layers at once: one rotation and one concatenation instead of one per layer.
         # Without autograd the current chunk's K/V are written into the tail in place, so a
         # denoising pass copies cN rows instead of concatenating all K_total rows.
         # in_place=False forces the concatenating path (pure functions: ONNX export, engines/).

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import sampler
-from .actions import RIGHT, UP
+from .actions import MOVES
 from .checkpoint import CheckpointError, read_safetensors
 from .config import from_preset
 from .model import WorldModel
@@ -139,7 +139,7 @@ def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: t
     if not bool(known.any()):
         zero = logits.sum() * 0.0
         return zero, zero.detach()
-    blocked = (labels == CENTRE) & (action >= UP) & (action <= RIGHT)
+    blocked = (labels == CENTRE) & torch.isin(action, torch.tensor(MOVES, device=action.device))
     w = torch.where(blocked, blocked_weight, 1.0)[known]
     ce = (F.cross_entropy(logits[known], labels[known], reduction="none") * w).sum() / w.sum()
     acc = (logits[known].argmax(-1) == labels[known]).float().mean()
