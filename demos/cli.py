@@ -112,6 +112,47 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_codebook(sub) -> None:
+    p = sub.add_parser(
+        "codebook",
+        help="fit the tile codebook of a trained checkpoint and switch its sampler's snap on",
+        description="k-means over the checkpoint tokenizer's tokens of recorded frames (world/codebook.py); "
+        "writes the checkpoint to --out with the codebook, tokenizer.codebook_size and sampler.snap set, so "
+        "every generated token is snapped onto a real tile's code. `train` fits the codebook itself when the "
+        "model's preset has one; this adds one to a checkpoint trained without (or refits it).",
+    )
+    p.add_argument("--checkpoint", required=True, help="trained checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--data", nargs="+", type=Path, required=True, help="dataset directories (from `record`)")
+    p.add_argument("--out", type=Path, required=True, help="where the checkpoint with its codebook is written")
+    p.add_argument("--size", type=int, default=1024, help="codes (default 1024)")
+    p.add_argument("--frames", type=int, default=8192, help="recorded frames whose tokens are clustered (default 8192)")
+    p.add_argument("--iters", type=int, default=15, help="k-means iterations (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="frame draw and k-means seed (default 0)")
+    p.set_defaults(func=_run_codebook)
+
+
+def _run_codebook(args) -> int:
+    from envs.dataset import clip_batches, list_shards
+    from world.model import WorldModel
+    from world.train import fit_codebook, psnr
+
+    source = WorldModel.load(args.checkpoint)  # CheckpointError / FileNotFoundError: one line
+    cfg = source.cfg.replace(tokenizer={"codebook_size": args.size}, sampler={"snap": True})  # ValueError: bad size
+    if args.frames * cfg.tokenizer.tokens_per_frame < args.size or args.iters < 1:
+        raise UserError(f"--frames {args.frames} give too few tokens for {args.size} codes, or --iters < 1")
+    model = WorldModel(cfg).eval()
+    weights = {k: v for k, v in source.state_dict().items() if k != "tokenizer.codebook"}
+    model.load_state_dict(weights, strict=False)  # everything but the codebook, fitted below
+    batches = clip_batches([str(p) for d in args.data for p in list_shards(d)], args.seed)
+    fit_codebook(model.tokenizer, batches, args.frames, args.iters, args.seed)
+    frames = next(batches(1, 256))["frames"][:, 0]
+    model.save(args.out)
+    print(f"codebook of {args.size} codes fitted on {args.frames} frames; tokenizer round trip "
+          f"{psnr(model.tokenizer, frames)} dB, through the codebook {psnr(model.tokenizer, frames, snap=True)} dB "
+          f"-> {args.out}")
+    return 0
+
+
 def _read_json_object(path: Path) -> dict:
     """train --config: a JSON object, or a UserError naming the file."""
     try:
@@ -446,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
         "transformer with evolving memory. Run a subcommand with --help for its options.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_play, _add_kiosk, _add_record, _add_train, _add_bench, _add_eval, _add_export, _add_doctor):
+    for add in (_add_play, _add_kiosk, _add_record, _add_train, _add_codebook, _add_bench, _add_eval, _add_export,
+                _add_doctor):
         add(sub)
     return parser
 

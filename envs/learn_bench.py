@@ -20,6 +20,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,18 @@ def run_learn_bench(data: list[str], minutes: float = 30.0, tokenizer_from: str 
 
     trainer = Trainer(cfg, clip_batches(shards, cfg.seed), progress=progress)
     source = WorldModel.load(tokenizer_from)
-    if source.cfg.tokenizer != trainer.model.cfg.tokenizer:
+    tok = trainer.model.tokenizer
+    if replace(source.cfg.tokenizer, codebook_size=0) != replace(tok.cfg, codebook_size=0):
         raise ValueError(f"the tokenizer of {tokenizer_from} ({source.cfg.tokenizer}) does not match "
-                         f"the bench model's ({trainer.model.cfg.tokenizer})")
-    trainer.model.tokenizer.load_state_dict(source.tokenizer.state_dict())
+                         f"the bench model's ({tok.cfg})")
+    weights = source.tokenizer.state_dict()
+    refit = tok.cfg.codebook_size and source.cfg.tokenizer.codebook_size != tok.cfg.codebook_size
+    if refit:  # the source has no codebook of this size: the bench fits one, as training would
+        weights.pop("codebook", None)
+    tok.load_state_dict(weights, strict=not refit)
     trainer.latent_std = 1.0  # the source's tokenizer is calibrated already: keep it as it is
+    if refit:
+        trainer.fit_codebook(next(trainer.batches(1, 256))["frames"][:, 0])
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -102,7 +110,7 @@ def measure_proxy(model, text_encoder: str, seeds: int = 4, progress: bool = Tru
     keys = ("teacher_forced_psnr", "teacher_forced_player_visible", "copy_previous_psnr",
             "teacher_forced_psnr_moved", "copy_previous_psnr_moved", "teacher_forced_moved_share",
             "player_visible_by_horizon", "seen_psnr_by_horizon", "tile_valid_by_horizon", "tile_valid_tokenizer",
-            "tokenizer_psnr_heldout")
+            "tokenizer_psnr_heldout", "tokenizer_psnr_snapped_heldout")
     return {"proxy_seeds": proxy, "psnr_by_horizon": fid["psnr_by_horizon"], **{k: d.get(k) for k in keys}}
 
 

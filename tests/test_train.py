@@ -16,7 +16,7 @@ from world.train import (TrainConfig, Trainer, calibrate_latent_scale, flatten_o
                          free_run_mask, load_optimizer, revisit_weights, shift_actions, shift_head_loss)
 
 # A model small enough to train a few steps per second on CPU, on real 64x64 teacher frames.
-MICRO = {"tokenizer": {"channels": [8, 8], "patch_size": 4},
+MICRO = {"tokenizer": {"channels": [8, 8], "patch_size": 4, "codebook_size": 32},
          "dit": {"dim": 32, "depth": 1, "heads": 2},
          "memory": {"window_frames": 4, "memory_tokens_per_frame": 4}}
 
@@ -42,7 +42,8 @@ def batches_for(shards, seed=0):
 
 
 def small_config(out, **kw):
-    base = dict(out=str(out), model=MICRO, text_encoder="hash", tok_steps=4, tok_batch=4, s1_steps=3,
+    base = dict(out=str(out), model=MICRO, text_encoder="hash", codebook_frames=64, codebook_iters=2, tok_steps=4,
+                tok_batch=4, s1_steps=3,
                 s1_batch=2, s2_steps=2, s2_batch=2, s2_clip=10, warmup=1, log_every=1, ckpt_every=1)
     base.update(kw)
     return TrainConfig(**base)

@@ -71,10 +71,10 @@ def count_flops(fn) -> dict[str, int]:
     return {**counts, "total": int(counter.get_total_flops())}
 
 
-def gemm_gflops(n: int = 1024, reps: int = 10) -> float:
-    """fp32 GFLOP/s of an n x n x n matmul at torch's current thread count: the arithmetic
-    ceiling of this machine, against which a model's achieved GFLOP/s is judged."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_gflops(n: int = 1024, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an n x n x n matmul (fp32 unless `dtype`) at torch's current thread count:
+    the arithmetic ceiling of this machine, against which a model's achieved GFLOP/s is judged."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     for _ in range(2):
         a @ b
     best = float("inf")

@@ -90,8 +90,9 @@ class KVCache:
         worlds [B'] int64: which worlds of the batch the rows are (None: all, in order)."""
         b = (torch.arange(slots.shape[0], device=slots.device) if worlds is None else worlds)[:, None]
         for layer in range(self.k.shape[0]):
-            self.k[layer][b, :, slots] = k_new[layer].transpose(1, 2)  # [B, c, H, N, Dh]
-            self.v[layer][b, :, slots] = v_new[layer].transpose(1, 2)
+            # .to: under bf16 autocast the projections come out bf16; the cache stays in its dtype
+            self.k[layer][b, :, slots] = k_new[layer].transpose(1, 2).to(self.k.dtype)  # [B, c, H, N, Dh]
+            self.v[layer][b, :, slots] = v_new[layer].transpose(1, 2).to(self.v.dtype)
 
     def all_kv(self, used_slots: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-RoPE K/V of every layer as token sequences: 2 x [L, B, H, s*N, Dh], s = used_slots

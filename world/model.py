@@ -431,7 +431,12 @@ class WorldModel(nn.Module):
             return v
 
         noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
-        return sampler.sample(v_fn, noise, steps)
+        return self.snap(sampler.sample(v_fn, noise, steps))
+
+    def snap(self, x0: torch.Tensor) -> torch.Tensor:
+        """A sampled chunk [B, c, N, C] as the world keeps it: every token snapped onto the
+        tokenizer's codebook with `sampler.snap` (world/codebook.py), else as it is."""
+        return self.tokenizer.snap(x0) if self.cfg.sampler.snap else x0
 
     def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor,
                level: torch.Tensor | None = None, clean: torch.Tensor | None = None):
@@ -611,7 +616,9 @@ class WorldModel(nn.Module):
 
         For tests and benchmarks of untrained paths: a DiT-initialised model
         predicts exactly zero velocity, which would make equality tests vacuous.
-        Biases are perturbed around their init (the memory gate keeps b ~ +2).
+        Biases are perturbed around their init (the memory gate keeps b ~ +2). A codebook gets
+        unit-variance codes, as a fitted one has (latents are rescaled to unit std), so the
+        snap is a real choice between codes rather than all tokens landing on one zero code.
         """
         g = torch.Generator().manual_seed(seed)
         for name, p in self.named_parameters():
@@ -621,6 +628,8 @@ class WorldModel(nn.Module):
                 p.copy_(noise * scale / fan_in ** 0.5)
             else:
                 p.add_(noise * 0.02)
+        if self.cfg.tokenizer.codebook_size:
+            self.tokenizer.codebook.copy_(torch.randn(self.tokenizer.codebook.shape, generator=g))
         return self
 
 

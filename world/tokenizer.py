@@ -3,7 +3,9 @@
 A frame (RGB uint8 [H, W, 3]) is encoded independently of every other frame
 to a small latent map (e.g. 64x64x3 -> 16x16x8 with two stride-2 stages) and
 cut into non-overlapping p x p patches, one token each (ViT/DiT patchify).
-The DiT denoises these tokens; `decode` maps them back to pixels.
+The DiT denoises these tokens; `decode` maps them back to pixels. With
+`codebook_size > 0` the tokenizer also holds the tile codebook (world/codebook.py)
+that generated tokens are snapped onto.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import codebook
 from .config import TokenizerConfig
 
 
@@ -31,6 +34,12 @@ class FrameTokenizer(nn.Module):
             dec += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
         dec += [nn.Conv2d(ch[0], 3, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
+        if cfg.codebook_size:  # fitted after tokenizer training (world.train), saved with the weights
+            self.register_buffer("codebook", torch.zeros(cfg.codebook_size, cfg.token_dim))  # [K, C]
+
+    def snap(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [..., C] -> each replaced by its nearest code of the codebook."""
+        return codebook.snap(tokens, self.codebook)
 
     # -- pixels <-> latent maps -------------------------------------------------
 

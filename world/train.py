@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import sampler
+from . import codebook, precision, sampler
 from .actions import MOVES
 from .checkpoint import CheckpointError, read_safetensors
 from .config import from_preset
@@ -230,8 +230,8 @@ class Stage2Loss(nn.Module):
                 if bool(own.any()):
                     with torch.no_grad():
                         noise = torch.randn(target.shape, generator=gen, device=dev) * cfg.self_rollout_temperature
-                        sample = sampler.sample(lambda x, tt: model.velocity(
-                            state, ctx, x, torch.full((B, 1), tt, device=dev), a)[0], noise, 2)
+                        sample = model.snap(sampler.sample(lambda x, tt: model.velocity(
+                            state, ctx, x, torch.full((B, 1), tt, device=dev), a)[0], noise, 2))
                     context = torch.where(own[:, None, None, None], sample, target)
             t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
             noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
@@ -338,8 +338,11 @@ class Trainer:
             self.done.update(tokenizer=cfg.tok_steps, stage1=cfg.s1_steps)
             self.latent_std = 1.0  # the checkpoint's tokenizer has its scale folded in already
         self.latents = LatentCache(lambda frames: self.model.tokenizer.encode(frames))
+        self.precision, speedup = precision.resolve(cfg.precision, self.device)
         if rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            self.log({"event": "precision", "requested": cfg.precision, "precision": self.precision,
+                      "bf16_matmul_speedup": speedup})
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -443,7 +446,8 @@ class Trainer:
             progress = self.cpu_seconds[stage] / budget if budget else None
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, lr, self.cfg.warmup, progress) * g.get("lr_mult", 1.0)
-            out = wrapped(*inputs)
+            with precision.autocast(self.precision, self.device):
+                out = wrapped(*inputs)
             if not torch.isfinite(out["loss"]):  # stop before a bad step reaches the weights
                 raise FloatingPointError(f"{stage} loss is {out['loss'].item()} at step {step}; "
                                          f"the last checkpoint in {self.out} is intact")
@@ -483,9 +487,21 @@ class Trainer:
             self.latent_std = calibrate_latent_scale(self.model, frames)
             self.log({"stage": "tokenizer", "event": "latent_scale", "latent_std": self.latent_std,
                       "psnr": psnr(tok, frames)})
+            if tok.cfg.codebook_size:
+                self.fit_codebook(frames)
             self.save("tokenizer", None)
         for p in params:
             p.requires_grad_(False)  # frozen from here on
+
+    def fit_codebook(self, check_frames: torch.Tensor) -> None:
+        """The tile codebook, fitted once the tokenizer is frozen (`fit_codebook`); logs the
+        round trip's PSNR on `check_frames` with and without it."""
+        tok, cfg = self.model.tokenizer, self.cfg
+        t0 = time.process_time()
+        fit_codebook(tok, self.batches, cfg.codebook_frames, cfg.codebook_iters, cfg.seed, self.device)
+        self.log({"stage": "tokenizer", "event": "codebook", "codes": tok.cfg.codebook_size,
+                  "frames": cfg.codebook_frames, "cpu_seconds": round(time.process_time() - t0, 1),
+                  "psnr": psnr(tok, check_frames), "psnr_snapped": psnr(tok, check_frames, snap=True)})
 
     def _prompts(self, captions: list[list[str]], follow: bool = False) -> tuple[list, dict[int, list]]:
         """[B][L] captions -> (B prompts, switches), a clip dropped to the empty prompt at random.
@@ -528,10 +544,30 @@ class Trainer:
                    switch_clips=cfg.s2_switch_clips if follow else 0)
 
 
+CODEBOOK_SPREAD = 8
+"""The codebook fit keeps every 8th frame it reads: batches come a few episodes at a time (one
+style each, mostly), and a sample of consecutive batches covered so few styles that the proxy
+worlds came back through the codebook at 23.7 dB instead of 26.8 (issue 14, docs/RESULTS.md)."""
+
+
 @torch.no_grad()
-def psnr(tokenizer, frames: torch.Tensor) -> float:
-    """PSNR (dB) of tokenizer reconstructions of uint8 frames [B, H, W, 3]."""
-    rec = tokenizer.decode(tokenizer.encode(frames)).float()
+def fit_codebook(tokenizer, batches: Batches, frames: int, iters: int, seed: int, device="cpu") -> None:
+    """Fit `tokenizer.codebook` in place: k-means (world/codebook.py) over the tokens of
+    `frames` recorded frames, every `CODEBOOK_SPREAD`-th of those `batches` gives (seeded, so a
+    run is reproducible)."""
+    clips, chunks, n = batches(1, 512), [], 0
+    while n < frames:
+        chunks.append(tokenizer.encode(next(clips)["frames"][::CODEBOOK_SPREAD, 0].to(device)))  # [b, N, C]
+        n += len(chunks[-1])
+    tokens = torch.cat(chunks)[:frames].flatten(0, 1)  # [frames * N, C]
+    tokenizer.codebook.copy_(codebook.fit(tokens, tokenizer.cfg.codebook_size, iters, seed))
+
+
+@torch.no_grad()
+def psnr(tokenizer, frames: torch.Tensor, snap: bool = False) -> float:
+    """PSNR (dB) of tokenizer reconstructions of uint8 frames [B, H, W, 3] (snap: through the codebook)."""
+    tokens = tokenizer.encode(frames)
+    rec = tokenizer.decode(tokenizer.snap(tokens) if snap else tokens).float()
     mse = (rec - frames.float()).pow(2).mean().clamp_min(1e-10)
     return round(float(10 * torch.log10(255.0**2 / mse)), 3)
 

@@ -60,7 +60,9 @@ def run_train_bench(overrides: dict[str, Any] | None = None, steps: int = 6, war
     run_dir = Path(tempfile.mkdtemp(prefix="train_bench_"))
     n = warmup + steps
     try:
-        cfg = TrainConfig(**{"text_encoder": "hash", **fields, "out": str(run_dir), "seed": seed, "log_every": 1,
+        # the codebook is fitted once per run, not per step: a small fit keeps the bench short
+        cfg = TrainConfig(**{"text_encoder": "hash", "codebook_frames": 256, "codebook_iters": 1, **fields,
+                             "out": str(run_dir), "seed": seed, "log_every": 1,
                              "ckpt_every": 10**9, "warmup": 1, "tok_steps": n, "s1_steps": n, "s2_steps": n,
                              "tok_cpu_minutes": 0.0, "s1_cpu_minutes": 0.0, "s2_cpu_minutes": 0.0})
         mcfg = from_preset(cfg.preset, **cfg.model)

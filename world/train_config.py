@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 
 STAGES = ("tokenizer", "stage1", "stage2")
 STAGE_PREFIX = {"tokenizer": "tok", "stage1": "s1", "stage2": "s2"}  # field prefix of each stage
+PRECISIONS = ("auto", "fp32", "bf16")  # world.precision
 
 
 @dataclass
@@ -32,6 +33,11 @@ class TrainConfig:
     tok_cpu_minutes: float = 0.0
     """Stop a stage once this process has spent this much CPU time in it (0: run all its
     steps); the LR schedule then follows the share of the budget spent. Same for s1_, s2_."""
+    codebook_frames: int = 8192
+    """Recorded frames whose tokens the tile codebook is fitted on (k-means, once, right after
+    the tokenizer stage; models with tokenizer.codebook_size > 0)."""
+    codebook_iters: int = 15
+    """k-means iterations of that fit."""
     s1_steps: int = 1500
     s1_batch: int = 8
     s1_lr: float = 6e-4
@@ -101,6 +107,13 @@ class TrainConfig:
     reward_weight: float = 0.5
     done_weight: float = 0.1
     grad_clip: float = 1.0
+    precision: str = "fp32"
+    """Training arithmetic: 'bf16' autocast (weights, optimizer and losses stay fp32), 'fp32',
+    or 'auto': bf16 only where this machine's bf16 matmul is measured >= 1.5x its fp32 one
+    (native AMX / AVX-512 BF16; emulated bf16 made a step 3.9x slower). world.precision.
+    fp32 by default: on an AVX-512 BF16 core (bf16 matmul 4.6x fp32) autocast sped the
+    tokenizer up 1.7x but stage 1 only 2% and slowed stage 2 by 11% (`tiny`'s small ops do
+    not gain; docs/RESULTS.md, issue 14's eighth session)."""
     log_every: int = 20
     ckpt_every: int = 250
 
@@ -118,5 +131,7 @@ class TrainConfig:
                 raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
         if self.s2_free_frames > self.s2_clip:
             raise ValueError(f"train config s2_free_frames ({self.s2_free_frames}) must be <= s2_clip ({self.s2_clip})")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train config precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.text_encoder not in ("minilm", "hash"):
             raise ValueError(f"text_encoder must be 'minilm' or 'hash', got {self.text_encoder!r}")

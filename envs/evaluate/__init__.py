@@ -72,6 +72,8 @@ JSON (`--json`), stable top-level names:
                             player_visible_tokenizer (the same share for the tokenizer's round trip),
                             frozen_start_frame_psnr_by_horizon (baseline: the start frame, never moving),
                             tokenizer_psnr_heldout (ceiling: the true frames through the tokenizer),
+                            tokenizer_psnr_snapped_heldout (the same through the codebook, the ceiling
+                            of a model with sampler.snap; None without),
                             teacher_forced_psnr, teacher_forced_ssim, teacher_forced_player_visible,
                             teacher_forced_frames (one-step predictions from the true past),
                             copy_previous_psnr (baseline: the previous true frame as the prediction),

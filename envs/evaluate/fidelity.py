@@ -28,6 +28,9 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
         tok = model.tokenizer
         flat = torch.from_numpy(true[:, 1:].reshape(-1, *true.shape[2:])).to(model.device)
         recon = torch.cat([tok.decode(tok.encode(c)) for c in flat.split(256)]).cpu().numpy()
+        snapped = None  # a model that snaps its frames onto the codebook is bounded by that round trip
+        if model.cfg.sampler.snap:
+            snapped = torch.cat([tok.decode(tok.snap(tok.encode(c))) for c in flat.split(256)]).cpu().numpy()
     ceiling = np.where(alive, psnr(recon.reshape(true[:, 1:].shape), true[:, 1:]), np.nan)
     out = {"psnr_by_horizon": {str(h): mean_or_none(p[:, h - 1]) for h in ev.horizons},
            "ssim_by_horizon": {str(h): mean_or_none(s[:, h - 1]) for h in ev.horizons},
@@ -35,6 +38,8 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
                                "frozen_start_frame_psnr_by_horizon": {str(h): mean_or_none(frozen[:, h - 1])
                                                                       for h in ev.horizons},
                                "tokenizer_psnr_heldout": mean_or_none(ceiling),
+                               "tokenizer_psnr_snapped_heldout": None if snapped is None else mean_or_none(
+                                   np.where(alive, psnr(snapped.reshape(true[:, 1:].shape), true[:, 1:]), np.nan)),
                                "worlds_per_horizon": {str(h): int(alive[:, h - 1].sum()) for h in ev.horizons},
                                "psnr_curve": [mean_or_none(p[:, t]) for t in range(T)],
                                "ssim_curve": [mean_or_none(s[:, t]) for t in range(T)]}}

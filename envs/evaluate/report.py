@@ -28,6 +28,7 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
 
     if result["psnr_by_horizon"]:
         hs = list(result["psnr_by_horizon"])
+        snapped = result["fidelity_detail"].get("tokenizer_psnr_snapped_heldout")
         lines += ["## Fidelity by horizon (teacher's explore actions)", "",
                   "| horizon | " + " | ".join(hs) + " |", "|---" * (len(hs) + 1) + "|",
                   "| PSNR dB | " + " | ".join(fmt(result["psnr_by_horizon"][h]) for h in hs) + " |",
@@ -44,7 +45,9 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                         ("... the teacher's own", "invented_psnr_teacher_by_horizon", 1),
                         ("tile validity", "tile_valid_by_horizon", 2))], "",
                   f"Tokenizer round trip of the true frames (the ceiling): "
-                  f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB; its tile validity "
+                  f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB"
+                  + (f" ({fmt(snapped)} dB through the codebook the model snaps to)" if snapped is not None else "")
+                  + "; its tile validity "
                   f"{fmt(result['fidelity_detail']['tile_valid_tokenizer'], 2)} (the teacher's own "
                   f"{fmt(result['fidelity_detail']['tile_valid_teacher'], 2)}).", "",
                   f"Teacher-forced (the true past as context, {result['fidelity_detail']['teacher_forced_frames']} "

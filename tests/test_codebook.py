@@ -1,0 +1,148 @@
+"""The tile codebook: k-means fit, the snap, and every sampler path handing out snapped tokens."""
+
+import pytest
+import torch
+
+from engines.backend import EagerGraphBackend
+from world import codebook
+from world.config import from_preset
+from world.model import WorldModel
+
+from .test_world_model import micro
+
+
+def clusters(n_per=200, k=8, dim=6, spread=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, dim, generator=g) * 3
+    pts = centres.repeat_interleave(n_per, 0) + spread * torch.randn(k * n_per, dim, generator=g)
+    return centres, pts[torch.randperm(len(pts), generator=g)]
+
+
+def test_fit_finds_the_clusters_and_is_deterministic():
+    centres, pts = clusters()
+    codes = codebook.fit(pts, 8, iters=20, seed=3)
+    assert codes.shape == (8, 6)
+    # every true centre has a code within the noise of it, and every code is used
+    assert torch.cdist(centres, codes).min(1).values.max() < 0.1
+    assert torch.bincount(codebook.nearest(pts, codes), minlength=8).min() > 0
+    assert torch.equal(codes, codebook.fit(pts, 8, iters=20, seed=3))
+
+
+def test_fit_reseeds_dead_codes():
+    _, pts = clusters(k=2)  # 2 clusters, 6 codes: the extra codes must still land on tokens
+    codes = codebook.fit(pts, 6, iters=10)
+    assert torch.isfinite(codes).all()
+    assert torch.cdist(codes, pts).min(1).values.max() < 0.5
+
+
+def test_fit_needs_enough_tokens():
+    with pytest.raises(ValueError, match="at least 16 tokens"):
+        codebook.fit(torch.randn(10, 4), 16)
+
+
+def test_snap_picks_the_nearest_code():
+    codes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 5.0]])
+    z = torch.tensor([[[0.4, 0.1], [0.6, -0.2]], [[0.1, 3.0], [1.0, 0.0]]])  # [2, 2, 2]
+    out = codebook.snap(z, codes)
+    assert out.shape == z.shape
+    assert torch.equal(out, torch.tensor([[[0.0, 0.0], [1.0, 0.0]], [[0.0, 5.0], [1.0, 0.0]]]))
+    assert torch.equal(codebook.snap(codes, codes), codes)  # codes are fixed points
+
+
+def with_codebook(snap=True, size=32):
+    model = micro(dit={"prev_frame": True, "prediction": "x0"})
+    cfg = model.cfg.replace(tokenizer={"codebook_size": size}, sampler={"snap": snap})
+    return WorldModel(cfg).eval().randomize_(seed=1)
+
+
+def in_codebook(x0, codes):
+    return torch.equal(codebook.snap(x0, codes), x0)
+
+
+@pytest.mark.parametrize("snap", [True, False])
+def test_every_sampler_path_snaps(snap):
+    model = with_codebook(snap)
+    codes = model.tokenizer.codebook
+    for backend in (model, EagerGraphBackend(model)):
+        state = model.init_state(1, seed=5)
+        for a in (1, 4, 0):
+            x0 = backend.step_latents(state, torch.tensor([a]))[0]
+            assert in_codebook(x0, codes) == snap
+            assert in_codebook(state.prev_clean, codes) == snap  # the world keeps the snapped frame
+
+
+def test_codebook_is_saved_with_the_weights(tmp_path):
+    model = with_codebook()
+    model.save(tmp_path)
+    back = WorldModel.load(tmp_path)
+    assert back.cfg.sampler.snap and back.cfg.tokenizer.codebook_size == 32
+    assert torch.equal(back.tokenizer.codebook, model.tokenizer.codebook)
+
+
+def test_snap_needs_a_codebook():
+    with pytest.raises(ValueError, match="sampler.snap"):
+        from_preset("tiny", tokenizer={"codebook_size": 0}, sampler={"snap": True})
+    with pytest.raises(ValueError, match="tokenizer.codebook_size"):
+        from_preset("tiny", tokenizer={"codebook_size": -1})
+
+
+def test_training_fits_the_codebook_once_after_the_tokenizer(tmp_path):
+    from envs.dataset import clip_batches, list_shards
+    from envs.record import record_episodes
+    from world.train import Trainer
+
+    from .test_train import MICRO, rows, small_config
+
+    record_episodes("teacher", "explore", episodes=1, steps=60, out_dir=tmp_path / "data", seed=3, progress=False)
+    shards = [str(p) for p in list_shards(tmp_path / "data")]
+    model = {**MICRO, "tokenizer": {**MICRO["tokenizer"], "codebook_size": 16}, "sampler": {"snap": True}}
+    cfg = small_config(tmp_path / "run", model=model, s1_steps=1, s2_steps=1, self_rollout=1.0,
+                       codebook_frames=64, codebook_iters=3)
+    out = Trainer(cfg, clip_batches(shards), progress=False).run()
+    fits = [r for r in rows(out) if r.get("event") == "codebook"]
+    assert len(fits) == 1 and fits[0]["frames"] >= 64 and fits[0]["psnr_snapped"] > 0
+    codes = WorldModel.load(out).tokenizer.codebook
+    assert len(torch.unique(codes, dim=0)) == 16  # fitted: 16 distinct codes, not the zeros it starts as
+    # a resumed run keeps the codebook it has (the fit runs once, with the latent scale)
+    Trainer(small_config(tmp_path / "run", model=model, s1_steps=2, s2_steps=1, codebook_frames=64,
+                         codebook_iters=3), clip_batches(shards), progress=False).run()
+    assert len([r for r in rows(out) if r.get("event") == "codebook"]) == 1
+    assert torch.equal(WorldModel.load(out).tokenizer.codebook, codes)
+
+
+
+def test_onnxruntime_snaps_like_torch(tmp_path):
+    from engines.backend import TorchBackend
+    from engines.registry import make_backend
+
+    from .test_engines import assert_close, run_parity
+
+    model = with_codebook()
+    ort = make_backend("onnxruntime", model, 1, cache_dir=tmp_path / "onnx", warn=pytest.fail)
+    worst, state = run_parity(model, TorchBackend(model), ort, frames=10)
+    assert_close(worst)
+    assert in_codebook(state.prev_clean, model.tokenizer.codebook)
+
+
+def test_cli_fits_a_codebook_for_a_trained_checkpoint(tmp_path, ckpt, capsys):
+    from demos import cli
+    from envs.record import record_episodes
+
+    record_episodes("teacher", "explore", episodes=1, steps=80, out_dir=tmp_path / "data", seed=5, progress=False,
+                    motion="tile")
+    out = tmp_path / "snapped"
+    argv = ["codebook", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--out", str(out),
+            "--size", "16", "--frames", "8", "--iters", "2"]
+    assert cli.main(argv) == 0
+    assert "through the codebook" in capsys.readouterr().out
+    model = WorldModel.load(out)
+    assert model.cfg.sampler.snap and model.cfg.tokenizer.codebook_size == 16
+    assert len(torch.unique(model.tokenizer.codebook, dim=0)) == 16
+    source = WorldModel.load(ckpt)
+    assert torch.equal(model.dit.out.weight, source.dit.out.weight)  # the rest of the weights as they were
+    # bad input: one line, exit status 2
+    assert cli.main([*argv[:-6], "--size", "100000"]) == 2
+    assert cli.main([*argv[:-6], "--size", "4096", "--frames", "1"]) == 2
+    assert cli.main(["codebook", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path / "data"),
+                     "--out", str(out)]) == 2
+    assert "error" in capsys.readouterr().err
