@@ -275,10 +275,14 @@ def test_learn_bench_trains_for_its_budget_and_measures_proxy_seeds(tmp_path, da
     from envs.evaluate import EVAL_SEED_BASE
 
     tok = tmp_path / "tok"
-    WorldModel(from_preset("tiny", **MICRO)).save(tok)
+    # a tokenizer without a codebook: the bench fits one for its model, as training would
+    WorldModel(from_preset("tiny", **{**MICRO, "tokenizer": {**MICRO["tokenizer"], "codebook_size": 0},
+                                      "sampler": {"snap": False}})).save(tok)
     data = sorted({os.path.dirname(p) for p in dataset})
     r = run_learn_bench(data, minutes=0.01, tokenizer_from=str(tok), overrides={"model": MICRO, "s1_batch": 1,
-                        "text_encoder": "hash"}, seeds=1, progress=False)
+                        "text_encoder": "hash", "codebook_frames": 64, "codebook_iters": 2}, seeds=1,
+                        out=str(tmp_path / "run"), progress=False)
+    assert len(torch.unique(WorldModel.load(tmp_path / "run").tokenizer.codebook, dim=0)) == 32
     assert r["stage1_steps"] >= 1 and r["stage1_cpu_seconds"] >= 0.6
     assert r["proxy_seeds"] == [PROXY_SEED_BASE] and PROXY_SEED_BASE + 1000 < EVAL_SEED_BASE
     assert 0 < r["teacher_forced_psnr"] < 100 and set(r["psnr_by_horizon"]) == {"1", "4", "16", "64"}
