@@ -44,7 +44,7 @@ train: $(STAMP)
 	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --init-from $(TRAIN_OUT) --out $(TRAIN_OUT)-s2 --threads 2 \
 		--s2-steps 3000 --s2-cpu-minutes 35 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 \
 		--ckpt-every 25 $(ARGS)
-	$(VENV)/bin/echo-infinity codebook --checkpoint $(TRAIN_OUT)-s2 --data $(TRAIN_DATA) data/styles --size 4096 \
+	$(VENV)/bin/echo-infinity codebook --checkpoint $(TRAIN_OUT)-s2 --data $(TRAIN_DATA) data/styles \
 		--out $(TRAIN_OUT)-final
 	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-final/model.safetensors $(TRAIN_OUT)-final/config.json checkpoints/tiny/
 

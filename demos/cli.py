@@ -124,7 +124,7 @@ def _add_codebook(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="trained checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--data", nargs="+", type=Path, required=True, help="dataset directories (from `record`)")
     p.add_argument("--out", type=Path, required=True, help="where the checkpoint with its codebook is written")
-    p.add_argument("--size", type=int, default=1024, help="codes (default 1024)")
+    p.add_argument("--size", type=int, default=4096, help="codes (default 4096, as the tiny preset)")
     p.add_argument("--frames", type=int, default=8192, help="recorded frames whose tokens are clustered (default 8192)")
     p.add_argument("--iters", type=int, default=15, help="k-means iterations (default 15)")
     p.add_argument("--seed", type=int, default=0, help="frame draw and k-means seed (default 0)")
@@ -138,8 +138,11 @@ def _run_codebook(args) -> int:
 
     source = WorldModel.load(args.checkpoint)  # CheckpointError / FileNotFoundError: one line
     cfg = source.cfg.replace(tokenizer={"codebook_size": args.size}, sampler={"snap": True})  # ValueError: bad size
-    if args.frames * cfg.tokenizer.tokens_per_frame < args.size or args.iters < 1:
-        raise UserError(f"--frames {args.frames} give too few tokens for {args.size} codes, or --iters < 1")
+    if args.frames * cfg.tokenizer.tokens_per_frame < args.size:
+        raise UserError(f"--frames {args.frames} give {args.frames * cfg.tokenizer.tokens_per_frame} tokens, "
+                        f"fewer than the {args.size} codes to fit")
+    if args.iters < 1:
+        raise UserError(f"--iters must be >= 1, got {args.iters}")
     model = WorldModel(cfg).eval()
     weights = {k: v for k, v in source.state_dict().items() if k != "tokenizer.codebook"}
     model.load_state_dict(weights, strict=False)  # everything but the codebook, fitted below

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK = 32_768  # tokens per distance block in `fit`: [CHUNK, K] floats stay ~128 MB at K = 1024
+CHUNK = 8_192  # tokens per distance block in `fit`: [CHUNK, K] floats stay ~128 MB at K = 4096
 SEED_SAMPLE = 65_536  # tokens the k-means++ seeding draws from (it is sequential in the codes)
 
 
