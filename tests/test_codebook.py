@@ -110,7 +110,6 @@ def test_training_fits_the_codebook_once_after_the_tokenizer(tmp_path):
     assert torch.equal(WorldModel.load(out).tokenizer.codebook, codes)
 
 
-
 def test_onnxruntime_snaps_like_torch(tmp_path):
     from engines.backend import TorchBackend
     from engines.registry import make_backend

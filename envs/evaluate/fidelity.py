@@ -27,10 +27,11 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
     with torch.no_grad():
         tok = model.tokenizer
         flat = torch.from_numpy(true[:, 1:].reshape(-1, *true.shape[2:])).to(model.device)
-        recon = torch.cat([tok.decode(tok.encode(c)) for c in flat.split(256)]).cpu().numpy()
+        tokens = [tok.encode(c) for c in flat.split(256)]
+        recon = torch.cat([tok.decode(z) for z in tokens]).cpu().numpy()
         snapped = None  # a model that snaps its frames onto the codebook is bounded by that round trip
         if model.cfg.sampler.snap:
-            snapped = torch.cat([tok.decode(tok.snap(tok.encode(c))) for c in flat.split(256)]).cpu().numpy()
+            snapped = torch.cat([tok.decode(tok.snap(z)) for z in tokens]).cpu().numpy()
     ceiling = np.where(alive, psnr(recon.reshape(true[:, 1:].shape), true[:, 1:]), np.nan)
     out = {"psnr_by_horizon": {str(h): mean_or_none(p[:, h - 1]) for h in ev.horizons},
            "ssim_by_horizon": {str(h): mean_or_none(s[:, h - 1]) for h in ev.horizons},
