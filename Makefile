@@ -28,11 +28,11 @@ test-all: $(STAMP)
 
 # Reproduces the shipped checkpoint from scratch: record teacher episodes, train all stages
 # (the tile codebook is fitted right after the tokenizer), then 35 CPU-minutes more of stage 2
-# from those weights, refit the codebook on recordings that also show every style (data/styles:
-# the others miss 10 of the 96), and copy the weights + config to checkpoints/tiny (what
-# `make play` and the envs load). That is how the shipped weights were made (docs/RESULTS.md,
-# issue 14's eighth session). Re-running resumes (recording is skipped when its manifest
-# exists, training continues its run).
+# from those weights, 70 more on recordings that also show every style (data/styles: the others
+# miss 10 of the 96), refit the codebook on all of them and tune the decoder to it, and copy the
+# weights + config to checkpoints/tiny (what `make play` and the envs load). That is how the
+# shipped weights were made (docs/RESULTS.md, issue 14's eighth and ninth sessions). Re-running
+# resumes (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
 train: $(STAMP)
@@ -40,12 +40,16 @@ train: $(STAMP)
 	test -f data/revisit/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy revisit --episodes 30 --steps 1000 --seed 2 --out data/revisit --overwrite
 	test -f data/styles/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy explore --episodes 40 --steps 500 --seed 4 --style-switch-prob 0.02 --out data/styles --overwrite
 	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --out $(TRAIN_OUT) --threads 2 \
-		--tok-steps 3000 --s1-steps 1200 --s2-steps 550 --self-rollout 0.5 --context-noise-max 0.2 --ckpt-every 50 $(ARGS)
+		--tok-steps 3000 --decoder-steps 0 --s1-steps 1200 --s2-steps 550 --self-rollout 0.5 --context-noise-max 0.2 \
+		--ckpt-every 50 $(ARGS)
 	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --init-from $(TRAIN_OUT) --out $(TRAIN_OUT)-s2 --threads 2 \
 		--s2-steps 3000 --s2-cpu-minutes 35 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 \
 		--ckpt-every 25 $(ARGS)
-	$(VENV)/bin/echo-infinity codebook --checkpoint $(TRAIN_OUT)-s2 --data $(TRAIN_DATA) data/styles \
-		--out $(TRAIN_OUT)-final
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles --init-from $(TRAIN_OUT)-s2 --out $(TRAIN_OUT)-s3 \
+		--threads 1 --s2-steps 3000 --s2-cpu-minutes 70 --self-rollout 0.5 --context-noise-max 0.2 \
+		--self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
+	$(VENV)/bin/echo-infinity codebook --checkpoint $(TRAIN_OUT)-s3 --data $(TRAIN_DATA) data/styles \
+		--decoder-steps 8000 --out $(TRAIN_OUT)-final
 	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-final/model.safetensors $(TRAIN_OUT)-final/config.json checkpoints/tiny/
 
 bench: $(STAMP)

@@ -113,13 +113,17 @@ def _run_train(args) -> int:
 
 
 def _add_codebook(sub) -> None:
+    from world.train_config import TrainConfig
+
     p = sub.add_parser(
         "codebook",
-        help="fit the tile codebook of a trained checkpoint and switch its sampler's snap on",
-        description="k-means over the checkpoint tokenizer's tokens of recorded frames (world/codebook.py); "
-        "writes the checkpoint to --out with the codebook, tokenizer.codebook_size and sampler.snap set, so "
-        "every generated token is snapped onto a real tile's code. `train` fits the codebook itself when the "
-        "model's preset has one; this adds one to a checkpoint trained without (or refits it).",
+        help="fit the tile codebook of a trained checkpoint, tune its decoder to it, switch the snap on",
+        description="k-means over the checkpoint tokenizer's tokens of recorded frames (world/codebook.py), "
+        "then the decoder alone trained on those frames, half of them through the codebook "
+        "(world.train.tune_decoder); writes the checkpoint to --out with the codebook, "
+        "tokenizer.codebook_size and sampler.snap set, so every generated token is snapped onto a real "
+        "tile's code. `train` does both itself when the model's preset has a codebook; this adds one to a "
+        "checkpoint trained without (or refits it).",
     )
     p.add_argument("--checkpoint", required=True, help="trained checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--data", nargs="+", type=Path, required=True, help="dataset directories (from `record`)")
@@ -127,14 +131,18 @@ def _add_codebook(sub) -> None:
     p.add_argument("--size", type=int, default=4096, help="codes (default 4096, as the tiny preset)")
     p.add_argument("--frames", type=int, default=8192, help="recorded frames whose tokens are clustered (default 8192)")
     p.add_argument("--iters", type=int, default=15, help="k-means iterations (default 15)")
-    p.add_argument("--seed", type=int, default=0, help="frame draw and k-means seed (default 0)")
+    p.add_argument("--decoder-steps", type=int, default=TrainConfig.decoder_steps,
+                   help=f"decoder training steps after the fit (default {TrainConfig.decoder_steps}; 0: keep the decoder)")
+    p.add_argument("--seed", type=int, default=0, help="frame draw, k-means and decoder seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_codebook)
 
 
 def _run_codebook(args) -> int:
     from envs.dataset import clip_batches, list_shards
     from world.model import WorldModel
-    from world.train import fit_codebook, psnr
+    from world.train import fit_codebook, psnr, tune_decoder
+    from world.train_config import TrainConfig
 
     source = WorldModel.load(args.checkpoint)  # CheckpointError / FileNotFoundError: one line
     cfg = source.cfg.replace(tokenizer={"codebook_size": args.size}, sampler={"snap": True})  # ValueError: bad size
@@ -143,16 +151,24 @@ def _run_codebook(args) -> int:
                         f"fewer than the {args.size} codes to fit")
     if args.iters < 1:
         raise UserError(f"--iters must be >= 1, got {args.iters}")
+    if args.decoder_steps < 0:
+        raise UserError(f"--decoder-steps must be >= 0, got {args.decoder_steps}")
     model = WorldModel(cfg).eval()
     weights = {k: v for k, v in source.state_dict().items() if k != "tokenizer.codebook"}
     model.load_state_dict(weights, strict=False)  # everything but the codebook, fitted below
     batches = clip_batches([str(p) for d in args.data for p in list_shards(d)], args.seed)
     fit_codebook(model.tokenizer, batches, args.frames, args.iters, args.seed)
-    frames = next(batches(1, 256))["frames"][:, 0]
+    tok, frames = model.tokenizer, next(batches(1, 256))["frames"][:, 0]
+    fitted = f"tokenizer round trip {psnr(tok, frames)} dB, through the codebook {psnr(tok, frames, snap=True)} dB"
+    print(f"codebook of {args.size} codes fitted on {args.frames} frames; {fitted}")
+    if args.decoder_steps:
+        t = TrainConfig()
+        tune_decoder(tok, batches, args.decoder_steps, t.decoder_lr, t.decoder_snap_share, args.seed,
+                     progress=not args.no_progress)
+        print(f"decoder tuned for {args.decoder_steps} steps; round trip {psnr(tok, frames)} dB, "
+              f"through the codebook {psnr(tok, frames, snap=True)} dB")
     model.save(args.out)
-    print(f"codebook of {args.size} codes fitted on {args.frames} frames; tokenizer round trip "
-          f"{psnr(model.tokenizer, frames)} dB, through the codebook {psnr(model.tokenizer, frames, snap=True)} dB "
-          f"-> {args.out}")
+    print(f"-> {args.out}")
     return 0
 
 

@@ -116,7 +116,8 @@ class DiTContext(nn.Module):
         cache = KVCache(cache_k, cache_v, slot_frame, m.policy.sink_frames, m.cfg.memory.chunk_frames)
         state = WorldState(frame=frame, cache=cache, memory=dict(zip(self.mem_names, mem)),
                            prompt_pooled=None, prompt_tokens=None, prompt_mask=None,
-                           prev_latent=None, prev_level=None, prev_clean=None, generators=[])  # read by the step only
+                           prev_latent=None, prev_level=None, prev_clean=None, prompt_frame=None,
+                           generators=[])  # read by the step only
         ctx = StreamContext(m, state, in_place=False)
         return (*ctx.k, *ctx.v, ctx.mask, ctx.q_cos, ctx.q_sin)
 
@@ -160,7 +161,7 @@ class DiTStep(nn.Module):
         pooled, tokens, mask = (rest[0], None, None) if self.pooled else (None, rest[0], rest[1])
         state = WorldState(frame=None, cache=None, memory={}, prompt_pooled=pooled, prompt_tokens=tokens,
                            prompt_mask=mask, prev_latent=prev_latent, prev_level=prev_level,
-                           prev_clean=prev_clean, generators=[])
+                           prev_clean=prev_clean, prompt_frame=None, generators=[])
         ctx = stream_context(*rest[n_prompt:])
         v, hidden = m.velocity(state, ctx, x, t, action)  # the eager pass: prompt, prev frame, to_velocity
         reward, done = m.dit.heads(hidden)

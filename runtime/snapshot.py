@@ -23,13 +23,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-FORMAT_VERSION = 4
+from world.state import NEVER
+
+FORMAT_VERSION = 5
 """1: the first format. 2: the world state holds the previous frame ("prev.latent" [B, N, C],
 "prev.level" [B]) that the DiT's direct path reads (world/prev_frame.py). 3: the cache also
 keeps what each slot's context pass read ("cache.latent", "cache.level", "cache.action"),
 so a prompt switch can re-cache the window (WorldModel.recache). 4: the previous frame and
 every slot also keep their clean latent ("prev.clean", "cache.clean"), which the direct
-path's copy reads with dit.prev_copy_clean."""
+path's copy reads with dit.prev_copy_clean. 5: the frame at which each world's prompt last
+changed ("prompt.frame" [B]; `sampler.snap_hold`); a format-4 file loads as "not changed since
+the start", which is what it was written without."""
 _HEADER_KEY = "echo_infinity"
 
 
@@ -104,7 +108,7 @@ def load_snapshot(path: str | Path, checkpoint_hash: str,
             f"{path} was written by a newer echo-infinity (snapshot format {version}, "
             f"this one reads up to {FORMAT_VERSION}); upgrade to load it"
         )
-    if version < FORMAT_VERSION:
+    if version < FORMAT_VERSION - 1:
         raise SnapshotError(
             f"{path} was written by an older echo-infinity (snapshot format {version}, this one reads "
             f"format {FORMAT_VERSION}, whose world state also holds the cached frames' latents): it cannot be "
@@ -121,6 +125,8 @@ def load_snapshot(path: str | Path, checkpoint_hash: str,
         raise SnapshotError(f"{path} is truncated or damaged ({e})") from None
     if tensor_digest(tensors) != header.get("content_sha256"):
         raise SnapshotError(f"{path} was modified after it was written (content hash mismatch)")
+    if version == 4 and "frame" in tensors:  # format 5 only added "prompt.frame"
+        tensors["prompt.frame"] = torch.full_like(tensors["frame"], NEVER)
     if expected is not None:
         missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
         if missing or extra:

@@ -49,9 +49,9 @@ def test_snap_picks_the_nearest_code():
     assert torch.equal(codebook.snap(codes, codes), codes)  # codes are fixed points
 
 
-def with_codebook(snap=True, size=32):
+def with_codebook(snap=True, size=32, hold=0):
     model = micro(dit={"prev_frame": True, "prediction": "x0"})
-    cfg = model.cfg.replace(tokenizer={"codebook_size": size}, sampler={"snap": snap})
+    cfg = model.cfg.replace(tokenizer={"codebook_size": size}, sampler={"snap": snap, "snap_hold": hold})
     return WorldModel(cfg).eval().randomize_(seed=1)
 
 
@@ -69,6 +69,24 @@ def test_every_sampler_path_snaps(snap):
             x0 = backend.step_latents(state, torch.tensor([a]))[0]
             assert in_codebook(x0, codes) == snap
             assert in_codebook(state.prev_clean, codes) == snap  # the world keeps the snapped frame
+
+
+def test_snap_is_held_off_after_a_prompt_change():
+    """The `sampler.snap_hold` frames after a world's prompt changes come unsnapped, then the
+    snap resumes; a world whose prompt stayed snaps throughout. Both sampler paths agree."""
+    model = with_codebook(hold=2)
+    codes = model.tokenizer.codebook
+    for backend in (model, EagerGraphBackend(model, batch=2)):
+        state = model.init_state(2, seed=5)
+        backend.step_latents(state, torch.tensor([1, 1]))
+        prompt = state.prompt_pooled.clone()
+        prompt[0] = torch.randn(prompt.shape[1], generator=torch.Generator().manual_seed(0))
+        assert model.set_prompt(state, prompt) == [0]
+        snapped = []
+        for a in (1, 4, 0, 2):
+            x0 = backend.step_latents(state, torch.tensor([a, a]))[0]
+            snapped.append([in_codebook(x0[w], codes) for w in (0, 1)])
+        assert snapped == [[False, True], [False, True], [True, True], [True, True]]
 
 
 def test_codebook_is_saved_with_the_weights(tmp_path):
@@ -103,11 +121,34 @@ def test_training_fits_the_codebook_once_after_the_tokenizer(tmp_path):
     assert len(fits) == 1 and fits[0]["frames"] >= 64 and fits[0]["psnr_snapped"] > 0
     codes = WorldModel.load(out).tokenizer.codebook
     assert len(torch.unique(codes, dim=0)) == 16  # fitted: 16 distinct codes, not the zeros it starts as
+    assert [r["steps"] for r in rows(out) if r.get("event") == "decoder"] == [cfg.decoder_steps]
     # a resumed run keeps the codebook it has (the fit runs once, with the latent scale)
     Trainer(small_config(tmp_path / "run", model=model, s1_steps=2, s2_steps=1, codebook_frames=64,
                          codebook_iters=3), clip_batches(shards), progress=False).run()
     assert len([r for r in rows(out) if r.get("event") == "codebook"]) == 1
     assert torch.equal(WorldModel.load(out).tokenizer.codebook, codes)
+
+
+def test_tune_decoder_trains_the_decoder_alone(tmp_path):
+    """The encoder and the codebook stay as they are (the DiT's latents and snap targets); the
+    decoder's round trip gets better, through the codebook too."""
+    from envs.dataset import clip_batches, list_shards
+    from envs.record import record_episodes
+    from world.config import from_preset
+    from world.train import psnr, tune_decoder
+
+    from .test_train import MICRO
+
+    tok = WorldModel(from_preset("tiny", **MICRO)).randomize_(seed=1).tokenizer
+    record_episodes("teacher", "explore", episodes=1, steps=60, out_dir=tmp_path / "data", seed=3, progress=False)
+    batches = clip_batches([str(p) for p in list_shards(tmp_path / "data")])
+    frames = next(batches(1, 16))["frames"][:, 0]
+    frozen = {k: v.clone() for k, v in tok.state_dict().items() if not k.startswith("decoder.")}
+    before = psnr(tok, frames), psnr(tok, frames, snap=True)
+    tune_decoder(tok, batches, steps=30, lr=3e-3, snap_share=0.5, seed=0)
+    assert all(torch.equal(v, tok.state_dict()[k]) for k, v in frozen.items())
+    assert psnr(tok, frames) > before[0] + 1 and psnr(tok, frames, snap=True) > before[1] + 1
+    assert not any(p.requires_grad for p in tok.decoder.parameters())
 
 
 def test_onnxruntime_snaps_like_torch(tmp_path):
@@ -131,17 +172,20 @@ def test_cli_fits_a_codebook_for_a_trained_checkpoint(tmp_path, ckpt, capsys):
                     motion="tile")
     out = tmp_path / "snapped"
     argv = ["codebook", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--out", str(out),
-            "--size", "16", "--frames", "8", "--iters", "2"]
+            "--size", "16", "--frames", "8", "--iters", "2", "--decoder-steps", "3", "--no-progress"]
     assert cli.main(argv) == 0
-    assert "through the codebook" in capsys.readouterr().out
+    assert "decoder tuned for 3 steps" in capsys.readouterr().out
     model = WorldModel.load(out)
     assert model.cfg.sampler.snap and model.cfg.tokenizer.codebook_size == 16
     assert len(torch.unique(model.tokenizer.codebook, dim=0)) == 16
     source = WorldModel.load(ckpt)
     assert torch.equal(model.dit.out.weight, source.dit.out.weight)  # the rest of the weights as they were
+    assert torch.equal(model.tokenizer.encoder[0].weight, source.tokenizer.encoder[0].weight)
+    assert not torch.equal(model.tokenizer.decoder[0].weight, source.tokenizer.decoder[0].weight)
     # bad input: one line, exit status 2
-    assert cli.main([*argv[:-6], "--size", "100000"]) == 2
-    assert cli.main([*argv[:-6], "--size", "4096", "--frames", "1"]) == 2
+    assert cli.main([*argv[:-9], "--size", "100000"]) == 2
+    assert cli.main([*argv[:-9], "--size", "4096", "--frames", "1"]) == 2
+    assert cli.main([*argv[:-9], "--decoder-steps", "-1"]) == 2
     assert cli.main(["codebook", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path / "data"),
                      "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from runtime.session import FrameError, Session
 from runtime.snapshot import SnapshotError, save_snapshot
 from runtime.worker import SessionWorker
 from world.model import build_model
+from world.state import NEVER
 
 ACTIONS = [4, 4, 1, 1, 3, 0, 2, 5, 4, 4, 4, 1, 0, 0, 3, 3, 2, 2, 1, 4]
 
@@ -176,6 +177,22 @@ def test_older_format_snapshot_is_refused_clearly(model, tmp_path):
     with pytest.raises(SnapshotError, match=r"older echo-infinity \(snapshot format 1.*must be re-saved"):
         s.load(path)
     assert all(torch.equal(v, s.snapshot()[k]) for k, v in before.items())  # nothing changed
+
+
+def test_format_4_snapshot_loads_as_a_world_whose_prompt_never_changed(model, tmp_path):
+    """Format 5 only added "prompt.frame": a format-4 file still loads and continues the same."""
+    s = make(model)
+    s.reset(seed=3, prompt="forest")
+    run(s, ACTIONS[:5])
+    v4 = {k: v for k, v in s.snapshot().items() if k != "prompt.frame"}
+    path = save_snapshot(tmp_path / "v4.safetensors", v4, s.checkpoint_hash, s.frame_index, "forest")
+    path.write_bytes(_with_format_version(path.read_bytes(), 4))
+    expected = run(s, ACTIONS[:6])
+    s2 = make(model)
+    s2.reset(seed=0)
+    s2.load(path)
+    assert int(s2.snapshot()["prompt.frame"][0]) == NEVER
+    np.testing.assert_array_equal(run(s2, ACTIONS[:6]), expected)
 
 
 def test_rewind_goes_back_and_replays(model):

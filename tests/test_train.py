@@ -42,7 +42,7 @@ def batches_for(shards, seed=0):
 
 
 def small_config(out, **kw):
-    base = dict(out=str(out), model=MICRO, text_encoder="hash", codebook_frames=64, codebook_iters=2, tok_steps=4,
+    base = dict(out=str(out), model=MICRO, text_encoder="hash", codebook_frames=64, codebook_iters=2, decoder_steps=2, tok_steps=4,
                 tok_batch=4, s1_steps=3,
                 s1_batch=2, s2_steps=2, s2_batch=2, s2_clip=10, warmup=1, log_every=1, ckpt_every=1)
     base.update(kw)
@@ -280,7 +280,8 @@ def test_learn_bench_trains_for_its_budget_and_measures_proxy_seeds(tmp_path, da
                                       "sampler": {"snap": False}})).save(tok)
     data = sorted({os.path.dirname(p) for p in dataset})
     r = run_learn_bench(data, minutes=0.01, tokenizer_from=str(tok), overrides={"model": MICRO, "s1_batch": 1,
-                        "text_encoder": "hash", "codebook_frames": 64, "codebook_iters": 2}, seeds=1,
+                        "text_encoder": "hash", "codebook_frames": 64, "codebook_iters": 2,
+                        "decoder_steps": 2}, seeds=1,
                         out=str(tmp_path / "run"), progress=False)
     assert len(torch.unique(WorldModel.load(tmp_path / "run").tokenizer.codebook, dim=0)) == 32
     assert r["stage1_steps"] >= 1 and r["stage1_cpu_seconds"] >= 0.6

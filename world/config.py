@@ -238,6 +238,11 @@ class SamplerConfig:
     """Replace every generated token by its nearest code of the tokenizer's codebook (needs
     tokenizer.codebook_size > 0): frames are always made of real tiles, and errors below half
     a code's distance vanish in the frame they appear instead of feeding back (world/codebook.py)."""
+    snap_hold: int = 0
+    """Frames after a prompt change during which the world's frames are not snapped (0: always
+    snap). The codebook holds every style's tiles, but a frame moves towards a new prompt in
+    small steps, and each is snapped back onto the old style's codes: with the snap, a switch
+    did not take (issue 15, docs/RESULTS.md)."""
 
     def validate(self) -> None:
         _check(1 <= self.steps <= 64, "sampler.steps", self.steps, "must be in [1, 64]")
@@ -247,6 +252,8 @@ class SamplerConfig:
         _check(0.0 <= self.temperature <= 2.0, "sampler.temperature", self.temperature, "must be in [0, 2]")
         _check(0.0 <= self.context_noise < 1.0, "sampler.context_noise", self.context_noise,
                "must be in [0, 1)")
+        _check(isinstance(self.snap_hold, int) and 0 <= self.snap_hold <= 100_000, "sampler.snap_hold",
+               self.snap_hold, "must be an int in [0, 100000]")
 
 
 @dataclass
@@ -380,7 +387,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # codebook 4096 + snap: proxy tile validity h1-h64 0.49-0.20 -> 0.61-0.73, the player in every
     # world to h64 (0.75 before); 1024 codes gave 0.4 dB less at h1 (issue 14, docs/RESULTS.md)
     "tiny": {"tokenizer": {"codebook_size": 4096},
-             "sampler": {"temperature": 0.25, "max_steps": 2, "context_noise": 0.1, "snap": True},
+             "sampler": {"temperature": 0.25, "max_steps": 2, "context_noise": 0.1, "snap": True, "snap_hold": 32},
              # issue 14: tile-step motion and the direct previous-frame path (dit.prev_copy_clean won
              # the learn bench but its full run drifted by h64: off until stage 2 holds it, RESULTS.md)
              "dit": {"prev_frame": True, "prediction": "x0"}, "game": {"motion": "tile"}},

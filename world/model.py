@@ -31,7 +31,7 @@ from .config import ModelConfig
 from .dit import DiT, ParallelContext
 from .memory import build_policy
 from .rope import RopeRecipe, Rotary3D, apply_rope
-from .state import WorldState
+from .state import NEVER, WorldState
 from .text import PromptEmbedding
 from .tokenizer import FrameTokenizer
 
@@ -220,6 +220,7 @@ class WorldModel(nn.Module):
                            prev_latent=torch.zeros(batch, tk.tokens_per_frame, tk.token_dim, device=dev),
                            prev_level=torch.ones(batch, device=dev),
                            prev_clean=torch.zeros(batch, tk.tokens_per_frame, tk.token_dim, device=dev),
+                           prompt_frame=torch.full((batch,), NEVER, dtype=torch.long, device=dev),
                            generators=gens)
         if first_frame is not None:
             if cfg.memory.chunk_frames != 1:
@@ -244,6 +245,7 @@ class WorldModel(nn.Module):
         state.prompt_pooled.copy_(pooled)
         state.prompt_tokens.copy_(tokens)
         state.prompt_mask.copy_(mask)
+        state.prompt_frame[changed] = state.frame[changed]
         worlds = torch.nonzero(changed).flatten().tolist()
         if recache and worlds:
             self.recache(state, worlds)
@@ -431,12 +433,23 @@ class WorldModel(nn.Module):
             return v
 
         noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
-        return self.snap(sampler.sample(v_fn, noise, steps))
+        return self.snap(sampler.sample(v_fn, noise, steps), state)
 
-    def snap(self, x0: torch.Tensor) -> torch.Tensor:
+    def snap(self, x0: torch.Tensor, state: WorldState) -> torch.Tensor:
         """A sampled chunk [B, c, N, C] as the world keeps it: every token snapped onto the
-        tokenizer's codebook with `sampler.snap` (world/codebook.py), else as it is."""
-        return self.tokenizer.snap(x0) if self.cfg.sampler.snap else x0
+        tokenizer's codebook with `sampler.snap` (world/codebook.py), else as it is.
+
+        A world whose prompt changed fewer than `sampler.snap_hold` frames ago is kept
+        unsnapped: the snap would pull each frame's small step towards the new prompt back onto
+        the old look's codes, so a switch would never take (issue 15)."""
+        s = self.cfg.sampler
+        if not s.snap:
+            return x0
+        snapped = self.tokenizer.snap(x0)
+        if not s.snap_hold:
+            return snapped
+        held = state.frame - state.prompt_frame < s.snap_hold  # [B]
+        return torch.where(held[:, None, None, None], x0, snapped)
 
     def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor,
                level: torch.Tensor | None = None, clean: torch.Tensor | None = None):

@@ -14,6 +14,9 @@ import torch
 
 from .cache import KVCache
 
+NEVER = -(2**40)
+"""`prompt_frame` of a world whose prompt has not changed since it began."""
+
 
 @dataclass
 class WorldState:
@@ -26,6 +29,7 @@ class WorldState:
     prev_latent: torch.Tensor  # [B, N, C] the last committed frame's latent (the direct path's input)
     prev_level: torch.Tensor  # [B] its noise level (1 = no previous frame yet)
     prev_clean: torch.Tensor  # [B, N, C] the same frame before its context noise (dit.prev_copy_clean)
+    prompt_frame: torch.Tensor  # [B] int64 frame index at which the prompt last changed (NEVER: not since the start)
     generators: list[torch.Generator]  # one per world: noise is independent of the batch
     updates_since_detach: int = field(default=0)  # truncated BPTT bookkeeping (training only)
 
@@ -40,7 +44,8 @@ class WorldState:
                "cache.level": self.cache.level, "cache.action": self.cache.action, "cache.clean": self.cache.clean,
                "prompt.pooled": self.prompt_pooled,
                "prompt.tokens": self.prompt_tokens, "prompt.mask": self.prompt_mask,
-               "prev.latent": self.prev_latent, "prev.level": self.prev_level, "prev.clean": self.prev_clean}
+               "prev.latent": self.prev_latent, "prev.level": self.prev_level, "prev.clean": self.prev_clean,
+               "prompt.frame": self.prompt_frame}
         out.update({f"memory.{k}": v for k, v in self.memory.items()})
         return out
 
@@ -77,7 +82,7 @@ class WorldState:
         return cls(frame=s["frame"], cache=cache, memory=memory, prompt_pooled=s["prompt.pooled"],
                    prompt_tokens=s["prompt.tokens"], prompt_mask=s["prompt.mask"],
                    prev_latent=s["prev.latent"], prev_level=s["prev.level"], prev_clean=s["prev.clean"],
-                   generators=gens)
+                   prompt_frame=s["prompt.frame"], generators=gens)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.tensors().items()}

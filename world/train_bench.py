@@ -61,7 +61,8 @@ def run_train_bench(overrides: dict[str, Any] | None = None, steps: int = 6, war
     n = warmup + steps
     try:
         # the codebook is fitted once per run, not per step: a small fit keeps the bench short
-        cfg = TrainConfig(**{"text_encoder": "hash", "codebook_frames": 256, "codebook_iters": 1, **fields,
+        cfg = TrainConfig(**{"text_encoder": "hash", "codebook_frames": 256, "codebook_iters": 1, "decoder_steps": 0,
+                             **fields,
                              "out": str(run_dir), "seed": seed, "log_every": 1,
                              "ckpt_every": 10**9, "warmup": 1, "tok_steps": n, "s1_steps": n, "s2_steps": n,
                              "tok_cpu_minutes": 0.0, "s1_cpu_minutes": 0.0, "s2_cpu_minutes": 0.0})

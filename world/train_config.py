@@ -38,6 +38,12 @@ class TrainConfig:
     the tokenizer stage; models with tokenizer.codebook_size > 0)."""
     codebook_iters: int = 15
     """k-means iterations of that fit."""
+    decoder_steps: int = 8000
+    """Steps of decoder-only training right after the codebook fit, the encoder frozen
+    (world.train.tune_decoder; 0: none)."""
+    decoder_lr: float = 1e-3
+    decoder_snap_share: float = 0.5
+    """Share of those frames whose tokens pass through the codebook, as generated frames do."""
     s1_steps: int = 1500
     s1_batch: int = 8
     s1_lr: float = 6e-4
@@ -126,7 +132,7 @@ class TrainConfig:
             raise ValueError(f"train config s1_streams must be 1 or 2, got {self.s1_streams}")
         if self.self_rollout_temperature > 2:
             raise ValueError(f"train config self_rollout_temperature must be in [0, 2], got {self.self_rollout_temperature}")
-        for name in ("caption_dropout", "self_rollout", "context_noise_max", "s1_clean_share"):
+        for name in ("caption_dropout", "self_rollout", "context_noise_max", "s1_clean_share", "decoder_snap_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
         if self.s2_free_frames > self.s2_clip:
