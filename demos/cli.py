@@ -162,9 +162,8 @@ def _run_codebook(args) -> int:
     fitted = f"tokenizer round trip {psnr(tok, frames)} dB, through the codebook {psnr(tok, frames, snap=True)} dB"
     print(f"codebook of {args.size} codes fitted on {args.frames} frames; {fitted}")
     if args.decoder_steps:
-        t = TrainConfig()
-        tune_decoder(tok, batches, args.decoder_steps, t.decoder_lr, t.decoder_snap_share, args.seed,
-                     progress=not args.no_progress)
+        tune_decoder(tok, batches, args.decoder_steps, TrainConfig.decoder_lr, TrainConfig.decoder_snap_share,
+                     args.seed, progress=not args.no_progress)
         print(f"decoder tuned for {args.decoder_steps} steps; round trip {psnr(tok, frames)} dB, "
               f"through the codebook {psnr(tok, frames, snap=True)} dB")
     model.save(args.out)

@@ -85,7 +85,9 @@ class FrameTokenizer(nn.Module):
         z = tokens.reshape(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)  # [B, C, g, p, g, p]
         return z.reshape(B, C, g * p, g * p)
 
-    def reconstruction_loss(self, frames: torch.Tensor) -> torch.Tensor:
-        """MSE in [-1, 1] pixel space (for tokenizer training)."""
+    def reconstruction_loss(self, frames: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE in [-1, 1] pixel space (for tokenizer training). tokens [B, N, token_dim]: decode
+        these instead of the frames' own (the decoder tuned alone, world.train.tune_decoder)."""
         target = frames.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
-        return F.mse_loss(self.decoder(self.unpatchify(self.encode(frames))), target)
+        tokens = self.encode(frames) if tokens is None else tokens
+        return F.mse_loss(self.decoder(self.unpatchify(tokens)), target)

@@ -552,19 +552,25 @@ class Trainer:
 
 
 CODEBOOK_SPREAD = 8
-"""The codebook fit keeps every 8th frame it reads: batches come a few episodes at a time (one
-style each, mostly), and a sample of consecutive batches covered so few styles that the proxy
-worlds came back through the codebook at 23.7 dB instead of 26.8 (issue 14, docs/RESULTS.md)."""
+"""The codebook fit and the decoder tune keep every 8th frame they read: batches come a few
+episodes at a time (one style each, mostly), and a sample of consecutive batches covered so few
+styles that the proxy worlds came back through the codebook at 23.7 dB instead of 26.8 (issue
+14, docs/RESULTS.md)."""
+
+
+def spread_frames(batches: Batches, n: int) -> Iterator[torch.Tensor]:
+    """Endless uint8 frames [n, H, W, 3]: every `CODEBOOK_SPREAD`-th frame `batches` reads."""
+    for clip in batches(1, n * CODEBOOK_SPREAD):
+        yield clip["frames"][::CODEBOOK_SPREAD, 0]
 
 
 @torch.no_grad()
 def fit_codebook(tokenizer, batches: Batches, frames: int, iters: int, seed: int, device="cpu") -> None:
     """Fit `tokenizer.codebook` in place: k-means (world/codebook.py) over the tokens of
-    `frames` recorded frames, every `CODEBOOK_SPREAD`-th of those `batches` gives (seeded, so a
-    run is reproducible)."""
-    clips, chunks, n = batches(1, 512), [], 0
+    `frames` recorded frames from `spread_frames` (seeded, so a run is reproducible)."""
+    sample, chunks, n = spread_frames(batches, 64), [], 0
     while n < frames:
-        chunks.append(tokenizer.encode(next(clips)["frames"][::CODEBOOK_SPREAD, 0].to(device)))  # [b, N, C]
+        chunks.append(tokenizer.encode(next(sample).to(device)))  # [b, N, C]
         n += len(chunks[-1])
     tokens = torch.cat(chunks)[:frames].flatten(0, 1)  # [frames * N, C]
     tokenizer.codebook.copy_(codebook.fit(tokens, tokenizer.cfg.codebook_size, iters, seed))
@@ -577,27 +583,24 @@ def tune_decoder(tokenizer, batches: Batches, steps: int, lr: float, snap_share:
     Trained jointly with the encoder, the decoder stops at what a moving latent space lets it
     learn; once the encoder is frozen, its inputs hold still, and 8,000 steps of this alone
     took the round trip's tile validity on the held-out seeds from 0.79 to 0.92 (issue 14,
-    docs/RESULTS.md). Half the frames
-    (`snap_share`) come through the codebook, as every generated frame does, so the decoder
-    also learns to draw each code as the crisp tile it stands for. The DiT never reads the
-    decoder: this can run before or after it is trained."""
+    docs/RESULTS.md). Half the frames (`snap_share`) come through the codebook, as every
+    generated frame does, so the decoder also learns to draw each code as the crisp tile it
+    stands for. The DiT never reads the decoder: this can run before or after it is trained."""
     gen = torch.Generator().manual_seed(seed)
     params = list(tokenizer.decoder.parameters())
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    clips = batches(1, 32 * CODEBOOK_SPREAD)  # a batch spans a few episodes: keep every 8th (see above)
-    warmup = min(50, steps)
+    sample, warmup = spread_frames(batches, 32), min(50, steps)
     for step in tqdm(range(steps), desc="decoder", disable=not progress):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
-        frames = next(clips)["frames"][::CODEBOOK_SPREAD, 0].to(device)  # uint8 [32, H, W, 3]
+        frames = next(sample).to(device)  # uint8 [32, H, W, 3]
         with torch.no_grad():
             tokens = tokenizer.encode(frames)  # [b, N, C]
             through = torch.rand(len(tokens), generator=gen) < snap_share
             tokens[through] = tokenizer.snap(tokens[through])
-        target = frames.float().permute(0, 3, 1, 2) / 127.5 - 1.0  # [b, 3, H, W]
-        loss = F.mse_loss(tokenizer.decoder(tokenizer.unpatchify(tokens)), target)
+        loss = tokenizer.reconstruction_loss(frames, tokens)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
