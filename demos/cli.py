@@ -78,8 +78,11 @@ def _add_train(sub) -> None:
     from world.train_config import TrainConfig  # every field becomes a flag (torch-free)
 
     for f in fields(TrainConfig):
-        if f.name == "model":
-            continue  # nested preset overrides: --config JSON only
+        if f.name == "model":  # nested preset overrides, as a JSON object
+            p.add_argument("--model", type=_json_object, default=None, metavar="JSON",
+                           help='preset overrides by section, e.g. \'{"dit": {"depth": 2}}\'; with --init-from, '
+                           "the checkpoint's architecture changed (weights of the same name and shape carry over)")
+            continue
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
                        help=f"(default: {f.default})")
     p.set_defaults(func=_run_train)
@@ -133,6 +136,11 @@ def _add_codebook(sub) -> None:
     p.add_argument("--iters", type=int, default=15, help="k-means iterations (default 15)")
     p.add_argument("--decoder-steps", type=int, default=TrainConfig.decoder_steps,
                    help=f"decoder training steps after the fit (default {TrainConfig.decoder_steps}; 0: keep the decoder)")
+    p.add_argument("--decoder-lr", type=float, default=TrainConfig.decoder_lr,
+                   help=f"peak learning rate of the decoder tune (default {TrainConfig.decoder_lr})")
+    p.add_argument("--decoder-detail-weight", type=float, default=TrainConfig.decoder_detail_weight,
+                   help="extra loss weight of high-contrast pixels (sprite edges) in the decoder tune "
+                   f"(default {TrainConfig.decoder_detail_weight}; 0: plain MSE)")
     p.add_argument("--seed", type=int, default=0, help="frame draw, k-means and decoder seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_codebook)
@@ -153,6 +161,8 @@ def _run_codebook(args) -> int:
         raise UserError(f"--iters must be >= 1, got {args.iters}")
     if args.decoder_steps < 0:
         raise UserError(f"--decoder-steps must be >= 0, got {args.decoder_steps}")
+    if args.decoder_lr <= 0 or args.decoder_detail_weight < 0:
+        raise UserError("--decoder-lr must be > 0 and --decoder-detail-weight >= 0")
     model = WorldModel(cfg).eval()
     weights = {k: v for k, v in source.state_dict().items() if k != "tokenizer.codebook"}
     model.load_state_dict(weights, strict=False)  # everything but the codebook, fitted below
@@ -162,13 +172,24 @@ def _run_codebook(args) -> int:
     fitted = f"tokenizer round trip {psnr(tok, frames)} dB, through the codebook {psnr(tok, frames, snap=True)} dB"
     print(f"codebook of {args.size} codes fitted on {args.frames} frames; {fitted}")
     if args.decoder_steps:
-        tune_decoder(tok, batches, args.decoder_steps, TrainConfig.decoder_lr, TrainConfig.decoder_snap_share,
-                     args.seed, progress=not args.no_progress)
+        tune_decoder(tok, batches, args.decoder_steps, args.decoder_lr, TrainConfig.decoder_snap_share,
+                     args.seed, progress=not args.no_progress, detail_weight=args.decoder_detail_weight)
         print(f"decoder tuned for {args.decoder_steps} steps; round trip {psnr(tok, frames)} dB, "
               f"through the codebook {psnr(tok, frames, snap=True)} dB")
     model.save(args.out)
     print(f"-> {args.out}")
     return 0
+
+
+def _json_object(text: str) -> dict:
+    """train --model: a JSON object given on the command line (argparse reports the error)."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _read_json_object(path: Path) -> dict:
@@ -376,11 +397,13 @@ def _add_eval(sub) -> None:
                    help="classifier-free guidance scale (default: the checkpoint's sampler.guidance; 1 = off)")
     p.add_argument("--stability-frames", type=int, default=None,
                    help="frames of the free random-action rollout (default 10000; --quick 200)")
+    p.add_argument("--heads-worlds", type=int, default=None,
+                   help="worlds of the reward/done heads section (default 32; --quick 2)")
     p.add_argument("--quick", action="store_true",
                    help="smoke-test settings: 2 seeds, horizons up to 16, 200 stability frames, small classifier")
     p.add_argument("--skip", nargs="+", default=[], metavar="SECTION",
-                   choices=["fidelity", "revisit", "adherence", "stability", "ablations"],
-                   help="sections not to run: fidelity revisit adherence stability ablations")
+                   choices=["fidelity", "revisit", "adherence", "stability", "ablations", "heads"],
+                   help="sections not to run: fidelity revisit adherence stability ablations heads")
     p.add_argument("--compare-checkpoint", type=Path, default=None,
                    help="a second checkpoint (e.g. trained with memory.rope='absolute'): fidelity, revisit "
                    "and stability on it too, reported under ablations.rope")
@@ -403,7 +426,7 @@ def _run_eval(args) -> int:
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    given = {"seeds": args.seeds, "stability_frames": args.stability_frames}
+    given = {"seeds": args.seeds, "stability_frames": args.stability_frames, "heads_worlds": args.heads_worlds}
     ev = (EvalConfig.quick_config if args.quick else EvalConfig)(
         **{k: v for k, v in given.items() if v is not None},
         steps=args.steps, guidance=args.guidance, proxy=args.proxy, skip=tuple(args.skip), text_encoder=args.text_encoder,

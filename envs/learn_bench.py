@@ -110,6 +110,8 @@ def measure_proxy(model, text_encoder: str, seeds: int = 4, progress: bool = Tru
     keys = ("teacher_forced_psnr", "teacher_forced_player_visible", "copy_previous_psnr",
             "teacher_forced_psnr_moved", "copy_previous_psnr_moved", "teacher_forced_moved_share",
             "player_visible_by_horizon", "seen_psnr_by_horizon", "tile_valid_by_horizon", "tile_valid_tokenizer",
+            "object_share_by_horizon", "object_share_teacher_by_horizon", "teacher_forced_object_share",
+            "teacher_forced_object_share_true",
             "tokenizer_psnr_heldout", "tokenizer_psnr_snapped_heldout")
     return {"proxy_seeds": proxy, "psnr_by_horizon": fid["psnr_by_horizon"], **{k: d.get(k) for k in keys}}
 

@@ -372,6 +372,17 @@ def test_a_bad_train_config_json_exits_2(recording, tmp_path, capsys, text, mess
     assert not out.exists()
 
 
+@pytest.mark.parametrize("text, message", [("{not json", "not valid JSON"), ("[1]", "must be a JSON object")])
+def test_a_bad_train_model_json_exits_2(recording, tmp_path, capsys, text, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:  # argparse's own usage error
+        cli.main(["train", "--data", str(recording), "--model", text, "--out", str(out)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and message in err
+    assert not out.exists()
+
+
 # -- train resume files ---------------------------------------------------------------------
 
 

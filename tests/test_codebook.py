@@ -151,6 +151,36 @@ def test_tune_decoder_trains_the_decoder_alone(tmp_path):
     assert not any(p.requires_grad for p in tok.decoder.parameters())
 
 
+def test_detail_weight_counts_errors_on_edges_more():
+    """Plain MSE at 0; with a detail weight the same error costs more on a sprite's edge than on
+    flat ground."""
+    from .test_train import MICRO
+
+    tok = WorldModel(from_preset("tiny", **MICRO)).tokenizer
+    frames = torch.full((1, 64, 64, 3), 100, dtype=torch.uint8)
+    frames[0, 20:28, 20:28] = 220  # one bright tile on flat ground
+    target = frames.float().permute(0, 3, 1, 2) / 127.5 - 1.0
+    edge = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
+    edge[..., 19:29, 19:29] = True
+    edge[..., 21:27, 21:27] = False  # a ring around the tile's border
+
+    class Draws(torch.nn.Module):  # a decoder that is off by 0.1 where `where` is set
+        def __init__(self, where):
+            super().__init__()
+            self.where = where
+
+        def forward(self, z):
+            return target + 0.1 * self.where
+
+    tokens = tok.encode(frames)
+    loss = {}
+    for name, where in (("edge", edge), ("flat", ~edge)):
+        tok.decoder = Draws(where.float())
+        loss[name] = [float(tok.reconstruction_loss(frames, tokens, w)) for w in (0.0, 4.0)]
+    assert loss["edge"][0] == pytest.approx(0.01 * edge.float().mean().item())  # plain MSE
+    assert loss["edge"][1] > loss["edge"][0] and loss["flat"][1] < loss["flat"][0]
+
+
 def test_onnxruntime_snaps_like_torch(tmp_path):
     from engines.backend import TorchBackend
     from engines.registry import make_backend
@@ -186,6 +216,7 @@ def test_cli_fits_a_codebook_for_a_trained_checkpoint(tmp_path, ckpt, capsys):
     assert cli.main([*argv[:-9], "--size", "100000"]) == 2
     assert cli.main([*argv[:-9], "--size", "4096", "--frames", "1"]) == 2
     assert cli.main([*argv[:-9], "--decoder-steps", "-1"]) == 2
+    assert cli.main([*argv[:-9], "--decoder-detail-weight", "-1"]) == 2
     assert cli.main(["codebook", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path / "data"),
                      "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err

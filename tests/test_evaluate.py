@@ -203,12 +203,50 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert set(abl["rope"]["revisit_psnr"]) == {"evolving"}
     assert len(abl["rope"]["psnr_curve"]) == 4
     assert abl["rope"]["stability"]["frames"] == 16 and 0 <= abl["rope"]["stability"]["player_visible_share"] <= 1
+    h = r["heads"]
+    assert h["worlds"] == 2 and h["frames"] == 16 and 0 < h["live_frames"] <= 32
+    for run in ("teacher_forced", "free_running"):
+        assert set(h[run]) == {"reward", "done"} and h[run]["reward"]["reward_mass"] >= 0
 
     E.write_report(result, art, tmp_path / "report")
     for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png", "rope.png",
                  "adherence.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert "Revisit memory" in (tmp_path / "report" / "report.md").read_text()
+    assert "Reward and done heads" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_head_scores_count_matches_within_a_frame_and_unearned_reward():
+    from envs.evaluate.heads import head_scores
+
+    alive = np.ones((1, 10), bool)
+    alive[0, 9] = False  # the episode ended before step 9
+    paid = np.zeros((1, 10), np.float32)
+    paid[0, [2, 6]] = 1.0  # the teacher paid two gems
+    reward = np.zeros((1, 10), np.float32)
+    reward[0, 3] = 0.9  # one frame late: matches the gem at 2
+    reward[0, 8] = 0.6  # nothing near: unearned
+    reward[0, 9] = 5.0  # after the end: not counted
+    reward[0, 0] = -0.3  # negative values pay nothing
+    end = np.zeros((1, 10), bool)
+    end[0, 8] = True
+    done = np.zeros((1, 10), np.float32)
+    done[0, 8] = 0.7
+    r = head_scores(reward, done, paid, end, alive)
+    assert r["reward"]["precision"] == 0.5 and r["reward"]["recall"] == 0.5
+    assert (r["reward"]["model_events"], r["reward"]["teacher_events"]) == (2, 2)
+    assert abs(r["reward"]["unearned_share"] - 0.6 / 1.5) < 1e-6 and r["reward"]["teacher_reward"] == 2.0
+    assert r["done"]["precision"] == 1.0 and r["done"]["recall"] == 1.0
+    silent = head_scores(np.zeros_like(reward), np.zeros_like(done), paid, end, alive)
+    assert silent["reward"]["precision"] is None and silent["reward"]["recall"] == 0.0
+    assert silent["reward"]["unearned_share"] is None
+
+
+def test_teacher_run_records_rewards_and_hazard_ends():
+    eps = [E.teacher_run(E.EVAL_SEED_BASE + i, 200, E.Game(64, "tile"), slip_prob=1.0) for i in range(4)]
+    assert all(e.rewards.shape == (200,) and set(np.unique(e.rewards)) <= {0.0, 1.0} for e in eps)
+    assert any(e.terminated for e in eps)  # always walking into hazards ends some episodes
+    assert all(e.terminated == (e.alive < 200) for e in eps)
 
 
 def test_cli_eval_smoke_and_skip(checkpoint, tmp_path, capsys):
@@ -259,6 +297,25 @@ def test_content_measures_on_the_teachers_own_frames(motion):
     assert tile_validity(flat, ep.positions, ep.style, 64, motion, thr).mean() < 0.1
     texture = np.random.default_rng(0).integers(0, 256, ep.frames.shape, dtype=np.uint8)  # what a collapse draws
     assert tile_validity(texture, ep.positions, ep.style, 64, motion, thr).mean() < 0.05
+
+
+def test_object_share_tells_objects_from_bare_ground():
+    """The census counts trees, rocks and gems as objects; a world painted over with its ground
+    tile is all valid tiles and no objects (the collapse tile validity alone cannot see)."""
+    from envs.evaluate.content import atlas_tiles, tile_census, tile_threshold, view_origin
+    from envs.tiles import BASE_TILE
+
+    ep = E.teacher_run(90_500, 24, E.Game(64, "tile"))
+    thr = tile_threshold(64)["threshold_db"]
+    tiles, is_object = atlas_tiles(ep.style, 64)
+    assert (~is_object).sum() == 4 and is_object.sum() >= 4  # four ground variants, the sprites
+    valid, objects = tile_census(ep.frames, ep.positions, ep.style, 64, "tile", thr)
+    assert objects.mean() > 0.02 and np.all(objects <= valid)
+    ground = np.tile(tiles[np.flatnonzero(~is_object)[0]], (9, 9, 1))  # one ground tile everywhere
+    bare = np.stack([np.roll(ground, ((-vy) % BASE_TILE, (-vx) % BASE_TILE), axis=(0, 1))[:64, :64]
+                     for vy, vx in (view_origin(p, "tile") for p in ep.positions)])
+    valid, objects = tile_census(bare, ep.positions, ep.style, 64, "tile", thr)
+    assert valid.mean() > 0.9 and objects.max() == 0
 
 
 def test_player_check_follows_the_tile_mode_sprite():

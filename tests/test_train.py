@@ -12,8 +12,9 @@ from envs.dataset import ClipDataset, clip_batches, list_shards
 from envs.record import record_episodes
 from world.config import from_preset
 from world.model import WorldModel
-from world.train import (TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer,
-                         free_run_mask, load_optimizer, revisit_weights, shift_actions, shift_head_loss)
+from world.train import (RARITY_CAP, TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer,
+                         free_run_mask, head_losses, load_optimizer, rarity_weights, revisit_weights, shift_actions,
+                         shift_head_loss)
 
 # A model small enough to train a few steps per second on CPU, on real 64x64 teacher frames.
 MICRO = {"tokenizer": {"channels": [8, 8], "patch_size": 4, "codebook_size": 32},
@@ -88,6 +89,23 @@ def test_init_from_fine_tunes_stage2_only(tmp_path, dataset):
     after = WorldModel.load(out).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("tokenizer."))  # frozen
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("dit."))
+
+
+def test_init_from_with_model_overrides_warm_starts_a_changed_architecture(tmp_path, dataset):
+    base = Trainer(small_config(tmp_path / "base", s2_steps=0), batches_for(dataset), progress=False).run()
+    before = WorldModel.load(base).state_dict()
+    cfg = small_config(tmp_path / "ft", init_from=str(base), s2_steps=1,
+                       model={"dit": {"prev_shift": True, "prev_copy_clean": True}})
+    out = Trainer(cfg, batches_for(dataset), progress=False).run()
+    model = WorldModel.load(out)  # saved with the changed config
+    assert model.cfg.dit.prev_shift and model.cfg.dit.prev_copy_clean
+    warm = next(r for r in rows(out) if r.get("event") == "warm_start")
+    assert set(warm["fresh"]) == {f"dit.prev.{h}.{p}" for h in ("shift_head", "keep_head") for p in ("weight", "bias")}
+    assert set(warm["dropped"]) == {"dit.prev.mix_bias", "dit.prev.mix_head.weight", "dit.prev.mix_head.bias"}
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("tokenizer."))  # carried, frozen
+    with pytest.raises(FileNotFoundError):
+        WorldModel.warm_start(tmp_path / "nowhere", {"dit": {"prev_shift": True}})
 
 
 def test_mix_lr_mult_moves_the_copy_paths_mix_logits_faster(tmp_path, dataset):
@@ -172,6 +190,41 @@ def test_stage2_free_run_trains(tmp_path, dataset):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(out) if r.get("stage") == "stage2")
     with pytest.raises(ValueError, match="s2_free_frames"):
         TrainConfig(s2_clip=8, s2_free_frames=9).validate()
+
+
+def test_rarity_weights_lift_rare_codes_and_keep_the_mean():
+    codes = torch.eye(4)  # [K=4, C=4]
+    idx = torch.tensor([0] * 90 + [1] * 9 + [2])  # ground, a common object, a rare one
+    x0 = codes[idx].view(1, 1, 100, 4) + 0.01  # each token near its code
+    w = rarity_weights(x0, codes, 0.5).view(-1)
+    assert abs(float(w.mean()) - 1) < 1e-5
+    assert float(w[0]) < float(w[90]) < float(w[99])  # ground < common object < rare object
+    assert abs(float(w[90] / w[0]) - (90 / 9) ** 0.5) < 1e-4  # p^-0.5
+    assert torch.allclose(rarity_weights(x0, codes, 0.0), torch.ones(1, 1, 100))
+    steep = rarity_weights(x0, codes, 4.0).view(-1)
+    assert abs(float(steep[99] / steep[0]) - RARITY_CAP) < 1e-4  # capped at 10x the ground's weight
+
+
+def test_stage2_rarity_weights_train_and_need_a_codebook(tmp_path, dataset):
+    out = Trainer(small_config(tmp_path, tok_steps=1, s1_steps=0, s2_rare_power=0.5), batches_for(dataset),
+                  progress=False).run()
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows(out) if r.get("stage") == "stage2")
+    no_codes = small_config(tmp_path / "b", tok_steps=1, s1_steps=0, s2_rare_power=0.5)
+    no_codes.model = {**no_codes.model, "tokenizer": {**no_codes.model["tokenizer"], "codebook_size": 0},
+                      "sampler": {**no_codes.model.get("sampler", {}), "snap": False}}
+    with pytest.raises(ValueError, match="no codebook"):
+        Trainer(no_codes, batches_for(dataset), progress=False).run()
+
+
+def test_head_losses_weigh_pickups_and_ends():
+    reward, done = torch.zeros(1, 4), torch.zeros(1, 4)  # heads that never fire
+    reward_in = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    done_in = torch.tensor([[0.0, 0.0, 0.0, 1.0]])
+    rew, end = head_losses(reward, done, reward_in, done_in)
+    assert rew == pytest.approx(0.25)  # plain MSE
+    assert end == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(done, done_in)))
+    rew10, end10 = head_losses(reward, done, reward_in, done_in, event_weight=10.0)
+    assert rew10 == pytest.approx(2.5) and end10 == pytest.approx(end * 13 / 4)  # the missed events cost 10x
 
 
 def test_shift_loss_weighs_blocked_moves():

@@ -617,6 +617,24 @@ class WorldModel(nn.Module):
         model.load_weights(tensors, source=str(wpath))
         return model.to(device)
 
+    @classmethod
+    def warm_start(cls, directory: str | Path, overrides: dict, device="cpu") -> tuple["WorldModel", list[str], list[str]]:
+        """A checkpoint's weights in a changed architecture: the model of the checkpoint's config
+        with `overrides` (sections as in `ModelConfig.replace`, e.g. {"dit": {"prev_shift": True}})
+        gets every tensor whose name and shape it shares with the checkpoint; the rest keep their
+        fresh initialisation. -> (model, names started fresh, checkpoint names dropped)."""
+        d = Path(directory)
+        wpath = d / WEIGHTS_FILE
+        if not wpath.is_file():
+            raise FileNotFoundError(f"no {WEIGHTS_FILE} in {d}")
+        model = cls(read_config(d).replace(**overrides))
+        own = model.state_dict()
+        tensors = read_safetensors(wpath)
+        shared = {k: v for k, v in tensors.items() if k in own and v.shape == own[k].shape}
+        check_tensors(shared, {k: own[k] for k in shared}, str(wpath), "the changed model config")  # dtypes, NaN
+        model.load_state_dict(shared, strict=False)
+        return model.to(device), sorted(set(own) - set(shared)), sorted(set(tensors) - set(shared))
+
     def load_weights(self, tensors: dict[str, torch.Tensor], source: str = "weights") -> None:
         """Strict load, checked first (names, shapes, dtypes, finite): CheckpointError, model unchanged."""
         check_tensors(tensors, self.state_dict(), source,

@@ -85,9 +85,18 @@ class FrameTokenizer(nn.Module):
         z = tokens.reshape(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)  # [B, C, g, p, g, p]
         return z.reshape(B, C, g * p, g * p)
 
-    def reconstruction_loss(self, frames: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def reconstruction_loss(self, frames: torch.Tensor, tokens: torch.Tensor | None = None,
+                            detail_weight: float = 0.0) -> torch.Tensor:
         """MSE in [-1, 1] pixel space (for tokenizer training). tokens [B, N, token_dim]: decode
-        these instead of the frames' own (the decoder tuned alone, world.train.tune_decoder)."""
-        target = frames.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
+        these instead of the frames' own (the decoder tuned alone, world.train.tune_decoder).
+        detail_weight > 0 weighs each pixel by 1 + detail_weight x its local contrast (|pixel -
+        its 3x3 mean|, over the batch's mean 1): a sprite's edges weigh more than flat ground,
+        which a plain MSE lets the decoder smooth over (issue 14)."""
+        target = frames.to(torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0  # [B, 3, H, W]
         tokens = self.encode(frames) if tokens is None else tokens
-        return F.mse_loss(self.decoder(self.unpatchify(tokens)), target)
+        err = (self.decoder(self.unpatchify(tokens)) - target).pow(2)
+        if not detail_weight:
+            return err.mean()
+        contrast = (target - F.avg_pool2d(target, 3, 1, 1, count_include_pad=False)).abs().sum(1, keepdim=True)
+        w = 1.0 + detail_weight * contrast / contrast.mean().clamp_min(1e-6)  # [B, 1, H, W]
+        return (err * w).mean() / w.mean()

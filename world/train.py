@@ -108,8 +108,7 @@ class Stage1Loss(nn.Module):
             sampler.add_noise(x0, eps, t), t, action_in, x_ctx, 0.0 if t_ctx is None else t_ctx, prompts,
             with_copy=True, x_clean=x0, shift=shift)
         flow = F.mse_loss(pred, sampler.target(self.model.cfg.dit.prediction, x0, eps))
-        rew = F.mse_loss(reward, reward_in)
-        end = F.binary_cross_entropy_with_logits(done, done_in)
+        rew, end = head_losses(reward, done, reward_in, done_in, cfg.event_weight)
         loss = flow + self.cfg.reward_weight * rew + self.cfg.done_weight * end
         out = {"flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
         if copy is not None and cfg.copy_loss_weight > 0:
@@ -125,6 +124,18 @@ class Stage1Loss(nn.Module):
             loss = loss + cfg.shift_loss_weight * shift_loss
             out["shift"] = shift_loss.detach()
         return {"loss": loss, **out}
+
+
+def head_losses(reward: torch.Tensor, done: torch.Tensor, reward_in: torch.Tensor, done_in: torch.Tensor,
+                event_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reward head (squared error) and done head (cross-entropy) against the recorded reward and
+    episode end, any matching shapes. Frames with a reward > 0.5 or an end weigh `event_weight`:
+    gem pickups are ~0.6% of recorded frames and hazard ends fewer, and unweighted both heads
+    learned to never fire (issue 17's heads eval)."""
+    w = torch.where(reward_in > 0.5, event_weight, 1.0)
+    rew = (w * (reward - reward_in).pow(2)).mean()
+    end = F.binary_cross_entropy_with_logits(done, done_in, pos_weight=done.new_tensor(event_weight))
+    return rew, end
 
 
 def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: torch.Tensor,
@@ -186,6 +197,21 @@ def free_run_mask(positions: torch.Tensor, free_start: int, grid: int, pixels_pe
     return (~(by_model & ~by_truth)).float()
 
 
+RARITY_CAP = 10.0
+"""`rarity_weights`: no token weighs more than this many times a token of the batch's most
+common code, so a code seen once in a batch cannot take the whole loss."""
+
+
+def rarity_weights(x0: torch.Tensor, codes: torch.Tensor, power: float) -> torch.Tensor:
+    """x0 [B, L, N, C] clean tokens, codes [K, C] -> [B, L, N] loss weights, mean 1, each token's
+    ~ p^-power with p the share of the batch's tokens on its nearest code, at most RARITY_CAP
+    times the most common code's: objects, a few tokens a frame, weigh more than the ground."""
+    idx = codebook.nearest(x0, codes)  # [B, L, N]
+    share = torch.bincount(idx.flatten(), minlength=len(codes)).float() / idx.numel()  # [K]
+    w = (share[idx] / share.max()).pow(-power).clamp(max=RARITY_CAP)  # 1 on the most common code
+    return w / w.mean()
+
+
 class Stage2Loss(nn.Module):
     """A clip streamed frame by frame through the inference code path, memory included."""
 
@@ -236,8 +262,8 @@ class Stage2Loss(nn.Module):
             t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
             noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
             reward, done = model.commit(state, ctx, noised, a, level=t_c[:, 0], clean=context)
-            rew_sum = rew_sum + F.mse_loss(reward[:, 0], reward_in[:, j])
-            end_sum = end_sum + F.binary_cross_entropy_with_logits(done[:, 0], done_in[:, j])
+            rew, end = head_losses(reward[:, 0], done[:, 0], reward_in[:, j], done_in[:, j], cfg.event_weight)
+            rew_sum, end_sum = rew_sum + rew, end_sum + end
             # Gradients reach the past through memory updates only (truncated BPTT in the
             # model); the cache keeps values, not graphs.
             state.cache.k = state.cache.k.detach().clone()
@@ -333,8 +359,13 @@ class Trainer:
         self.done: dict[str, int] = {s: 0 for s in STAGES}  # steps finished per stage
         self.cpu_seconds: dict[str, float] = {s: 0.0 for s in STAGES}  # CPU time spent per stage
         self.latent_std: float | None = None
+        warm = None
         if cfg.init_from:  # fine-tune: start stage 2 from a trained checkpoint
-            self.model = WorldModel.load(cfg.init_from, device=self.device)
+            if cfg.model:  # ... in a changed architecture: shared weights carried over, new ones fresh
+                self.model, fresh, dropped = WorldModel.warm_start(cfg.init_from, cfg.model, self.device)
+                warm = {"event": "warm_start", "fresh": fresh, "dropped": dropped}
+            else:
+                self.model = WorldModel.load(cfg.init_from, device=self.device)
             self.done.update(tokenizer=cfg.tok_steps, stage1=cfg.s1_steps)
             self.latent_std = 1.0  # the checkpoint's tokenizer has its scale folded in already
         self.latents = LatentCache(lambda frames: self.model.tokenizer.encode(frames))
@@ -343,6 +374,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.log({"event": "precision", "requested": cfg.precision, "precision": self.precision,
                       "bf16_matmul_speedup": speedup})
+            if warm is not None:
+                self.log(warm)
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -505,7 +538,7 @@ class Trainer:
         if cfg.decoder_steps:
             t0 = time.process_time()
             tune_decoder(tok, self.batches, cfg.decoder_steps, cfg.decoder_lr, cfg.decoder_snap_share, cfg.seed,
-                         self.device, self.progress)
+                         self.device, self.progress, cfg.decoder_detail_weight)
             self.log({"stage": "tokenizer", "event": "decoder", "steps": cfg.decoder_steps,
                       "cpu_seconds": round(time.process_time() - t0, 1),
                       "psnr": psnr(tok, check_frames), "psnr_snapped": psnr(tok, check_frames, snap=True)})
@@ -530,6 +563,9 @@ class Trainer:
             loss_module, lr, total, batch = Stage1Loss(model, cfg), cfg.s1_lr, cfg.s1_steps, cfg.s1_batch
         else:
             clip, loss_module, lr, total, batch = cfg.s2_clip, Stage2Loss(model, cfg), cfg.s2_lr, cfg.s2_steps, cfg.s2_batch
+            if cfg.s2_rare_power and not model.cfg.tokenizer.codebook_size:
+                raise ValueError("train config s2_rare_power weighs tokens by their codebook code: "
+                                 "the model has no codebook (tokenizer.codebook_size 0)")
         follow = stage == "stage2" and cfg.s2_switch_clips > 0
 
         def make_inputs(b: dict) -> tuple:
@@ -545,6 +581,8 @@ class Trainer:
                 return x0, action_in, reward_in, done_in, prompts, self.gen, shift
             weights = revisit_weights(positions, m.window_frames, cfg.revisit_weight)[:, :, None] * free_run_mask(
                 positions, clip - cfg.s2_free_frames, tk.grid_size, px)
+            if cfg.s2_rare_power:
+                weights = weights * rarity_weights(x0, model.tokenizer.codebook, cfg.s2_rare_power)
             return x0, action_in, reward_in, done_in, prompts, weights, self.gen, switches, shift
 
         self._loop(stage, loss_module, params, lr, total, make_inputs, clip, batch, meta,
@@ -577,7 +615,7 @@ def fit_codebook(tokenizer, batches: Batches, frames: int, iters: int, seed: int
 
 
 def tune_decoder(tokenizer, batches: Batches, steps: int, lr: float, snap_share: float, seed: int,
-                 device="cpu", progress: bool = False) -> None:
+                 device="cpu", progress: bool = False, detail_weight: float = 0.0) -> None:
     """Train the decoder alone, the encoder and the codebook frozen (in place).
 
     Trained jointly with the encoder, the decoder stops at what a moving latent space lets it
@@ -600,7 +638,7 @@ def tune_decoder(tokenizer, batches: Batches, steps: int, lr: float, snap_share:
             tokens = tokenizer.encode(frames)  # [b, N, C]
             through = torch.rand(len(tokens), generator=gen) < snap_share
             tokens[through] = tokenizer.snap(tokens[through])
-        loss = tokenizer.reconstruction_loss(frames, tokens)
+        loss = tokenizer.reconstruction_loss(frames, tokens, detail_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

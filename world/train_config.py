@@ -22,8 +22,10 @@ class TrainConfig:
     """Run directory: checkpoints, metrics.jsonl, loss curves."""
     init_from: str = ""
     """A trained checkpoint directory to fine-tune: its weights and config replace the
-    preset's (preset and model are then ignored), the tokenizer and stage 1 count as done,
-    and only stage 2 runs, from its step 0 with its own warm-up and schedule."""
+    preset's (preset is then ignored), the tokenizer and stage 1 count as done, and only
+    stage 2 runs, from its step 0 with its own warm-up and schedule. `model` overrides then
+    change the checkpoint's config: weights of the same name and shape carry over, new ones
+    start fresh (`WorldModel.warm_start`, logged as "warm_start" in metrics.jsonl)."""
     seed: int = 0
     text_encoder: str = "minilm"
     """'minilm' (the real sentence encoder) or 'hash' (tests only)."""
@@ -44,6 +46,9 @@ class TrainConfig:
     decoder_lr: float = 1e-3
     decoder_snap_share: float = 0.5
     """Share of those frames whose tokens pass through the codebook, as generated frames do."""
+    decoder_detail_weight: float = 0.0
+    """Extra weight of high-contrast pixels in that tune's loss (`FrameTokenizer.reconstruction_loss`):
+    sprite edges, which a plain MSE smooths over. 0: plain MSE."""
     s1_steps: int = 1500
     s1_batch: int = 8
     s1_lr: float = 6e-4
@@ -69,6 +74,11 @@ class TrainConfig:
     mid-clip being a `set_prompt` with the window re-cached, as at play time, and draws this
     many extra clips around every caption change in the recordings (a change falls in ~6% of
     32-frame clips otherwise). 0: each clip keeps its last frame's caption throughout."""
+    s2_rare_power: float = 0.0
+    """Stage 2: weigh each token's loss by p^-power, p the share of the batch's tokens on its
+    nearest codebook code (world.train.rarity_weights; models with a codebook). Bare ground
+    is most of every frame, so an unweighted loss is cheapest when the trees, rocks and lava
+    fade into ground (issue 14). 0: off, every token weighs the same."""
     s2_lr: float = 2e-4
     s2_cpu_minutes: float = 0.0
     mix_lr_mult: float = 1.0
@@ -112,6 +122,9 @@ class TrainConfig:
     """Stage 2: loss weight of frames that return to a place last seen before the window."""
     reward_weight: float = 0.5
     done_weight: float = 0.1
+    event_weight: float = 1.0
+    """Loss weight of the frames with a gem pickup (reward head) or a hazard end (done head)
+    against the others' 1 (world.train.head_losses). At 1 both heads learned to never fire."""
     grad_clip: float = 1.0
     precision: str = "fp32"
     """Training arithmetic: 'bf16' autocast (weights, optimizer and losses stay fp32), 'fp32',

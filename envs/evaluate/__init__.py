@@ -57,6 +57,11 @@ Sections (`--skip` any of SECTIONS):
    checkpoint (`--compare-checkpoint`, e.g. trained with memory.rope=
    "absolute") its fidelity, revisit (its own policy) and stability under
    `rope`.
+6. heads: the reward and done heads against the teacher's gem pickups and
+   hazard ends (`heads_worlds` worlds of `heads_frames` explore frames, hazard
+   slips at `heads_slip`), teacher-forced and free-running: precision, recall,
+   and the share of the dream's reward paid where the teacher pays nothing
+   (envs/evaluate/heads.py).
 
 JSON (`--json`), stable top-level names:
   checkpoint               path of the checkpoint evaluated
@@ -85,7 +90,11 @@ JSON (`--json`), stable top-level names:
                             invented_share_by_horizon, invented_lag (the model's frame vs its own
                             frame invented_lag frames earlier, over their shared world outside the start view),
                             tile_valid_by_horizon, tile_valid_teacher, tile_valid_tokenizer, tile_threshold
-                            (share of tile cells matching a real tile; envs/evaluate/content.py)}
+                            (share of tile cells matching a real tile; envs/evaluate/content.py),
+                            object_share_by_horizon, object_share_teacher_by_horizon (share of tile
+                            cells drawn as a real object tile, not ground: the model's, the truth's),
+                            teacher_forced_object_share, teacher_forced_object_share_true (the same for
+                            the teacher-forced frames and their true frames)}
   revisit_psnr             {policy: {"16": dB, ...}} keyed by away frames A
   revisit_detail           {away_frames, lead_in, return_frames, consistency_psnr, teacher_consistency_psnr,
                             clean_share, trajectories}
@@ -107,6 +116,10 @@ JSON (`--json`), stable top-level names:
   ablations                {memory_updates_off: {revisit_psnr, delta_vs_updates_on}, rope: {checkpoint, rope,
                             psnr_by_horizon, ssim_by_horizon, psnr_curve, player_visible_by_horizon,
                             revisit_psnr, stability} or {skipped}}
+  heads                    {worlds, frames, slip_prob, match_frames, live_frames, teacher_forced, free_running:
+                            {reward: {precision, recall, model_events, teacher_events, reward_mass,
+                            teacher_reward, unearned_share}, done: {precision, recall, model_events,
+                            teacher_events}}}
   skipped                  [section] not run (their values are null)
   settings                 the EvalConfig used
   section_seconds          {section: s}
@@ -120,7 +133,7 @@ The package, one module per measure, this module the one entry point (`run_eval`
   reference.py  the teacher's own ranges and the player-sprite check
   content.py    seen content kept, invented content persisting, tile validity
   fidelity.py   1. fidelity by horizon        revisit.py    2. revisit memory
-  adherence.py  3. prompt adherence           stability.py  4. stability
+  adherence.py  3. prompt adherence           stability.py  4. stability              heads.py      6. reward and done heads
   report.py     report.md, its plots and strips, the JSON file
 """
 
@@ -135,6 +148,7 @@ from .adherence import eval_adherence
 from .config import (EVAL_SEED_BASE, MEMORY_POLICIES, PSNR_CAP, RANGE_SEED_BASE, SECTIONS, TRAINING_RECORD_SEEDS,
                      EvalConfig, Game, as_game, eval_seeds, training_env_seeds)
 from .fidelity import eval_fidelity
+from .heads import eval_heads
 from .metrics import psnr, ssim
 from .reference import player_psnr, style_atlas, teacher_reference
 from .report import save_json, write_report
@@ -144,7 +158,7 @@ from .stability import eval_stability
 
 __all__ = ["EVAL_SEED_BASE", "MEMORY_POLICIES", "PSNR_CAP", "RANGE_SEED_BASE", "SECTIONS", "TRAINING_RECORD_SEEDS",
            "Checkpoint", "Episode", "EvalConfig", "Game", "Revisit", "as_game", "eval_adherence", "eval_fidelity",
-           "eval_revisit", "eval_seeds", "eval_stability", "load_checkpoint", "model_rollout", "player_psnr",
+           "eval_heads", "eval_revisit", "eval_seeds", "eval_stability", "load_checkpoint", "model_rollout", "player_psnr",
            "psnr", "revisit_detail", "revisit_plan", "revisit_section", "revisit_trajectory", "run_eval",
            "save_json", "ssim", "style_atlas", "teacher_forced", "teacher_reference", "teacher_run",
            "training_env_seeds", "write_report"]
@@ -180,7 +194,7 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
         "psnr_by_horizon": None, "ssim_by_horizon": None, "fidelity_detail": None,
         "revisit_psnr": None, "revisit_detail": None,
         "prompt_adherence": None, "prompt_adherence_detail": None,
-        "stable": None, "stability": None, "ablations": None,
+        "stable": None, "stability": None, "ablations": None, "heads": None,
         "skipped": [s for s in SECTIONS if s in ev.skip],
         "settings": asdict(ev), "section_seconds": {},
     }
@@ -221,6 +235,9 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
     if run("ablations"):
         result["ablations"] = _ablations(ck, cmp_ck, ev, text, plan, steps, seeds, result)
         lap("ablations")
+    if run("heads"):
+        result["heads"] = eval_heads(model, ev, text, eval_seeds(ev.heads_worlds, ev.proxy), steps, game)
+        lap("heads")
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     return result, art
 

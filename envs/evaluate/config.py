@@ -16,7 +16,7 @@ TRAINING_RECORD_SEEDS = (1, 2)
 """`--seed` of the recordings `make train` learns from (episode env seeds derive from them)."""
 RANGE_SEED_BASE = 80_000
 """Teacher seeds of the frames that measure the teacher's own mean/std range."""
-SECTIONS = ("fidelity", "revisit", "adherence", "stability", "ablations")
+SECTIONS = ("fidelity", "revisit", "adherence", "stability", "ablations", "heads")
 MEMORY_POLICIES = ("window", "sink", "compress", "evolving")
 PSNR_CAP = 100.0
 NOOP = 0  # teacher actions: NOOP UP DOWN LEFT RIGHT USE
@@ -75,6 +75,13 @@ class EvalConfig:
     """Fidelity: frames per world predicted one step ahead from the true past."""
     invented_lag: int = 8
     """Fidelity: invented content is compared with the model's own frame this many frames earlier."""
+    heads_worlds: int = 32
+    """Heads: worlds played (their own seeds, from the first eval seed on); gem pickups are
+    ~6 per 1,000 explore frames, so a few dozen worlds give a few dozen events."""
+    heads_frames: int = 256
+    """Heads: frames per world."""
+    heads_slip: float = 0.05
+    """Heads: the explore policy's chance of walking into a hazard it would avoid (episode ends)."""
     stability_frames: int = 10_000
     """Stability: frames of the free rollout."""
     flat_ratio_max: float = 1.25
@@ -102,7 +109,7 @@ class EvalConfig:
     def quick_config(cls, **overrides) -> "EvalConfig":
         """Smoke-test settings: 2 seeds, horizons up to 16, 200 stability frames, small classifier."""
         base = dict(seeds=2, horizons=(1, 4, 16), away_multiples=(2, 4), lead_in=16, adherence_frames=8,
-                    stability_frames=200, quick=True)
+                    stability_frames=200, heads_worlds=2, heads_frames=16, quick=True)
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
@@ -118,6 +125,8 @@ class EvalConfig:
         need(self.switch_curve_frames >= self.switch_frames, "switch_curve_frames must be >= switch_frames")
         need(self.adherence_frames >= 1 and self.switch_frames >= 1 and self.switch_after >= 1,
              "adherence frame counts must be >= 1")
+        need(self.heads_worlds >= 1 and self.heads_frames >= 1, "heads worlds and frames must be >= 1")
+        need(0 <= self.heads_slip <= 1, f"heads slip must be in [0, 1], got {self.heads_slip}")
         need(self.stability_frames >= 8, f"--stability-frames must be >= 8, got {self.stability_frames}")
         need(self.steps is None or 1 <= self.steps <= 64, f"--steps must be in [1, 64], got {self.steps}")
         need(self.guidance is None or 0 <= self.guidance <= 10, f"--guidance must be in [0, 10], got {self.guidance}")

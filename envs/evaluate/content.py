@@ -16,7 +16,12 @@ seed and actions as the model's rollout):
   that match some tile of the teacher's atlas for the world's style closer
   than the atlas's own tiles are to each other (a threshold fixed from the
   teacher's atlases alone, see `tile_threshold`) and keep at least a quarter
-  of its detail (a flat patch of the mean colour is not a tile).
+  of its detail (a flat patch of the mean colour is not a tile);
+- objects kept: the share of a frame's tile cells drawn as a valid *object*
+  tile (tree, rock, lava, gem, block, stump: anything but the biome's ground),
+  reported beside the teacher's own share for the same frames. A world that
+  dissolves into its bare ground scores high tile validity (ground tiles are
+  real tiles) but its object share falls towards 0.
 The player's tile is left out everywhere (the player check covers it).
 Positions are the teacher's base pixels (`info["position"]`, the player's
 centre), views follow `envs.teacher.player_origin`.
@@ -168,11 +173,19 @@ def cell_match_psnr(cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=256)
 def distinct_tiles(style, resolution: int) -> np.ndarray:
     """uint8 [K, ts, ts, 3]: the atlas's distinct tiles for `style` (variant slots repeat sprites)."""
+    return atlas_tiles(style, resolution)[0]
+
+
+@functools.lru_cache(maxsize=256)
+def atlas_tiles(style, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [K, ts, ts, 3] the atlas's distinct tiles for `style`, bool [K] which are objects,
+    i.e. not one of the ground's variants)."""
     from envs.teacher import VIEW
-    from envs.tiles import BASE_TILE, Atlas
+    from envs.tiles import BASE_TILE, GROUND, N_VARIANTS, Atlas
 
     tiles = Atlas(style, BASE_TILE * (resolution // VIEW)).tiles
-    return np.unique(tiles, axis=0)
+    distinct, first = np.unique(tiles, axis=0, return_index=True)
+    return distinct, first // N_VARIANTS != GROUND
 
 
 @functools.lru_cache(maxsize=4)
@@ -197,14 +210,22 @@ def tile_threshold(resolution: int) -> dict[str, float]:
 
 def tile_validity(frames: np.ndarray, positions, style, resolution: int, motion: str,
                   threshold: float) -> np.ndarray:
-    """uint8 [T, R, R, 3] of a world in `style` -> [T] share of its tile cells that match a real tile.
+    """uint8 [T, R, R, 3] of a world in `style` -> [T] share of its tile cells that match a real tile."""
+    return tile_census(frames, positions, style, resolution, motion, threshold)[0]
+
+
+def tile_census(frames: np.ndarray, positions, style, resolution: int, motion: str,
+                threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [T, R, R, 3] of a world in `style` -> ([T] share of its tile cells that match a real
+    tile, [T] share of its tile cells that match a real *object* tile).
 
     A cell matches when it is within `threshold` dB of a tile and keeps at least a quarter of
     that tile's detail (pixel std): a flat patch of the ground's mean colour is close to a ground
     tile in PSNR, but it is the blur a world dissolves into, not a tile."""
     cells = tile_cells(frames, positions, resolution, motion)  # [T, K, ts, ts, 3]
-    tiles = distinct_tiles(style, resolution)
+    tiles, is_object = atlas_tiles(style, resolution)
     db, best = cell_match(cells, tiles)
     spread = lambda x: x.std(axis=(-3, -2)).mean(-1)  # noqa: E731  spatial std per channel, averaged
     detail = spread(cells) >= 0.25 * spread(tiles.astype(np.float32))[best]
-    return ((db >= threshold) & detail).mean(axis=1)
+    valid = (db >= threshold) & detail  # [T, K]
+    return valid.mean(axis=1), (valid & is_object[best]).mean(axis=1)

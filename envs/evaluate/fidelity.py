@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .config import EvalConfig, Game, PSNR_CAP
+from .content import seen_and_invented, tile_census, tile_threshold
 from .metrics import mean_or_none, psnr, ssim
 from .reference import player_psnr
 from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
@@ -73,6 +74,13 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
         "teacher_forced_moved_share": mean_or_none(np.where(tf_alive, moved, np.nan)),
         "teacher_forced_psnr_moved": mean_or_none(np.where(moved, psnr(tf, target), np.nan)),
         "copy_previous_psnr_moved": mean_or_none(np.where(moved, psnr(true[:, :tf_T], target), np.nan))})
+    thr = tile_threshold(game.resolution)["threshold_db"]
+    tf_objects, true_objects = (np.stack([tile_census(f, e.positions[1:tf_T + 1], e.style, game.resolution,
+                                                      game.motion, thr)[1] for f, e in zip(frames, eps)])
+                                for frames in (tf, target))
+    out["fidelity_detail"].update({  # objects drawn with the true past as context: dynamics, not drift
+        "teacher_forced_object_share": mean_or_none(np.where(tf_alive, tf_objects, np.nan)),
+        "teacher_forced_object_share_true": mean_or_none(np.where(tf_alive, true_objects, np.nan))})
     if ref is not None:
         shown = np.stack([player_psnr(f, e.style, motion=game.motion) for f, e in zip(tf, eps)])
         out["fidelity_detail"]["teacher_forced_player_visible"] = mean_or_none(
@@ -86,16 +94,15 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
 def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarray, recon: np.ndarray,
              alive: np.ndarray, game: Game) -> dict:
     """Seen content kept, invented content persists, tile validity (envs/evaluate/content.py), by horizon."""
-    from .content import seen_and_invented, tile_threshold, tile_validity
-
     R, motion, lag = game.resolution, game.motion, ev.invented_lag
     recon_full = np.concatenate([true[:, :1], recon], 1)
     per = [seen_and_invented(g, t, e.positions, R, motion, lag) for g, t, e in zip(gen, true, eps)]
     tok = [seen_and_invented(r, t, e.positions, R, motion, lag)["seen"] for r, t, e in zip(recon_full, true, eps)]
     thr = tile_threshold(R)["threshold_db"]
-    valid = {name: np.stack([tile_validity(f[1:], e.positions[1:], e.style, R, motion, thr)
-                             for f, e in zip(frames, eps)])
-             for name, frames in (("gen", gen), ("true", true), ("tok", recon_full))}
+    census = {name: [tile_census(f[1:], e.positions[1:], e.style, R, motion, thr) for f, e in zip(frames, eps)]
+              for name, frames in (("gen", gen), ("true", true), ("tok", recon_full))}
+    valid = {name: np.stack([c[0] for c in cs]) for name, cs in census.items()}  # [B, T] each
+    objects = {name: np.stack([c[1] for c in cs]) for name, cs in census.items()}
 
     def by_h(values: np.ndarray) -> dict:  # [B, T] -> {h: mean over live worlds}
         v = np.where(alive, values, np.nan)
@@ -110,4 +117,6 @@ def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarr
             "tile_valid_by_horizon": by_h(valid["gen"]),
             "tile_valid_teacher": mean_or_none(np.where(alive, valid["true"], np.nan)),
             "tile_valid_tokenizer": mean_or_none(np.where(alive, valid["tok"], np.nan)),
+            "object_share_by_horizon": by_h(objects["gen"]),
+            "object_share_teacher_by_horizon": by_h(objects["true"]),
             "tile_threshold": tile_threshold(R)}

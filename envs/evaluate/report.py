@@ -43,7 +43,9 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                         ("share of pixels seen in the start frame", "seen_share_by_horizon", 2),
                         ("invented content vs the model's own earlier frame, PSNR dB", "invented_psnr_by_horizon", 1),
                         ("... the teacher's own", "invented_psnr_teacher_by_horizon", 1),
-                        ("tile validity", "tile_valid_by_horizon", 2))], "",
+                        ("tile validity", "tile_valid_by_horizon", 2),
+                        ("object tiles drawn (share of cells)", "object_share_by_horizon", 2),
+                        ("... in the true frames", "object_share_teacher_by_horizon", 2))], "",
                   f"Tokenizer round trip of the true frames (the ceiling): "
                   f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB"
                   + (f" ({fmt(snapped)} dB through the codebook the model snaps to)" if snapped is not None else "")
@@ -55,7 +57,9 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"drawn in {fmt(result['fidelity_detail']['teacher_forced_player_visible'], 2)} of the frames; on "
                   f"the frames that moved, {fmt(result['fidelity_detail']['teacher_forced_psnr_moved'])} dB against "
                   f"{fmt(result['fidelity_detail']['copy_previous_psnr_moved'])} dB for copying the previous "
-                  "true frame.", "",
+                  "true frame; object tiles drawn in "
+                  f"{fmt(result['fidelity_detail'].get('teacher_forced_object_share'), 2)} of the cells (the true "
+                  f"frames: {fmt(result['fidelity_detail'].get('teacher_forced_object_share_true'), 2)}).", "",
                   "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
         det = result["fidelity_detail"]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -158,6 +162,22 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"The player is still drawn in {s['player_visible_share']:.1%} of the frames (first / last "
                   f"{s['ratio_window_frames']}: {s['player_visible_share_first_last'][0]:.1%} / "
                   f"{s['player_visible_share_first_last'][1]:.1%}; needed {s['player_visible_min']:.0%}).", ""]
+
+    if result.get("heads"):
+        h = result["heads"]
+        pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
+        lines += ["## Reward and done heads (what World-v0 pays and ends on)", "",
+                  f"{h['worlds']} worlds x {h['frames']} explore frames, hazard slips {h['slip_prob']:.0%}; an "
+                  f"event matches within {h['match_frames']} frame(s).", "",
+                  "| run | reward precision | reward recall | model / teacher pickups | dream reward the teacher "
+                  "does not pay | done precision | done recall | model / teacher ends |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for run in ("teacher_forced", "free_running"):
+            r, e = h[run]["reward"], h[run]["done"]
+            lines.append(f"| {run.replace('_', '-')} | {pct(r['precision'])} | {pct(r['recall'])} | "
+                         f"{r['model_events']} / {r['teacher_events']} | {pct(r['unearned_share'])} | "
+                         f"{pct(e['precision'])} | {pct(e['recall'])} | {e['model_events']} / {e['teacher_events']} |")
+        lines.append("")
 
     if result["ablations"]:
         lines += ["## Ablations", ""]

@@ -79,11 +79,14 @@ class Episode:
     style: Any  # envs.style.Style at reset
     alive: int  # frames 0..alive are real (the episode did not end before them)
     positions: list[tuple[int, int]] = field(default_factory=list)
+    rewards: np.ndarray | None = None  # float32 [T]: the teacher's reward for actions[t]
+    terminated: bool = False  # the episode ended in a hazard at step alive - 1
 
 
 def teacher_run(seed: int, T: int, game: Game | int, actions: Sequence[int] | None = None,
-                style=None, switch: tuple[int, Any] | None = None) -> Episode:
-    """Play the teacher for T frames: the given actions, else its explore policy (no hazard slips).
+                style=None, switch: tuple[int, Any] | None = None, slip_prob: float = 0.0) -> Episode:
+    """Play the teacher for T frames: the given actions, else its explore policy (walking into a
+    hazard it would step around with `slip_prob` chance; none by default).
 
     switch = (k, style): set_style(style) before the step out of frame k.
     Frames after an episode end repeat the last frame (and `alive` says where it ended).
@@ -96,11 +99,13 @@ def teacher_run(seed: int, T: int, game: Game | int, actions: Sequence[int] | No
     obs, info = env.reset(seed=seed, options=None if style is None else {"style": style})
     policy = None
     if actions is None:
-        policy = make_policy("explore", env, np.random.default_rng(seed), slip_prob=0.0)
+        policy = make_policy("explore", env, np.random.default_rng(seed), slip_prob=slip_prob)
         policy.reset(info)
     frames = np.empty((T + 1, *obs.shape), np.uint8)
     frames[0] = obs
     acts = np.zeros(T, np.int64)
+    rewards = np.zeros(T, np.float32)
+    terminated = False
     positions = [info["position"]]
     caption, start_style, alive = info["caption"], env.style, T
     for t in range(T):
@@ -111,20 +116,21 @@ def teacher_run(seed: int, T: int, game: Game | int, actions: Sequence[int] | No
             positions.append(positions[-1])
             continue
         a = int(actions[t]) if policy is None else policy.act(info)
-        obs, _, terminated, truncated, info = env.step(a)
+        obs, rewards[t], terminated, truncated, info = env.step(a)
         acts[t], frames[t + 1] = a, obs
         positions.append(info["position"])
         if terminated or truncated:
             alive = t + 1
     env.close()
-    return Episode(seed, frames, acts, caption, start_style, alive, positions)
+    return Episode(seed, frames, acts, caption, start_style, alive, positions, rewards, bool(terminated))
 
 
 @torch.no_grad()
 def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, seeds: Sequence[int],
                   steps: int | None, switch: tuple[int, list] | None = None, desc: str = "",
-                  progress: bool = True, recache: bool = True) -> np.ndarray:
-    """B worlds in one batch: first uint8 [B, R, R, 3], actions int64 [B, T] -> frames uint8 [B, T + 1, R, R, 3].
+                  progress: bool = True, recache: bool = True, heads: bool = False):
+    """B worlds in one batch: first uint8 [B, R, R, 3], actions int64 [B, T] -> frames uint8 [B, T + 1, R, R, 3]
+    (heads: and the reward head's values and done probabilities float32 [B, T] of each step).
 
     frame 0 is `first`; frame t + 1 is generated from action t. switch = (k, prompts):
     set_prompt (re-caching the window unless recache is False) before generating frame k + 1.
@@ -135,28 +141,34 @@ def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, 
     state = model.init_state(B, prompts, list(seeds), first_frame=torch.from_numpy(first))
     out = np.empty((B, T + 1, *first.shape[1:]), np.uint8)
     out[:, 0] = first
+    reward, done = np.zeros((B, T), np.float32), np.zeros((B, T), np.float32)
     act = torch.from_numpy(actions)
     for t in tqdm(range(T), desc=desc, disable=not progress, leave=False):
         if switch is not None and switch[0] == t:
             model.set_prompt(state, switch[1], recache=recache)
-        out[:, t + 1] = model.step(state, act[:, t].contiguous(), steps).frame.numpy()
-    return out
+        step = model.step(state, act[:, t].contiguous(), steps)
+        out[:, t + 1], reward[:, t], done[:, t] = step.frame.numpy(), step.reward.numpy(), step.done_prob.numpy()
+    return (out, reward, done) if heads else out
 
 
 @torch.no_grad()
 def teacher_forced(model, true: np.ndarray, prompts: list, actions: np.ndarray, seeds: Sequence[int],
-                   steps: int | None) -> np.ndarray:
+                   steps: int | None, heads: bool = False):
     """One-step predictions with the true past as context: true uint8 [B, T + 1, R, R, 3],
     actions [B, T] -> frames uint8 [B, T, R, R, 3]; frame t is drawn from true frames 0..t
-    (committed to the world in place of the model's own), so errors cannot build up."""
+    (committed to the world in place of the model's own), so errors cannot build up.
+    heads: also the reward head's values and done probabilities float32 [B, T] that the
+    true frame t + 1 gets when committed after action t."""
     B, T = actions.shape
     state = model.init_state(B, prompts, list(seeds), first_frame=torch.from_numpy(true[:, 0]))
     out = np.empty((B, T, *true.shape[2:]), np.uint8)
+    reward, done = np.zeros((B, T), np.float32), np.zeros((B, T), np.float32)
     act = torch.from_numpy(actions)
     for t in range(T):
         a = model.check_action(act[:, t].contiguous(), B)
         ctx = model.prepare(state)
         x0 = model.sample(state, ctx, a, steps)
         out[:, t] = model.tokenizer.decode(x0[:, 0]).cpu().numpy()
-        model.commit(state, ctx, model.tokenizer.encode(torch.from_numpy(true[:, t + 1]))[:, None], a)
-    return out
+        r, d = model.commit(state, ctx, model.tokenizer.encode(torch.from_numpy(true[:, t + 1]))[:, None], a)
+        reward[:, t], done[:, t] = r[:, 0].cpu().numpy(), torch.sigmoid(d[:, 0]).cpu().numpy()
+    return (out, reward, done) if heads else out

@@ -1,0 +1,83 @@
+"""Section 6, heads: can an agent trust the dream's reward and episode end?
+
+World-v0 pays the reward head's value and ends the episode when the done head's probability
+passes 0.5 (`envs.world_env`). An agent trained there learns whatever those heads pay, so a
+head that pays where the teacher would not is a reward to farm (issue 17). Here the teacher
+plays each world with its explore policy, walking into a hazard with `heads_slip` chance where
+it would step around one (so episodes end), and the model is run on the same actions twice:
+
+- teacher-forced: the true frame committed at every step, the heads read it (what the heads
+  learned, free of drift);
+- free-running: the model's own frames, as an agent in World-v0 sees them.
+
+A frame pays a reward when the reward head says > 0.5 (the teacher pays 1 per gem, else 0) and
+ends when the done probability is > 0.5. An event matches when the teacher has one within
+`MATCH_FRAMES` frames (a free run may draw the pickup a frame early or late). Per head and run:
+precision (share of the model's events the teacher also has), recall (share of the teacher's
+events the model also has) and the counts; for the reward also the share of the dream's whole
+reward mass (the sum of its positive head values, what an agent collects) paid where the
+teacher pays nothing within the match window: `unearned_share`, the figure issue 17 bounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import EvalConfig, Game
+from .rollouts import model_rollout, teacher_forced, teacher_run
+
+MATCH_FRAMES = 1
+EVENT_THRESHOLD = 0.5  # a reward head value or done probability above this is an event
+
+
+def _near(events: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """bool [B, T] -> bool [B, T]: an event within MATCH_FRAMES frames of t (live frames only)."""
+    out = events & alive
+    for d in range(1, MATCH_FRAMES + 1):
+        out[:, d:] |= events[:, :-d] & alive[:, :-d]
+        out[:, :-d] |= events[:, d:] & alive[:, d:]
+    return out
+
+
+def event_scores(pred: np.ndarray, true: np.ndarray, alive: np.ndarray) -> dict:
+    """pred, true bool [B, T] events, alive bool [B, T] -> precision, recall and the counts."""
+    pred, true = pred & alive, true & alive
+    hit_pred = pred & _near(true, alive)  # the model's events the teacher also has
+    hit_true = true & _near(pred, alive)
+    n_pred, n_true = int(pred.sum()), int(true.sum())
+    return {"precision": None if n_pred == 0 else float(hit_pred.sum() / n_pred),
+            "recall": None if n_true == 0 else float(hit_true.sum() / n_true),
+            "model_events": n_pred, "teacher_events": n_true}
+
+
+def head_scores(reward: np.ndarray, done: np.ndarray, true_reward: np.ndarray, true_end: np.ndarray,
+                alive: np.ndarray) -> dict:
+    """reward head values, done probabilities, teacher rewards, teacher ends, alive: [B, T] each."""
+    paid = true_reward > EVENT_THRESHOLD
+    mass = np.where(alive, np.clip(reward, 0, None), 0.0)
+    unearned = np.where(_near(paid, alive), 0.0, mass)
+    return {"reward": {**event_scores(reward > EVENT_THRESHOLD, paid, alive),
+                       "reward_mass": float(mass.sum()), "teacher_reward": float(np.where(alive, true_reward, 0).sum()),
+                       "unearned_share": None if mass.sum() == 0 else float(unearned.sum() / mass.sum())},
+            "done": event_scores(done > EVENT_THRESHOLD, true_end, alive)}
+
+
+def eval_heads(model, ev: EvalConfig, text, seeds: list[int], steps, game: Game) -> dict:
+    T = ev.heads_frames
+    eps = [teacher_run(s, T, game, slip_prob=ev.heads_slip) for s in seeds]
+    true = np.stack([e.frames for e in eps])  # [B, T + 1, R, R, 3]
+    actions = np.stack([e.actions for e in eps])  # [B, T]
+    prompts = [text(e.caption) for e in eps]
+    alive = np.array([e.alive for e in eps])[:, None] > np.arange(T)[None]  # [B, T]: step t happened
+    true_reward = np.stack([e.rewards for e in eps])  # [B, T]
+    true_end = np.zeros((len(eps), T), bool)
+    for b, e in enumerate(eps):
+        if e.terminated:
+            true_end[b, e.alive - 1] = True
+    _, tf_reward, tf_done = teacher_forced(model, true, prompts, actions, seeds, steps, heads=True)
+    _, free_reward, free_done = model_rollout(model, true[:, 0], prompts, actions, seeds, steps, desc="heads",
+                                              progress=ev.progress, heads=True)
+    return {"worlds": len(seeds), "frames": T, "slip_prob": ev.heads_slip, "match_frames": MATCH_FRAMES,
+            "live_frames": int(alive.sum()),
+            "teacher_forced": head_scores(tf_reward, tf_done, true_reward, true_end, alive),
+            "free_running": head_scores(free_reward, free_done, true_reward, true_end, alive)}
