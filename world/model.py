@@ -601,9 +601,7 @@ class WorldModel(nn.Module):
         NaN/Inf) raises `world.checkpoint.CheckpointError` naming it; a missing one FileNotFoundError.
         """
         d = Path(directory)
-        wpath = d / WEIGHTS_FILE
-        if not wpath.is_file():
-            raise FileNotFoundError(f"no {WEIGHTS_FILE} in {d}")
+        wpath = weights_path(d)
         if config is None:
             if not (d / CONFIG_FILE).is_file():
                 raise FileNotFoundError(f"no {CONFIG_FILE} beside {wpath}; pass config= explicitly")
@@ -623,11 +621,8 @@ class WorldModel(nn.Module):
         with `overrides` (sections as in `ModelConfig.replace`, e.g. {"dit": {"prev_shift": True}})
         gets every tensor whose name and shape it shares with the checkpoint; the rest keep their
         fresh initialisation. -> (model, names started fresh, checkpoint names dropped)."""
-        d = Path(directory)
-        wpath = d / WEIGHTS_FILE
-        if not wpath.is_file():
-            raise FileNotFoundError(f"no {WEIGHTS_FILE} in {d}")
-        model = cls(read_config(d).replace(**overrides))
+        wpath = weights_path(directory)
+        model = cls(read_config(directory).replace(**overrides))
         own = model.state_dict()
         tensors = read_safetensors(wpath)
         shared = {k: v for k, v in tensors.items() if k in own and v.shape == own[k].shape}
@@ -662,6 +657,14 @@ class WorldModel(nn.Module):
         if self.cfg.tokenizer.codebook_size:
             self.tokenizer.codebook.copy_(torch.randn(self.tokenizer.codebook.shape, generator=g))
         return self
+
+
+def weights_path(directory: str | Path) -> Path:
+    """directory/model.safetensors, or FileNotFoundError naming the directory."""
+    d = Path(directory)
+    if not (d / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {d}")
+    return d / WEIGHTS_FILE
 
 
 def build_model(preset: str = "tiny", **overrides) -> WorldModel:

@@ -171,15 +171,9 @@ def cell_match_psnr(cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def distinct_tiles(style, resolution: int) -> np.ndarray:
-    """uint8 [K, ts, ts, 3]: the atlas's distinct tiles for `style` (variant slots repeat sprites)."""
-    return atlas_tiles(style, resolution)[0]
-
-
-@functools.lru_cache(maxsize=256)
 def atlas_tiles(style, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 [K, ts, ts, 3] the atlas's distinct tiles for `style`, bool [K] which are objects,
-    i.e. not one of the ground's variants)."""
+    """(uint8 [K, ts, ts, 3] the atlas's distinct tiles for `style` (variant slots repeat
+    sprites), bool [K] which are objects, i.e. not one of the ground's variants)."""
     from envs.teacher import VIEW
     from envs.tiles import BASE_TILE, GROUND, N_VARIANTS, Atlas
 
@@ -200,7 +194,7 @@ def tile_threshold(resolution: int) -> dict[str, float]:
     for b in BIOMES:
         for tod in TIMES_OF_DAY:
             for w in WEATHERS:
-                tiles = distinct_tiles(Style(b, tod, w), resolution)
+                tiles = atlas_tiles(Style(b, tod, w), resolution)[0]
                 for i in range(len(tiles)):
                     others = np.delete(tiles, i, axis=0)
                     nearest.append(float(cell_match_psnr(tiles[i:i + 1].astype(np.float32), others)[0]))
