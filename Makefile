@@ -39,6 +39,7 @@ train: $(STAMP)
 	test -f data/explore/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy explore --episodes 30 --steps 1000 --seed 1 --out data/explore --overwrite
 	test -f data/revisit/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy revisit --episodes 30 --steps 1000 --seed 2 --out data/revisit --overwrite
 	test -f data/styles/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy explore --episodes 40 --steps 500 --seed 4 --style-switch-prob 0.02 --out data/styles --overwrite
+	test -f data/slips/manifest.json || $(VENV)/bin/echo-infinity record --env teacher --motion tile --policy explore --episodes 150 --steps 200 --seed 7 --slip-prob 0.25 --out data/slips --overwrite
 	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) --out $(TRAIN_OUT) --threads 2 \
 		--tok-steps 3000 --decoder-steps 0 --s1-steps 1200 --s2-steps 550 --self-rollout 0.5 --context-noise-max 0.2 \
 		--ckpt-every 50 $(ARGS)
@@ -49,8 +50,13 @@ train: $(STAMP)
 		--threads 1 --s2-steps 3000 --s2-cpu-minutes 70 --self-rollout 0.5 --context-noise-max 0.2 \
 		--self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
 	$(VENV)/bin/echo-infinity codebook --checkpoint $(TRAIN_OUT)-s3 --data $(TRAIN_DATA) data/styles \
-		--decoder-steps 8000 --out $(TRAIN_OUT)-final
-	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-final/model.safetensors $(TRAIN_OUT)-final/config.json checkpoints/tiny/
+		--model '{"tokenizer": {"decoder": "tile", "decoder_hidden": 1024, "decoder_layers": 3}, "sampler": {"snap_keep": 2.0}}' \
+		--decoder-steps 10000 --out $(TRAIN_OUT)-final
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles data/slips --init-from $(TRAIN_OUT)-final \
+		--out $(TRAIN_OUT)-heads --model '{"dit": {"outcome_heads": "centre"}}' --s2-train heads --s2-lr 1e-3 \
+		--event-weight 10 --threads 1 --s2-steps 3000 --s2-cpu-minutes 25 --self-rollout 0.5 --context-noise-max 0.2 \
+		--self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-heads/model.safetensors $(TRAIN_OUT)-heads/config.json checkpoints/tiny/
 
 bench: $(STAMP)
 	$(VENV)/bin/echo-infinity bench --target teacher --frames 20000 --json runs/bench/teacher_64.json

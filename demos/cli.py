@@ -141,19 +141,33 @@ def _add_codebook(sub) -> None:
     p.add_argument("--decoder-detail-weight", type=float, default=TrainConfig.decoder_detail_weight,
                    help="extra loss weight of high-contrast pixels (sprite edges) in the decoder tune "
                    f"(default {TrainConfig.decoder_detail_weight}; 0: plain MSE)")
+    p.add_argument("--model", type=_json_object, default=None, metavar="JSON",
+                   help="changes to the checkpoint's model config, e.g. '{\"tokenizer\": {\"decoder\": \"tile\"}}' "
+                   "(a new decoder: it starts fresh and needs --decoder-steps; every other weight is carried)")
     p.add_argument("--seed", type=int, default=0, help="frame draw, k-means and decoder seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_run_codebook)
 
 
 def _run_codebook(args) -> int:
+    import torch
+
     from envs.dataset import clip_batches, list_shards
     from world.model import WorldModel
     from world.train import fit_codebook, psnr, tune_decoder
     from world.train_config import TrainConfig
 
-    source = WorldModel.load(args.checkpoint)  # CheckpointError / FileNotFoundError: one line
-    cfg = source.cfg.replace(tokenizer={"codebook_size": args.size}, sampler={"snap": True})  # ValueError: bad size
+    changes = dict(args.model or {})
+    changes["tokenizer"] = {**changes.get("tokenizer", {}), "codebook_size": args.size}
+    changes["sampler"] = {**changes.get("sampler", {}), "snap": True}
+    torch.manual_seed(args.seed)  # a new decoder's initial weights
+    # CheckpointError / FileNotFoundError / ValueError (a bad size or config): one line each
+    model, fresh, _ = WorldModel.warm_start(args.checkpoint, changes)
+    cfg, fresh = model.cfg, [k for k in fresh if k != "tokenizer.codebook"]  # the codebook is fitted below
+    if any(not k.startswith("tokenizer.decoder.") for k in fresh):
+        raise UserError(f"--model changes more than the decoder ({', '.join(fresh[:3])}...): use `train --model`")
+    if fresh and not args.decoder_steps:
+        raise UserError("--model gives a new decoder: it needs --decoder-steps > 0")
     if args.frames * cfg.tokenizer.tokens_per_frame < args.size:
         raise UserError(f"--frames {args.frames} give {args.frames * cfg.tokenizer.tokens_per_frame} tokens, "
                         f"fewer than the {args.size} codes to fit")
@@ -163,9 +177,7 @@ def _run_codebook(args) -> int:
         raise UserError(f"--decoder-steps must be >= 0, got {args.decoder_steps}")
     if args.decoder_lr <= 0 or args.decoder_detail_weight < 0:
         raise UserError("--decoder-lr must be > 0 and --decoder-detail-weight >= 0")
-    model = WorldModel(cfg).eval()
-    weights = {k: v for k, v in source.state_dict().items() if k != "tokenizer.codebook"}
-    model.load_state_dict(weights, strict=False)  # everything but the codebook, fitted below
+    model.eval()
     batches = clip_batches([str(p) for d in args.data for p in list_shards(d)], args.seed)
     fit_codebook(model.tokenizer, batches, args.frames, args.iters, args.seed)
     tok, frames = model.tokenizer, next(batches(1, 256))["frames"][:, 0]

@@ -198,7 +198,7 @@ class GraphBackend:
         x0, reward, done = self.step_latents(state, action, steps)
         B, c = x0.shape[:2]
         frames = pixels_to_uint8(self.decode_float(x0.reshape(B * c, *x0.shape[2:])))  # [B*c, H, W, 3]
-        done = torch.sigmoid(done)
+        reward, done = self.model.outcome(reward, done)
         if c == 1:
             return StepResult(frames, reward[:, 0], done[:, 0])
         return StepResult(frames.view(B, c, *frames.shape[1:]), reward, done)

@@ -42,9 +42,11 @@ class ClipDataset(IterableDataset):
     so only the clips read come off disk), shuffles their clip starts (a
     random phase, then every `stride` frames; plus `switch_clips` more around
     every caption change, each placing the change at a random frame 1..L-1 of
-    its clip, so prompt switches are common, not ~6% of clips) and yields them. Episodes shorter
-    than `clip_len` steps give no clips. `epochs=None` repeats forever;
-    `set_epoch(e)` picks the epoch an iteration starts at.
+    its clip, so prompt switches are common, not ~6% of clips) and yields them. Clips may end
+    on an episode's last frame (its end and last reward are that frame's targets; the step
+    out of it, which does not exist, reads NOOP), and an episode that ended by termination
+    always gives the clip ending there; episodes of fewer than `clip_len` frames give no
+    clips. `epochs=None` repeats forever; `set_epoch(e)` picks the epoch an iteration starts at.
     """
 
     def __init__(self, root: str | os.PathLike | Sequence[str | os.PathLike], clip_len: int,
@@ -96,11 +98,15 @@ class ClipDataset(IterableDataset):
             epoch += 1
 
     def _starts(self, ep: Episode, rng) -> list[int]:
-        last = ep.length - self.clip_len                 # clip needs actions for all L frames
+        # T steps give T + 1 frames; a clip may end on the last one, the frame an episode's end
+        # (terminated) and its last reward belong to (frame j's targets are step j - 1's)
+        last = ep.length + 1 - self.clip_len
         if last < 0:
             return []
         phase = int(rng.integers(min(self.stride, last + 1))) if self.shuffle else 0
         starts = list(range(phase, last + 1, self.stride))
+        if ep.length and ep.terminated[-1] and starts[-1] != last:
+            starts.append(last)  # an episode's end, the done head's only positive, is always drawn
         if self.switch_clips and self.clip_len > 1:
             changes = np.flatnonzero(np.diff(ep.caption_ids[:ep.length])) + 1  # first frame of a new caption
             for c in changes:
@@ -111,14 +117,19 @@ class ClipDataset(IterableDataset):
     def _clip(self, ep: Episode, s: int) -> dict:
         e = s + self.clip_len
         frames = torch.from_numpy(ep.frames[s:e].copy())  # [L, R, R, 3]
+
+        def steps(x: np.ndarray) -> torch.Tensor:  # [L]: no step leaves the last frame: 0 (NOOP)
+            x = x[s:e]
+            return torch.from_numpy(np.concatenate([x, np.zeros(self.clip_len - len(x), x.dtype)]))
+
         if self.normalize:
             frames = frames.float().div_(127.5).sub_(1.0)
         return {
             "frames": frames,
-            "actions": torch.from_numpy(ep.actions[s:e].copy()),
-            "rewards": torch.from_numpy(ep.rewards[s:e].copy()),
-            "terminated": torch.from_numpy(ep.terminated[s:e].copy()),
-            "truncated": torch.from_numpy(ep.truncated[s:e].copy()),
+            "actions": steps(ep.actions),
+            "rewards": steps(ep.rewards),
+            "terminated": steps(ep.terminated),
+            "truncated": steps(ep.truncated),
             "positions": torch.from_numpy(ep.positions[s:e].copy()),
             "captions": [str(c) for c in ep.caption_table[ep.caption_ids[s:e]]],
             "episode": ep.path,
@@ -128,20 +139,24 @@ class ClipDataset(IterableDataset):
     def num_clips(self) -> int:
         """Clips per epoch over all shards (an upper bound when shuffling: the random phase
         of the clip starts can drop one per episode). Reads manifest.json when it lists every shard."""
-        lengths = _lengths_from_manifest(self.shards)
-        if lengths is None:
-            lengths = [load_episode(p).length for p in self.shards]
-        return sum(max(0, math.ceil((t - self.clip_len + 1) / self.stride)) for t in lengths
-                   if t >= self.clip_len)
+        episodes = _episodes_from_manifest(self.shards)
+        if episodes is None:
+            episodes = [(ep.length, bool(ep.length and ep.terminated[-1])) for ep in map(load_episode, self.shards)]
+        L, n = self.clip_len, 0
+        for t, ended in episodes:  # t steps, t + 1 frames
+            if t + 1 >= L:
+                n += math.ceil((t + 2 - L) / self.stride) + int(ended and (t + 1 - L) % self.stride != 0)
+        return n
 
 
-def _lengths_from_manifest(shards: Sequence[str]) -> list[int] | None:
+def _episodes_from_manifest(shards: Sequence[str]) -> list[tuple[int, bool]] | None:
+    """(steps, ended by termination) of every shard, from the manifests; None if one lacks it."""
     roots = {str(Path(p).parent) for p in shards}
-    known: dict[str, int] = {}
+    known: dict[str, tuple[int, bool]] = {}
     for root in roots:
         try:
             for item in read_manifest(root)["episodes"]:
-                known[str(Path(root) / item["file"])] = int(item["length"])
+                known[str(Path(root) / item["file"])] = (int(item["length"]), bool(item["terminated"]))
         except (ShardError, KeyError, TypeError):
             return None
     if not all(p in known for p in shards):

@@ -114,7 +114,8 @@ def make_env(env: str, resolution: int = 64, max_episode_steps: int | None = Non
 
 def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir,
                     resolution: int = 64, seed: int = 0, progress: bool = True,
-                    style_switch_prob: float = 0.002, overwrite: bool = False, motion: str = "smooth") -> dict:
+                    style_switch_prob: float = 0.002, overwrite: bool = False, motion: str = "smooth",
+                    slip_prob: float | None = None) -> dict:
     """Record `episodes` episodes of at most `steps` steps into `out_dir`; returns stats.
 
     `env_id` is "teacher" or a Gymnasium id. Episode i resets with a seed drawn
@@ -123,7 +124,9 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
     dataset is reproducible from (env, policy, seed). An episode that terminates early is
     kept with its shorter length. `style_switch_prob` (teacher only) is the
     chance per frame of a switch to a random style; `motion` is the teacher's
-    motion mode ("smooth" or "tile", saved in the manifest). An `out_dir` that already
+    motion mode ("smooth" or "tile", saved in the manifest). `slip_prob` (explore and revisit):
+    the chance that the policy walks into a hazard it would step around (None: the policy's
+    own 1%); the done head learns hazard ends from such episodes. An `out_dir` that already
     holds shards is refused unless `overwrite` (which deletes them first).
     """
     from tqdm import tqdm
@@ -134,6 +137,10 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
         raise RecordError(f"--episodes and --steps must be >= 1, got {episodes} and {steps}")
     if not 0.0 <= style_switch_prob <= 1.0:
         raise RecordError(f"--style-switch-prob must be in [0, 1], got {style_switch_prob}")
+    if slip_prob is not None and not (0.0 <= slip_prob <= 1.0 and policy in ("explore", "revisit")):
+        raise RecordError(f"--slip-prob needs the explore or revisit policy and a value in [0, 1], "
+                          f"got {slip_prob} with {policy!r}")
+    kwargs = {} if slip_prob is None else {"slip_prob": slip_prob}
     teacher = ENV_ALIASES.get(env_id, env_id) == TEACHER_ID
     from envs.teacher import MOTIONS
     if motion not in MOTIONS:
@@ -143,7 +150,7 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
     try:
         meanings = action_meanings(env)
         try:
-            make_policy(policy, env, np.random.default_rng(0))   # bad policy/env pairs fail before any write
+            make_policy(policy, env, np.random.default_rng(0), **kwargs)   # bad policy/env pairs fail before any write
         except ValueError as err:
             raise RecordError(str(err)) from None
         out = _prepare_out_dir(Path(out_dir), overwrite)
@@ -154,14 +161,14 @@ def record_episodes(env_id: str, policy: str, episodes: int, steps: int, out_dir
                  "revisits": 0, "style_switches": 0}
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "env_id": full_id, "policy": policy,
                     "resolution": resolution, "motion": motion, "seed": seed, "action_meanings": meanings,
-                    "style_switch_prob": style_switch_prob, "episodes": []}
+                    "style_switch_prob": style_switch_prob, "slip_prob": slip_prob, "episodes": []}
         t0 = time.perf_counter()
         bar = tqdm(total=episodes * steps, unit="frame", desc=f"record {env_id}/{policy}",
                    disable=not progress, file=sys.stderr)
         for i, child in enumerate(children):
             env_seed = int(child.generate_state(1)[0])
             rng = np.random.default_rng(child)
-            pol = make_policy(policy, env, rng)
+            pol = make_policy(policy, env, rng, **kwargs)
             switcher = StyleSwitcher(env, rng, style_switch_prob if teacher else 0.0)
             ep = _run_episode(env, pol, switcher, to_frame, frames, env_seed, steps, bar)
             meta = {"env_id": full_id, "policy": policy, "resolution": resolution, "seed": seed,
@@ -267,6 +274,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--style-switch-prob", type=float, default=0.002,
                         help="teacher only: chance per frame of switching to a random style "
                              "mid-episode (default 0.002, about 2 per 1000 frames)")
+    parser.add_argument("--slip-prob", type=float, default=None,
+                        help="explore / revisit: chance of walking into a hazard the policy would step "
+                             "around (default: the policy's own 0.01); more hazard ends to learn from")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a recording already in --out (its shards and manifest are deleted)")
     parser.add_argument("--json", default=None, help="also write the stats as JSON to this file")
@@ -281,7 +291,7 @@ def main(args: argparse.Namespace) -> int:
         stats = record_episodes(args.env, args.policy, args.episodes, args.steps, args.out,
                                 resolution=args.resolution, seed=args.seed,
                                 progress=not args.no_progress, style_switch_prob=args.style_switch_prob,
-                                overwrite=args.overwrite, motion=args.motion)
+                                overwrite=args.overwrite, motion=args.motion, slip_prob=args.slip_prob)
     except (RecordError, ShardError) as err:
         print(f"echo-infinity record: error: {err}", file=sys.stderr)
         return 2

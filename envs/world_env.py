@@ -14,7 +14,9 @@ Spaces: observation `Box(0, 255, (R, R, 3), uint8)` (R = the checkpoint's frame
 size, 64 for tiny), action `Discrete(6)` with the teacher's meanings
 (`get_action_meanings()`: NOOP, UP, DOWN, LEFT, RIGHT, USE).
 
-Dynamics, all from the model: `reward` is the reward head's value;
+Dynamics, all from the model: `reward` is what the model's reward head pays
+(`WorldModel.outcome`: 1 where its pickup classifier passes 0.5 with
+`dit.outcome_heads = "centre"`, the regressed value with the older pooled heads);
 `terminated` is True when the done head's probability exceeds `done_threshold`
 (0.5 by default; the probability is in `info["done_prob"]`); `truncated` comes
 from `max_episode_steps` (1000 for the registered id, as for Teacher-v0; the

@@ -49,9 +49,37 @@ def test_snap_picks_the_nearest_code():
     assert torch.equal(codebook.snap(codes, codes), codes)  # codes are fixed points
 
 
-def with_codebook(snap=True, size=32, hold=0):
+def test_keep_neighbours_prefers_a_nearly_as_close_code_the_neighbourhood_showed():
+    # a 3x3 grid of 1-d tokens: code 0 everywhere but a tree (code 2) left of the centre
+    prev = torch.zeros(1, 9, 1)
+    prev[0, 3] = 2.0
+    x = torch.zeros(1, 9, 1)
+    x[0, 4] = 1.4  # the centre drawn between the tree (2) and another code (1), which is nearer
+    snapped = torch.zeros(1, 9, 1)
+    snapped[0, 4] = 1.0
+    keep = lambda m: codebook.keep_neighbours(x, snapped, prev, 3, m)[0, :, 0].tolist()
+    assert keep(0.0) == snapped[0, :, 0].tolist()  # (2 - 1.4)^2 = 0.36 > 0.16
+    assert keep(2.0) == [0.0] * 4 + [2.0] + [0.0] * 4  # 0.36 <= 3 x 0.16: the tree stays, the rest as they were
+    # the grid's edge has no neighbours beyond it (not zero tokens)
+    trees, x0, ground = torch.full((1, 9, 1), 2.0), torch.full((1, 9, 1), 0.3), torch.zeros(1, 9, 1)
+    assert codebook.keep_neighbours(x0, ground, trees, 3, 40.0)[0, 0, 0] == 2.0
+
+
+def test_snap_keep_keeps_the_world_in_its_codes():
+    model = with_codebook(keep=2.0)
+    codes = model.tokenizer.codebook
+    for backend in (model, EagerGraphBackend(model)):
+        state = model.init_state(1, seed=5)
+        for a in (1, 4, 0):
+            assert in_codebook(backend.step_latents(state, torch.tensor([a]))[0], codes)
+    with pytest.raises(ValueError, match="snap_keep"):
+        with_codebook(keep=-1.0)
+
+
+def with_codebook(snap=True, size=32, hold=0, keep=0.0):
     model = micro(dit={"prev_frame": True, "prediction": "x0"})
-    cfg = model.cfg.replace(tokenizer={"codebook_size": size}, sampler={"snap": snap, "snap_hold": hold})
+    cfg = model.cfg.replace(tokenizer={"codebook_size": size}, sampler={"snap": snap, "snap_hold": hold,
+                                                                       "snap_keep": keep})
     return WorldModel(cfg).eval().randomize_(seed=1)
 
 
@@ -181,13 +209,16 @@ def test_detail_weight_counts_errors_on_edges_more():
     assert loss["edge"][1] > loss["edge"][0] and loss["flat"][1] < loss["flat"][0]
 
 
-def test_onnxruntime_snaps_like_torch(tmp_path):
+@pytest.mark.parametrize("decoder", ["conv", "tile"])
+def test_onnxruntime_snaps_and_draws_like_torch(tmp_path, decoder):
     from engines.backend import TorchBackend
     from engines.registry import make_backend
 
     from .test_engines import assert_close, run_parity
 
     model = with_codebook()
+    if decoder == "tile":
+        model = WorldModel(model.cfg.replace(tokenizer={"decoder": "tile", "decoder_hidden": 16})).eval().randomize_(seed=1)
     ort = make_backend("onnxruntime", model, 1, cache_dir=tmp_path / "onnx", warn=pytest.fail)
     worst, state = run_parity(model, TorchBackend(model), ort, frames=10)
     assert_close(worst)
@@ -220,3 +251,12 @@ def test_cli_fits_a_codebook_for_a_trained_checkpoint(tmp_path, ckpt, capsys):
     assert cli.main(["codebook", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path / "data"),
                      "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err
+    # a new decoder on the frozen encoder: the tile decoder starts fresh, trained by the tune
+    tile, new_decoder = tmp_path / "tile", ["--model", '{"tokenizer": {"decoder": "tile"}}']
+    assert cli.main([*argv[:5], "--out", str(tile), *argv[7:], *new_decoder]) == 0
+    model = WorldModel.load(tile)
+    assert model.cfg.tokenizer.decoder == "tile" and torch.equal(model.dit.out.weight, source.dit.out.weight)
+    assert model.tokenizer.decode(model.tokenizer.encode(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))).shape == (1, 64, 64, 3)
+    assert cli.main([*argv, *new_decoder, "--decoder-steps", "0"]) == 2
+    assert cli.main([*argv, "--model", '{"dit": {"prev_shift": true}}']) == 2
+    assert "--decoder-steps" in capsys.readouterr().err

@@ -56,6 +56,24 @@ def test_normalize_gives_floats_in_minus_one_one(data):
     assert -1.0 <= it["frames"].min() and it["frames"].max() <= 1.0
 
 
+def test_clips_reach_the_last_frame_where_an_episode_ends(tmp_path):
+    from world.train import shift_actions
+
+    record_episodes("teacher", "explore", episodes=4, steps=60, out_dir=tmp_path, seed=4, progress=False,
+                    motion="tile", slip_prob=1.0)  # 3 of the 4 end on a hazard
+    ended = [ep for ep in map(load_episode, sorted(tmp_path.glob("*.npz"))) if ep.terminated.any()]
+    assert ended
+    for stride in (1, 3, 7):
+        ds = ClipDataset(tmp_path, clip_len=L, stride=stride, shuffle=False)
+        items = list(ds)
+        assert len(items) == ds.num_clips()
+    last = [it for it in items if it["episode"] == ended[0].path and it["start"] == ended[0].length + 1 - L]
+    assert len(last) == 1  # off the stride's grid, the end is still drawn
+    np.testing.assert_array_equal(last[0]["frames"][-1].numpy(), ended[0].frames[-1])
+    _, _, done_in = shift_actions(collate_clips(last), "cpu")
+    assert done_in[0].tolist() == [0.0] * (L - 1) + [1.0]  # the end is the last frame's target
+
+
 def test_too_short_episodes_give_no_clips(data):
     assert list(ClipDataset(data, clip_len=1000)) == []
 

@@ -162,11 +162,22 @@ gym.register("EchoTest/NoImage-v0", entry_point=_VectorEnv)
     ("teacher", {"policy": "wander"}, "unknown policy 'wander'; valid policies"),
     ("CartPole-v1", {"policy": "revisit"}, "revisit policy needs move actions"),
     ("teacher", {"style_switch_prob": 2.0}, r"style-switch-prob must be in \[0, 1\]"),
+    ("teacher", {"slip_prob": 0.5}, "slip-prob needs the explore or revisit policy"),
+    ("teacher", {"policy": "explore", "slip_prob": -0.1}, "slip-prob needs"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, env_id, kw, message):
     kw = {"policy": "random", **kw}
     with pytest.raises(RecordError, match=message):
         record_episodes(env_id, kw.pop("policy"), 1, 5, tmp_path, progress=False, **kw)
+
+
+def test_hazard_slips_end_more_episodes(tmp_path):
+    def ended(slip, out):
+        return record_episodes("teacher", "explore", 6, 150, out, seed=3, progress=False, motion="tile",
+                               slip_prob=slip)["terminated"]
+
+    assert ended(0.5, tmp_path / "slips") > ended(0.0, tmp_path / "none") == 0
+    assert json.loads((tmp_path / "slips" / "manifest.json").read_text())["slip_prob"] == 0.5
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):

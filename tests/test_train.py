@@ -108,6 +108,23 @@ def test_init_from_with_model_overrides_warm_starts_a_changed_architecture(tmp_p
         WorldModel.warm_start(tmp_path / "nowhere", {"dit": {"prev_shift": True}})
 
 
+def test_new_outcome_heads_train_alone_on_a_frozen_world(tmp_path, dataset):
+    base = Trainer(small_config(tmp_path / "base", s2_steps=0), batches_for(dataset), progress=False).run()
+    before = WorldModel.load(base).state_dict()
+    cfg = small_config(tmp_path / "heads", init_from=str(base), s2_steps=2, s2_train="heads",
+                       model={"dit": {"outcome_heads": "centre"}})
+    out = Trainer(cfg, batches_for(dataset), progress=False).run()
+    model = WorldModel.load(out)
+    after = model.state_dict()
+    heads = ("dit.reward_head.", "dit.done_head.")
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith(heads))  # the world as it was
+    fresh = next(r for r in rows(out) if r.get("event") == "warm_start")["fresh"]
+    assert fresh and all(k.startswith(heads) for k in fresh)
+    assert all(k.startswith(heads) and k in fresh for k in after if k not in before)
+    with pytest.raises(ValueError, match="s2_train"):
+        small_config(tmp_path / "bad", s2_train="dit").validate()
+
+
 def test_mix_lr_mult_moves_the_copy_paths_mix_logits_faster(tmp_path, dataset):
     def mix_change(mult, out):
         torch.manual_seed(0)
@@ -225,6 +242,11 @@ def test_head_losses_weigh_pickups_and_ends():
     assert end == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(done, done_in)))
     rew10, end10 = head_losses(reward, done, reward_in, done_in, event_weight=10.0)
     assert rew10 == pytest.approx(2.5) and end10 == pytest.approx(end * 13 / 4)  # the missed events cost 10x
+    # classifier heads: the reward is a pickup logit, scored by cross-entropy, pickups weighted
+    rew_c, _ = head_losses(reward, done, reward_in, done_in, classify=True)
+    assert rew_c == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(reward, reward_in)))
+    rew_c10, _ = head_losses(reward, done, reward_in, done_in, event_weight=10.0, classify=True)
+    assert rew_c10 == pytest.approx(rew_c * 13 / 4)
 
 
 def test_shift_loss_weighs_blocked_moves():

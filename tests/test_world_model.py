@@ -245,6 +245,25 @@ def test_step_outputs():
     assert ((done >= 0) & (done <= 1)).all()
 
 
+def test_centre_heads_read_the_players_tile_and_pay_whole_pickups():
+    model = micro(dit={"outcome_heads": "centre"})
+    N, D = model.cfg.tokenizer.tokens_per_frame, model.cfg.dit.dim
+    g = model.cfg.tokenizer.grid_size
+    hidden = torch.zeros(1, 1, N, D)
+    vec = torch.randn(D)
+    at_centre, in_corner = hidden.clone(), hidden.clone()
+    at_centre[0, 0, (g // 2) * g + g // 2], in_corner[0, 0, 0] = vec, vec  # the same mean, another place
+    r_c, d_c = model.dit.heads(at_centre)
+    r_k, d_k = model.dit.heads(in_corner)
+    assert not torch.allclose(r_c, r_k) and not torch.allclose(d_c, d_k)
+    reward, done = model.outcome(torch.tensor([-0.3, 0.2]), torch.tensor([0.0, 0.0]))
+    assert reward.tolist() == [0.0, 1.0] and done.tolist() == [0.5, 0.5]
+    out = model.step(model.init_state(2), torch.tensor([0, 7]))
+    assert set(out.reward.tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="outcome_heads"):
+        micro(dit={"outcome_heads": "player"})
+
+
 def test_first_frame_and_prompt_change():
     model = micro(prompt_mode="cross_attention")
     first = torch.randint(0, 256, (1, 16, 16, 3), dtype=torch.uint8)

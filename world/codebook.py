@@ -19,6 +19,7 @@ the tokenizer ceiling with and without it).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 CHUNK = 8_192  # tokens per distance block in `fit`: [CHUNK, K] floats stay ~128 MB at K = 4096
 SEED_SAMPLE = 65_536  # tokens the k-means++ seeding draws from (it is sequential in the codes)
@@ -35,6 +36,25 @@ def nearest(tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 def snap(tokens: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """tokens [..., C] -> the same shape, every token replaced by its nearest code."""
     return codes[nearest(tokens, codes)]
+
+
+def keep_neighbours(x: torch.Tensor, snapped: torch.Tensor, prev: torch.Tensor, grid: int,
+                    margin: float) -> torch.Tensor:
+    """The snap with hysteresis. x [B, N, C] a sampled frame, snapped [B, N, C] its nearest
+    codes, prev [B, N, C] the previous frame's codes (row-major grid x grid tokens) ->
+    [B, N, C]: each token takes the closest of its 3x3 neighbours' previous codes when that one
+    is within (1 + margin) x its squared distance to its nearest code, else its nearest code.
+    One-token moves of the camera bring a neighbour's tile into place, so a token the model
+    drew halfway between that tile and another keeps the tile the world already showed."""
+    B, N, C = x.shape
+    nb = F.unfold(prev.transpose(1, 2).reshape(B, C, grid, grid), 3, padding=1)  # [B, C * 9, N]
+    nb = nb.view(B, C, 9, N).permute(0, 3, 2, 1)  # [B, N, 9, C]
+    inside = F.unfold(x.new_ones(1, 1, grid, grid), 3, padding=1).view(1, 9, N).transpose(1, 2) > 0  # [1, N, 9]
+    d_nb = (x[:, :, None] - nb).pow(2).sum(-1).masked_fill(~inside, float("inf"))  # [B, N, 9]
+    d_min, j = d_nb.min(-1)  # [B, N]
+    kept = nb.gather(2, j[:, :, None, None].expand(-1, -1, 1, C))[:, :, 0]  # [B, N, C]
+    near = d_min <= (1.0 + margin) * (x - snapped).pow(2).sum(-1)  # [B, N]
+    return torch.where(near[..., None], kept, snapped)
 
 
 @torch.no_grad()

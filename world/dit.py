@@ -121,9 +121,18 @@ class DiT(nn.Module):
         for m in (self.ada_out, self.out):  # zero-init final layer (DiT)
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
-        self.reward_head = nn.Linear(D, 1)
-        self.done_head = nn.Linear(D, 1)
         self.grid = tk.grid_size
+        self.centre: list[int] = []  # token indices the heads read beside the mean
+        if d.outcome_heads == "centre":
+            c = self.grid // 2  # the player's tile (tile motion) or the 2x2 it straddles (smooth)
+            self.centre = [(c + dy) * self.grid + c + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+        def head() -> nn.Module:
+            if not self.centre:
+                return nn.Linear(D, 1)
+            return nn.Sequential(nn.Linear(D * (1 + len(self.centre)), D), nn.SiLU(), nn.Linear(D, 1))
+
+        self.reward_head, self.done_head = head(), head()
         self.prev = None
         self.copy_clean = d.prev_copy_clean
         if d.prev_frame:
@@ -181,9 +190,12 @@ class DiT(nn.Module):
         return (out, h, copy, shift_logits) if with_copy else (out, h)
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden [B, F, N, D] -> reward [B, F], done logit [B, F] (mean over tokens)."""
-        pooled = hidden.mean(dim=2)
-        return self.reward_head(pooled)[..., 0], self.done_head(pooled)[..., 0]
+        """hidden [B, F, N, D] -> reward [B, F] (a value, or with dit.outcome_heads 'centre' a
+        pickup logit), done logit [B, F]."""
+        read = hidden.mean(dim=2)  # [B, F, D]
+        if self.centre:
+            read = torch.cat([read, hidden[:, :, self.centre].flatten(2)], -1)  # [B, F, 10 D]
+        return self.reward_head(read)[..., 0], self.done_head(read)[..., 0]
 
 
 class ParallelContext:

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import sampler
+from . import codebook, sampler
 from .cache import KVCache
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_tensors, read_config, read_safetensors
 from .config import ModelConfig
@@ -437,7 +437,9 @@ class WorldModel(nn.Module):
 
     def snap(self, x0: torch.Tensor, state: WorldState) -> torch.Tensor:
         """A sampled chunk [B, c, N, C] as the world keeps it: every token snapped onto the
-        tokenizer's codebook with `sampler.snap` (world/codebook.py), else as it is.
+        tokenizer's codebook with `sampler.snap` (world/codebook.py), else as it is; with
+        `sampler.snap_keep`, onto a code its neighbourhood showed the frame before where that
+        is nearly as close (codebook.keep_neighbours).
 
         A world whose prompt changed fewer than `sampler.snap_hold` frames ago is kept
         unsnapped: the snap would pull each frame's small step towards the new prompt back onto
@@ -446,6 +448,12 @@ class WorldModel(nn.Module):
         if not s.snap:
             return x0
         snapped = self.tokenizer.snap(x0)
+        if s.snap_keep:  # frame by frame: each keeps codes of the one before (the state's, then its own)
+            prev, grid, kept = self.tokenizer.snap(state.prev_clean), self.cfg.tokenizer.grid_size, []
+            for i in range(x0.shape[1]):
+                prev = codebook.keep_neighbours(x0[:, i], snapped[:, i], prev, grid, s.snap_keep)
+                kept.append(prev)
+            snapped = torch.stack(kept, 1)
         if not s.snap_hold:
             return snapped
         held = state.frame - state.prompt_frame < s.snap_hold  # [B]
@@ -499,13 +507,21 @@ class WorldModel(nn.Module):
             state.updates_since_detach = 0
         state.updates_since_detach += 1
 
+    def outcome(self, reward: torch.Tensor, done_logit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads' raw outputs (any matching shapes) -> (reward paid, done probability).
+        Classifier heads (dit.outcome_heads 'centre') pay 1 where the pickup is more likely than
+        not, else 0; pooled heads pay their regressed value."""
+        if self.cfg.dit.outcome_heads == "centre":
+            reward = (reward > 0).to(reward.dtype)
+        return reward, torch.sigmoid(done_logit)
+
     @torch.no_grad()
     def step(self, state: WorldState, action, steps: int | None = None) -> StepResult:
         """Play one chunk: action int64 [B] -> StepResult(frame uint8 [B, H, W, 3], reward [B], done_prob [B])."""
         x0, reward, done = self.step_latents(state, action, steps)
         B, c = x0.shape[:2]
         frames = self.tokenizer.decode(x0.reshape(B * c, *x0.shape[2:]))  # [B*c, H, W, 3]
-        done = torch.sigmoid(done)
+        reward, done = self.outcome(reward, done)
         if c == 1:
             return StepResult(frames, reward[:, 0], done[:, 0])
         return StepResult(frames.view(B, c, *frames.shape[1:]), reward, done)

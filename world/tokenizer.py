@@ -18,6 +18,28 @@ from . import codebook
 from .config import TokenizerConfig
 
 
+def conv_decoder(cfg: TokenizerConfig) -> nn.Sequential:
+    """latent map [B, latent_channels, h, w] -> pixels [B, 3, H, W]: the encoder's stages in reverse."""
+    ch = list(cfg.channels)
+    dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1), nn.SiLU()]
+    rev = ch[::-1]
+    for c_in, c_out in zip(rev, rev[1:] + rev[-1:]):
+        dec += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
+    return nn.Sequential(*dec, nn.Conv2d(ch[0], 3, 3, padding=1))
+
+
+def tile_decoder(cfg: TokenizerConfig) -> nn.Sequential:
+    """latent map [B, latent_channels, h, w] -> pixels [B, 3, H, W], each token's cell drawn by
+    an MLP over its 3x3 token neighbourhood. The first layer is that neighbourhood as one conv
+    (kernel 3 patches, stride 1 patch: [B, hidden, g, g]); 1x1 convs are the MLP; the last
+    one's 3 x cell x cell outputs are laid out as the cell's pixels (PixelShuffle)."""
+    p, h, cell = cfg.patch_size, cfg.decoder_hidden, cfg.image_size // cfg.grid_size
+    dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, h, 3 * p, stride=p, padding=p), nn.SiLU()]
+    for _ in range(cfg.decoder_layers - 1):
+        dec += [nn.Conv2d(h, h, 1), nn.SiLU()]
+    return nn.Sequential(*dec, nn.Conv2d(h, 3 * cell * cell, 1), nn.PixelShuffle(cell))
+
+
 class FrameTokenizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -28,12 +50,7 @@ class FrameTokenizer(nn.Module):
             enc += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
         enc += [nn.Conv2d(ch[-1], cfg.latent_channels, 1)]
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[-1], 3, padding=1), nn.SiLU()]
-        rev = ch[::-1]
-        for c_in, c_out in zip(rev, rev[1:] + rev[-1:]):
-            dec += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
-        dec += [nn.Conv2d(ch[0], 3, 3, padding=1)]
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = tile_decoder(cfg) if cfg.decoder == "tile" else conv_decoder(cfg)
         if cfg.codebook_size:  # fitted after tokenizer training (world.train), saved with the weights
             self.register_buffer("codebook", torch.zeros(cfg.codebook_size, cfg.token_dim))  # [K, C]
 
@@ -55,7 +72,7 @@ class FrameTokenizer(nn.Module):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] -> tokens [B, N, token_dim]."""
         self.check_frames(frames)
-        x = frames.to(self.decoder[0].weight.dtype).permute(0, 3, 1, 2) / 127.5 - 1.0  # [B, 3, H, W]
+        x = frames.to(self.encoder[0].weight.dtype).permute(0, 3, 1, 2) / 127.5 - 1.0  # [B, 3, H, W]
         return self.patchify(self.encoder(x))
 
     def decode_float(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,7 @@ class Stage1Loss(nn.Module):
     def __init__(self, model: WorldModel, cfg: TrainConfig):
         super().__init__()
         self.model, self.cfg = model, cfg
+        self.classify = model.cfg.dit.outcome_heads == "centre"
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen,
                 shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -108,7 +109,7 @@ class Stage1Loss(nn.Module):
             sampler.add_noise(x0, eps, t), t, action_in, x_ctx, 0.0 if t_ctx is None else t_ctx, prompts,
             with_copy=True, x_clean=x0, shift=shift)
         flow = F.mse_loss(pred, sampler.target(self.model.cfg.dit.prediction, x0, eps))
-        rew, end = head_losses(reward, done, reward_in, done_in, cfg.event_weight)
+        rew, end = head_losses(reward, done, reward_in, done_in, cfg.event_weight, self.classify)
         loss = flow + self.cfg.reward_weight * rew + self.cfg.done_weight * end
         out = {"flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
         if copy is not None and cfg.copy_loss_weight > 0:
@@ -127,13 +128,17 @@ class Stage1Loss(nn.Module):
 
 
 def head_losses(reward: torch.Tensor, done: torch.Tensor, reward_in: torch.Tensor, done_in: torch.Tensor,
-                event_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reward head (squared error) and done head (cross-entropy) against the recorded reward and
-    episode end, any matching shapes. Frames with a reward > 0.5 or an end weigh `event_weight`:
-    gem pickups are ~0.6% of recorded frames and hazard ends fewer, and unweighted both heads
-    learned to never fire (issue 17's heads eval)."""
-    w = torch.where(reward_in > 0.5, event_weight, 1.0)
-    rew = (w * (reward - reward_in).pow(2)).mean()
+                event_weight: float = 1.0, classify: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reward head and done head (cross-entropy) against the recorded reward and episode end,
+    any matching shapes. The reward head regresses the reward (squared error) or, `classify`
+    (dit.outcome_heads 'centre'), is a pickup logit against reward > 0.5 (cross-entropy).
+    Frames with a pickup or an end weigh `event_weight`: gem pickups are ~0.6% of recorded
+    frames and hazard ends fewer (issue 17's heads eval)."""
+    pickup = (reward_in > 0.5).to(reward.dtype)
+    if classify:
+        rew = F.binary_cross_entropy_with_logits(reward, pickup, pos_weight=reward.new_tensor(event_weight))
+    else:
+        rew = ((1 + (event_weight - 1) * pickup) * (reward - reward_in).pow(2)).mean()
     end = F.binary_cross_entropy_with_logits(done, done_in, pos_weight=done.new_tensor(event_weight))
     return rew, end
 
@@ -218,6 +223,7 @@ class Stage2Loss(nn.Module):
     def __init__(self, model: WorldModel, cfg: TrainConfig):
         super().__init__()
         self.model, self.cfg = model, cfg
+        self.classify = model.cfg.dit.outcome_heads == "centre"
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen,
                 switches: dict[int, list] | None = None, shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -262,7 +268,8 @@ class Stage2Loss(nn.Module):
             t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
             noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
             reward, done = model.commit(state, ctx, noised, a, level=t_c[:, 0], clean=context)
-            rew, end = head_losses(reward[:, 0], done[:, 0], reward_in[:, j], done_in[:, j], cfg.event_weight)
+            rew, end = head_losses(reward[:, 0], done[:, 0], reward_in[:, j], done_in[:, j], cfg.event_weight,
+                                   self.classify)
             rew_sum, end_sum = rew_sum + rew, end_sum + end
             # Gradients reach the past through memory updates only (truncated BPTT in the
             # model); the cache keeps values, not graphs.
@@ -557,6 +564,11 @@ class Trainer:
     def stage_dit(self, stage: str, meta: dict | None) -> None:
         cfg, model = self.cfg, self.model
         params = [p for n, p in model.named_parameters() if not n.startswith("tokenizer.")]
+        if stage == "stage2" and cfg.s2_train == "heads":  # the rest frozen: no graph through it
+            heads = ("dit.reward_head.", "dit.done_head.")
+            for n, p in model.named_parameters():
+                p.requires_grad_(n.startswith(heads))
+            params = [p for p in params if p.requires_grad]
         m = model.cfg.memory
         if stage == "stage1":
             clip = model.policy.sink_frames + model.policy.ring_frames + m.chunk_frames  # fits the window

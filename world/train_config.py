@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 STAGES = ("tokenizer", "stage1", "stage2")
 STAGE_PREFIX = {"tokenizer": "tok", "stage1": "s1", "stage2": "s2"}  # field prefix of each stage
 PRECISIONS = ("auto", "fp32", "bf16")  # world.precision
+S2_TRAIN = ("all", "heads")
 
 
 @dataclass
@@ -74,6 +75,10 @@ class TrainConfig:
     mid-clip being a `set_prompt` with the window re-cached, as at play time, and draws this
     many extra clips around every caption change in the recordings (a change falls in ~6% of
     32-frame clips otherwise). 0: each clip keeps its last frame's caption throughout."""
+    s2_train: str = "all"
+    """Stage 2 trains 'all' the DiT's weights, or only the reward and done 'heads' with the
+    rest frozen: the world drawn stays bit for bit the same, and a step costs the forward
+    pass (issue 17: new heads on a finished world model, `--model` + `--init-from`)."""
     s2_rare_power: float = 0.0
     """Stage 2: weigh each token's loss by p^-power, p the share of the batch's tokens on its
     nearest codebook code (world.train.rarity_weights; models with a codebook). Bare ground
@@ -124,7 +129,9 @@ class TrainConfig:
     done_weight: float = 0.1
     event_weight: float = 1.0
     """Loss weight of the frames with a gem pickup (reward head) or a hazard end (done head)
-    against the others' 1 (world.train.head_losses). At 1 both heads learned to never fire."""
+    against the others' 1 (world.train.head_losses). Raising it only lifted the pooled reward
+    head everywhere (issue 17); classifier heads (dit.outcome_heads 'centre') fire above
+    probability 0.5, so a weight W moves that line to a true probability of ~1 / (1 + W)."""
     grad_clip: float = 1.0
     precision: str = "fp32"
     """Training arithmetic: 'bf16' autocast (weights, optimizer and losses stay fp32), 'fp32',
@@ -148,6 +155,8 @@ class TrainConfig:
         for name in ("caption_dropout", "self_rollout", "context_noise_max", "s1_clean_share", "decoder_snap_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"train config {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.s2_train not in S2_TRAIN:
+            raise ValueError(f"train config s2_train must be one of {S2_TRAIN}, got {self.s2_train!r}")
         if self.s2_free_frames > self.s2_clip:
             raise ValueError(f"train config s2_free_frames ({self.s2_free_frames}) must be <= s2_clip ({self.s2_clip})")
         if self.precision not in PRECISIONS:

@@ -170,5 +170,6 @@ def teacher_forced(model, true: np.ndarray, prompts: list, actions: np.ndarray, 
         x0 = model.sample(state, ctx, a, steps)
         out[:, t] = model.tokenizer.decode(x0[:, 0]).cpu().numpy()
         r, d = model.commit(state, ctx, model.tokenizer.encode(torch.from_numpy(true[:, t + 1]))[:, None], a)
-        reward[:, t], done[:, t] = r[:, 0].cpu().numpy(), torch.sigmoid(d[:, 0]).cpu().numpy()
+        r, d = model.outcome(r[:, 0], d[:, 0])
+        reward[:, t], done[:, t] = r.cpu().numpy(), d.cpu().numpy()
     return (out, reward, done) if heads else out
