@@ -211,6 +211,7 @@ def test_detail_weight_counts_errors_on_edges_more():
 
 @pytest.mark.parametrize("decoder", ["conv", "tile"])
 def test_onnxruntime_snaps_and_draws_like_torch(tmp_path, decoder):
+    """The shipped parts (tile decoder, centre heads, the snap's keep) export and run alike."""
     from engines.backend import TorchBackend
     from engines.registry import make_backend
 
@@ -218,7 +219,9 @@ def test_onnxruntime_snaps_and_draws_like_torch(tmp_path, decoder):
 
     model = with_codebook()
     if decoder == "tile":
-        model = WorldModel(model.cfg.replace(tokenizer={"decoder": "tile", "decoder_hidden": 16})).eval().randomize_(seed=1)
+        cfg = model.cfg.replace(tokenizer={"decoder": "tile", "decoder_hidden": 16}, dit={"outcome_heads": "centre"},
+                                sampler={"snap_keep": 2.0})
+        model = WorldModel(cfg).eval().randomize_(seed=1)
     ort = make_backend("onnxruntime", model, 1, cache_dir=tmp_path / "onnx", warn=pytest.fail)
     worst, state = run_parity(model, TorchBackend(model), ort, frames=10)
     assert_close(worst)

@@ -43,8 +43,10 @@ class TokenizerConfig:
     decoder: str = "conv"
     """'conv': transposed convolutions back up the latent map (checkpoints before issue 14's
     eleventh session). 'tile': each token drawn on its own p x p-pixel cell by an MLP reading
-    its 3x3 token neighbourhood (the cell is one tile at `game.motion` 'tile'); at the same
-    cost per frame the conv decoder blurred trees, rocks and gems below the tile check."""
+    its 3x3 token neighbourhood (the cell is one tile at `game.motion` 'tile'). The conv
+    decoder blurred trees, rocks and gems below the tile check; a 512-wide tile decoder at the
+    same cost per frame kept a third more of them, the shipped 1,024-wide one half again as
+    many as the conv decoder (issue 14, docs/RESULTS.md)."""
     decoder_hidden: int = 512
     """decoder 'tile': width of the MLP."""
     decoder_layers: int = 2
@@ -271,8 +273,8 @@ class SamplerConfig:
     when that code is within (1 + snap_keep) x the squared distance of its nearest code
     (world.codebook.keep_neighbours); 0: the nearest code always. A hysteresis towards what
     the world already shows: an ambiguous token keeps a tile the camera moved in instead of
-    flipping to whichever code is a hair closer (issue 14's eleventh session: tile validity
-    0.87 -> 0.96 at h1, 0.77 -> 0.97 at h64 on the proxy seeds, PSNR level)."""
+    flipping to whichever code is a hair closer (issue 14's eleventh session, snap_keep 2:
+    tile validity 0.87 -> 0.94 at h1, 0.77 -> 0.95 at h64 on the proxy seeds, PSNR level)."""
 
     def validate(self) -> None:
         _check(1 <= self.steps <= 64, "sampler.steps", self.steps, "must be in [1, 64]")

@@ -3,7 +3,9 @@
 A frame (RGB uint8 [H, W, 3]) is encoded independently of every other frame
 to a small latent map (e.g. 64x64x3 -> 16x16x8 with two stride-2 stages) and
 cut into non-overlapping p x p patches, one token each (ViT/DiT patchify).
-The DiT denoises these tokens; `decode` maps them back to pixels. With
+The DiT denoises these tokens; `decode` maps them back to pixels, with transposed
+convolutions (`tokenizer.decoder = "conv"`) or an MLP that draws each token's own cell
+(`"tile"`; one token is one tile in the tile-step game). With
 `codebook_size > 0` the tokenizer also holds the tile codebook (world/codebook.py)
 that generated tokens are snapped onto.
 """
