@@ -56,7 +56,10 @@ train: $(STAMP)
 		--out $(TRAIN_OUT)-heads --model '{"dit": {"outcome_heads": "centre"}}' --s2-train heads --s2-lr 1e-3 \
 		--event-weight 10 --threads 1 --s2-steps 3000 --s2-cpu-minutes 25 --self-rollout 0.5 --context-noise-max 0.2 \
 		--self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
-	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-heads/model.safetensors $(TRAIN_OUT)-heads/config.json checkpoints/tiny/
+	$(VENV)/bin/echo-infinity train --data data/slips --init-from $(TRAIN_OUT)-heads --out $(TRAIN_OUT)-heads2 \
+		--s2-train heads --s2-lr 1e-3 --event-weight 10 --threads 1 --s2-steps 3000 --s2-cpu-minutes 22 \
+		--self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-heads2/model.safetensors $(TRAIN_OUT)-heads2/config.json checkpoints/tiny/
 
 bench: $(STAMP)
 	$(VENV)/bin/echo-infinity bench --target teacher --frames 20000 --json runs/bench/teacher_64.json

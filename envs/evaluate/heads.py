@@ -1,7 +1,8 @@
 """Section 6, heads: can an agent trust the dream's reward and episode end?
 
-World-v0 pays the reward head's value and ends the episode when the done head's probability
-passes 0.5 (`envs.world_env`). An agent trained there learns whatever those heads pay, so a
+World-v0 pays what the reward head says (`WorldModel.outcome`: its regressed value, or 1 where
+a classifier head's pickup probability passes 0.5) and ends the episode when the done head's
+probability passes 0.5 (`envs.world_env`). An agent trained there learns whatever those heads pay, so a
 head that pays where the teacher would not is a reward to farm (issue 17). Here the teacher
 plays each world with its explore policy, walking into a hazard with `heads_slip` chance where
 it would step around one (so episodes end), and the model is run on the same actions twice:
