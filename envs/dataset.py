@@ -105,7 +105,7 @@ class ClipDataset(IterableDataset):
             return []
         phase = int(rng.integers(min(self.stride, last + 1))) if self.shuffle else 0
         starts = list(range(phase, last + 1, self.stride))
-        if ep.length and ep.terminated[-1] and starts[-1] != last:
+        if ep.ended and starts[-1] != last:
             starts.append(last)  # an episode's end, the done head's only positive, is always drawn
         if self.switch_clips and self.clip_len > 1:
             changes = np.flatnonzero(np.diff(ep.caption_ids[:ep.length])) + 1  # first frame of a new caption
@@ -141,7 +141,7 @@ class ClipDataset(IterableDataset):
         of the clip starts can drop one per episode). Reads manifest.json when it lists every shard."""
         episodes = _episodes_from_manifest(self.shards)
         if episodes is None:
-            episodes = [(ep.length, bool(ep.length and ep.terminated[-1])) for ep in map(load_episode, self.shards)]
+            episodes = [(ep.length, ep.ended) for ep in map(load_episode, self.shards)]
         L, n = self.clip_len, 0
         for t, ended in episodes:  # t steps, t + 1 frames
             if t + 1 >= L:

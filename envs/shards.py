@@ -67,6 +67,11 @@ class Episode:
         return int(self.actions.shape[0])
 
     @property
+    def ended(self) -> bool:
+        """Did the episode end by termination (its last step's `terminated`)?"""
+        return bool(self.length and self.terminated[-1])
+
+    @property
     def captions(self) -> list[str]:
         """Caption of every frame, [T+1]."""
         return [str(c) for c in self.caption_table[self.caption_ids]]
