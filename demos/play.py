@@ -132,14 +132,20 @@ class PlaySummary:
     gems: int = 0  # collected over the whole run, all episodes
     episodes_ended: int = 0
     prompts: list[str] = field(default_factory=list)
+    fps_budget: float = 0.0  # the frame budget the run held itself to (0: none)
+    misses: int = 0  # frames not on screen within 1/fps_budget of their input
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self, source: str, resolution: int) -> str:
+        budget = ""
+        if self.fps_budget > 0 and self.frames:
+            budget = (f", budget {self.fps_budget:g} fps missed by {self.misses} frames "
+                      f"({100 * self.misses / self.frames:.1f}%)")
         return (
-            f"play: {self.frames} frames in {self.seconds:.2f} s ({self.fps:.0f} fps), gems {self.gems}, "
+            f"play: {self.frames} frames in {self.seconds:.2f} s ({self.fps:.0f} fps){budget}, gems {self.gems}, "
             f"episodes ended {self.episodes_ended}, prompt changes {len(self.prompts)}, "
             f"source {source} {resolution}x{resolution}"
         )
@@ -187,7 +193,6 @@ class PlayApp:
         self._shown_at: deque[float] = deque(maxlen=30)
         self._step_ms: deque[float] = deque(maxlen=30)
         self._work_ms: deque[float] = deque(maxlen=30)
-        self.misses = 0  # frames not on screen within 1/fps of their input (budget misses)
         self._t0: float | None = None
         self._closed = False
 
@@ -250,6 +255,7 @@ class PlayApp:
             self._stop_recording()
         if self._t0 is not None:
             self.summary.seconds = time.perf_counter() - self._t0
+        self.summary.fps_budget = self.config.fps
         self.running = False
         self.source.close()
         from demos._pygame import import_pygame
@@ -296,7 +302,7 @@ class PlayApp:
         self._step_ms.append((stepped - stepping) * 1e3)
         self._work_ms.append((done - start) * 1e3)
         if self.config.fps > 0 and done - start > 1.0 / self.config.fps:
-            self.misses += 1
+            self.summary.misses += 1
         self._shown_at.append(done)
         throttle = self.config.fps > 0 and not self.config.headless
         self.clock.tick(self.config.fps if throttle else 0)
@@ -562,7 +568,7 @@ class PlayApp:
             *self.source.hud_fields(self.info),
         ]
         if self.config.fps > 0:
-            fields.append(("budget misses", f"{self.misses} ({100 * self.misses / frames:.1f}%)"))
+            fields.append(("budget misses", f"{self.summary.misses} ({100 * self.summary.misses / frames:.1f}%)"))
         fields.append(("source", f"{self.source.name} {self.config.resolution}px, seed {self.config.seed}"))
         if self.movement.pacer is not None:
             fields.append(("moves", f"tile steps, {self.config.move_rate:g}/s held"))

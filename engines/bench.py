@@ -29,7 +29,10 @@ from .registry import BACKENDS, make_backend
 def bench_backends(model: WorldModel, backends: list[str], frames: int = 200, steps: int = 2, batch: int = 1,
                    seed: int = 0, warmup: int = 10, threads: int | None = 1, device: str = "cpu",
                    cache_dir=None, warn=print, progress: bool = True) -> dict:
-    """Time `frames` streamed frames of each backend (interleaved) after `warmup` frames each."""
+    """Time `frames` streamed frames of each backend (interleaved) after `warmup` frames each. On
+    CPU each backend's `matmul_share` is its frame rate x the frame's counted work
+    (`gflop_per_frame`, world.bench.count_flops of the eager step) over this machine's fp32
+    matmul rate at the same threads (`machine_gemm_gflops`): the figure that compares machines."""
     from tqdm import tqdm
 
     if frames < 1:
@@ -75,6 +78,17 @@ def bench_backends(model: WorldModel, backends: list[str], frames: int = 200, st
             "cpu_ms_p50": float(np.median(cms)),
             "setup_s": r["setup_s"],
         }
+    if torch.device(device).type == "cpu":  # the frame's work against this machine's matmul rate
+        from world.bench import count_flops, gemm_gflops
+
+        probe = model.init_state(batch, seed=seed)
+        gflop = count_flops(lambda: model.step(probe, actions[0], steps))["total"] / 1e9 / batch
+        peak = gemm_gflops(reps=5)
+        for res in results.values():
+            res["matmul_share"] = round(gflop * res["fps"] / peak, 3)
+        extra = {"gflop_per_frame": round(gflop, 4), "machine_gemm_gflops": round(peak, 1)}
+    else:
+        extra = {}
     ref = results.get("torch")
     if ref is not None and ref["backend"] == "torch":
         for res in results.values():
@@ -86,4 +100,4 @@ def bench_backends(model: WorldModel, backends: list[str], frames: int = 200, st
             close()
     return {"backends": results, "frames": frames, "warmup": warmup, "steps": steps, "batch": batch,
             "threads": torch.get_num_threads(), "device": str(device), "preset": model.cfg.name,
-            "policy": model.cfg.memory.policy, "interleaved": True, "torch_version": torch.__version__}
+            "policy": model.cfg.memory.policy, "interleaved": True, "torch_version": torch.__version__, **extra}

@@ -43,6 +43,9 @@ the fastest that runs here and draws the frames eager torch draws, with the thre
 that measured fastest (runtime/calibrate.py; timed once per machine and checkpoint at one
 world, cached).
 
+Creating the env sets glibc's malloc thresholds for the process (`world.allocator`: freed
+tensor memory is kept for reuse instead of returned and re-zeroed; the CLI does the same).
+
 info: "frame" (the world's frame index), "latency_ms" (model time of the step,
 a `Timing`), "steps" (denoising steps), "prompt", and on steps "done_prob".
 
@@ -64,6 +67,7 @@ import numpy as np
 from gymnasium import spaces
 
 from runtime.session import Session
+from world.allocator import keep_freed_memory
 from world.model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
 
 from .teacher import ACTION_MEANINGS, RESOLUTIONS, TeacherEnv
@@ -113,6 +117,10 @@ def make_session(checkpoint, batch: int | None, steps: int | None, policy: str |
         if not ((d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()):
             raise FileNotFoundError(f"no checkpoint at {d} (it needs {WEIGHTS_FILE} + {CONFIG_FILE}): "
                                     "run `make train` or pass checkpoint=DIR")
+    # An RL script imports the env, not the CLI, so the env sets glibc's malloc thresholds itself
+    # (process-wide, as the CLI does): without them every step re-zeroes freshly mmapped pages,
+    # which cost a B = 32 step more than its snap's matmul (docs/RESULTS.md, issue 17).
+    keep_freed_memory()
     if backend == "auto":
         from runtime.calibrate import choose
         from runtime.session import checkpoint_hash

@@ -478,3 +478,8 @@ def test_cli_bench_backends(tmp_path, capsys):
     assert r["backends"]["tensorrt"]["backend"] == "onnxruntime"  # fell back, reported as asked
     assert r["backends"]["torch"]["ratio_fps"] == 1.0 and r["backends"]["onnxruntime"]["fps"] > 0
     assert "falling back" in capsys.readouterr().err
+    # the share of the machine's matmul rate: fps x counted work / measured rate, per backend
+    assert r["gflop_per_frame"] > 0.1 and r["machine_gemm_gflops"] > 0
+    for res in r["backends"].values():
+        want = res["fps"] * r["gflop_per_frame"] / r["machine_gemm_gflops"]
+        assert 0 < res["matmul_share"] == pytest.approx(want, rel=0.02, abs=2e-3)

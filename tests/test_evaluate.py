@@ -173,15 +173,15 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
         assert set(scores) == {"16"} and 0 < scores["16"] < E.PSNR_CAP
     assert 0 <= r["prompt_adherence"] <= 1
     d = r["prompt_adherence_detail"]
-    for k in ("start_heldout", "start_teacher", "switch_within", "switch_at", "switch_within_heldout",
-              "switch_within_teacher", "classifier_accuracy"):
+    for k in ("start_heldout", "start_teacher", "start_generated", "switch_within", "switch_at",
+              "switch_within_heldout", "switch_within_teacher", "classifier_accuracy"):
         assert 0 <= d[k] <= 1
     assert d["start_teacher"] > 0.5  # the judge recognises the teacher's own frames
     assert d["switch_at_teacher"] > 0.5  # ... and the teacher's style switch (its 8-frame fade is over)
     for k in ("switch_curve", "switch_curve_heldout", "switch_curve_teacher"):
         assert len(d[k]) == 12 and all(0 <= v <= 1 for v in d[k])
     assert d["switch_at"] == d["switch_curve"][9] and d["switch_recache"] is True
-    assert set(d["switch_per_biome"]) == set(d["per_biome"])
+    assert set(d["switch_per_biome"]) == set(d["per_biome"]) == set(d["per_biome_generated"])
     assert isinstance(r["stable"], bool) and r["stability"]["frames"] == 16 and r["stability"]["nan_free"]
     assert r["stability"]["latency_ms_p50"] > 0
     # A random-init model draws no player: the collapse check must say so.

@@ -125,15 +125,29 @@ def test_new_outcome_heads_train_alone_on_a_frozen_world(tmp_path, dataset):
         small_config(tmp_path / "bad", s2_train="dit").validate()
 
 
-def test_mix_lr_mult_moves_the_copy_paths_mix_logits_faster(tmp_path, dataset):
-    def mix_change(mult, out):
-        torch.manual_seed(0)
-        start = WorldModel(from_preset("tiny", **MICRO)).dit.prev.mix_bias.detach().clone()
-        cfg = small_config(out, tok_steps=1, s1_steps=3, s2_steps=0, mix_lr_mult=mult)
-        run = Trainer(cfg, batches_for(dataset), progress=False).run()
-        return (WorldModel.load(run).dit.prev.mix_bias - start).abs().max().item()
+def moved_by_training(out, dataset, read, **cfg):
+    """How far 3 stage-1 steps move the parameter `read(model)` (max abs change), and the model."""
+    torch.manual_seed(0)
+    start = read(WorldModel(from_preset("tiny", **MICRO))).detach().clone()
+    run = Trainer(small_config(out, tok_steps=1, s1_steps=3, s2_steps=0, **cfg), batches_for(dataset),
+                  progress=False).run()
+    model = WorldModel.load(run)
+    return (read(model) - start).abs().max().item(), model
 
-    slow, fast = mix_change(1.0, tmp_path / "x1"), mix_change(100.0, tmp_path / "x100")
+
+def test_prompt_lr_mult_moves_the_prompt_projection_faster(tmp_path, dataset):
+    read = lambda m: m.dit.prompt_proj.weight  # noqa: E731
+    (slow, m1), (fast, m30) = (moved_by_training(tmp_path / f"x{k}", dataset, read, prompt_lr_mult=k)
+                               for k in (1.0, 30.0))
+    assert fast > 10 * slow > 0
+    # everything else moved as it would have: only the projection's group is faster
+    a, b = m1.dit.blocks[0].qkv.weight, m30.dit.blocks[0].qkv.weight
+    assert (a - b).abs().max().item() < 0.5 * fast
+
+
+def test_mix_lr_mult_moves_the_copy_paths_mix_logits_faster(tmp_path, dataset):
+    read = lambda m: m.dit.prev.mix_bias  # noqa: E731
+    slow, fast = (moved_by_training(tmp_path / f"x{k:g}", dataset, read, mix_lr_mult=k)[0] for k in (1.0, 100.0))
     assert fast > 20 * slow > 0
     # the two-group optimizer state resumes
     cfg = small_config(tmp_path / "x100", tok_steps=1, s1_steps=4, s2_steps=0, mix_lr_mult=100.0)

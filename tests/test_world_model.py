@@ -139,6 +139,31 @@ def test_shift_copy_moves_whole_frame_and_streams_like_parallel():
     assert (par - torch.cat(out, 1)).abs().max().item() <= 1e-4
 
 
+def test_player_surroundings_enter_per_action_and_stream_like_parallel():
+    """dit.player_surroundings: zero-initialised it changes nothing; the map of the action
+    taken is the one read; streaming = parallel with it on."""
+    torch.manual_seed(0)
+    model = micro(dit={"player_surroundings": True})
+    plain = micro()
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and unexpected == ["dit.surround"]
+    tk = model.cfg.tokenizer
+    B, T, N, C = 2, 5, tk.tokens_per_frame, tk.token_dim
+    x_ctx, x_noisy, t = torch.randn(B, T, N, C), torch.randn(B, T, N, C), torch.rand(B, T)
+    up, right = torch.full((B, T), 1), torch.full((B, T), 4)
+    run = lambda m, a: m.forward_parallel(x_noisy, t, a, x_ctx, 0.0)[0]  # noqa: E731
+    with torch.no_grad():
+        model.dit.surround.zero_()
+        assert torch.equal(run(model, up), run(plain, up))  # a warm start draws what it drew
+        model.dit.surround[4].normal_(0, 0.1)  # only RIGHT reads the surroundings
+        assert torch.equal(run(model, up), run(plain, up))
+        assert (run(model, right) - run(plain, right)).abs().max() > 1e-3
+        v_str = stream_predictions(model, x_noisy, t, right, x_ctx)
+    assert (run(model, right) - v_str).abs().max().item() <= 1e-4
+    with pytest.raises(ValueError, match="player_surroundings"):
+        from_preset("tiny", dit={"prev_frame": False, "prediction": "velocity", "player_surroundings": True}).validate()
+
+
 def test_shift_labels_follow_the_camera():
     from world.prev_frame import CENTRE, shift_labels
 

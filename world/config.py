@@ -132,6 +132,14 @@ class DiTConfig:
     per-token mix; a per-token gate may keep a token in place (the player's tile). The
     camera moves the whole view or none of it; a soft mix of "moved" and "blocked" is a
     ghost of two frames, which the next frame copies again (issue 14)."""
+    player_surroundings: bool = False
+    """With prev_frame: the previous frame's 3x3 tokens around the grid's centre (the player's
+    tile and its neighbours) enter the adaLN condition of every token through a per-action
+    linear map, so "the tile I walk into blocks me" is one map the action picks. Without it
+    a blocked move is a rule about one token that every other token must learn to read
+    through attention; the shipped `tiny` moves the view on 70% of the tokens that tell a
+    blocked move from a made one (issue 14, docs/RESULTS.md). Zero-initialised: a checkpoint
+    warm-started with it draws what it drew before."""
     prediction: str = "velocity"
     """What the DiT outputs: 'velocity' (eps - x0, rectified flow) or 'x0' (the clean latent;
     the sampler turns it into a velocity). prev_frame needs 'x0' (its copy path is an x0)."""
@@ -169,6 +177,8 @@ class DiTConfig:
         _check(self.prev_frame or not self.prev_copy_clean, "dit.prev_copy_clean", self.prev_copy_clean,
                "needs dit.prev_frame")
         _check(self.prev_frame or not self.prev_shift, "dit.prev_shift", self.prev_shift, "needs dit.prev_frame")
+        _check(self.prev_frame or not self.player_surroundings, "dit.player_surroundings", self.player_surroundings,
+               "needs dit.prev_frame")
 
 
 @dataclass

@@ -133,6 +133,11 @@ class DiT(nn.Module):
             return nn.Sequential(nn.Linear(D * (1 + len(self.centre)), D), nn.SiLU(), nn.Linear(D, 1))
 
         self.reward_head, self.done_head = head(), head()
+        self.surroundings: list[int] = []  # with dit.player_surroundings: the tokens around the player
+        if d.player_surroundings:
+            c = self.grid // 2
+            self.surroundings = [(c + dy) * self.grid + c + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            self.surround = nn.Parameter(torch.zeros(d.num_actions, len(self.surroundings) * tk.token_dim, D))  # [A, 9C, D]
         self.prev = None
         self.copy_clean = d.prev_copy_clean
         if d.prev_frame:
@@ -169,6 +174,9 @@ class DiT(nn.Module):
             nb = neighbourhood(prev[0], self.grid)  # [B, F, N, 9, C]
             nb_copy = neighbourhood(prev[2], self.grid) if self.copy_clean else nb
             c = c + self.prev_level(prev[1])
+            if self.surroundings:  # [B, F, 9C] @ [B, F, 9C, D]: what lies around the player, read per action
+                around = prev[0][:, :, self.surroundings].flatten(2)
+                c = c + torch.matmul(around[:, :, None], self.surround[action])[:, :, 0]
         if self.pooled:
             c = c + prompt_ctx[:, None]
             prompt = None

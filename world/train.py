@@ -444,15 +444,27 @@ class Trainer:
 
     def _param_groups(self, params: list) -> list[dict]:
         """AdamW groups: the copy path's mix logits (the per-token mix bias, or with dit.prev_shift
-        the keep gate's bias) at `mix_lr_mult` x the LR, the rest at 1x."""
-        prev = self.model.dit.prev
-        logits = [getattr(prev, "mix_bias", None), getattr(getattr(prev, "keep_head", None), "bias", None)]
-        fast = {id(p) for p in logits if p is not None} if self.cfg.mix_lr_mult != 1.0 else set()
-        groups = [{"params": [p for p in params if id(p) not in fast], "lr_mult": 1.0}]
-        mix = [p for p in params if id(p) in fast]
-        if mix:
-            groups.append({"params": mix, "lr_mult": self.cfg.mix_lr_mult, "weight_decay": 0.0})
-        return groups
+        the keep gate's bias) and the player-surroundings map at `mix_lr_mult` x the LR, the
+        prompt's projection at `prompt_lr_mult` x, the rest at 1x."""
+        dit, cfg = self.model.dit, self.cfg
+        prev = dit.prev
+        special = []  # (parameters, lr_mult, weight decay)
+        if cfg.mix_lr_mult != 1.0:
+            logits = [getattr(prev, "mix_bias", None), getattr(getattr(prev, "keep_head", None), "bias", None),
+                      getattr(dit, "surround", None)]
+            special.append(([p for p in logits if p is not None], cfg.mix_lr_mult, 0.0))
+        if cfg.prompt_lr_mult != 1.0:
+            prompt = [*dit.prompt_proj.parameters(), getattr(dit, "prompt_null", None)]
+            special.append(([p for p in prompt if p is not None], cfg.prompt_lr_mult, 0.01))
+        wanted = {id(p) for p in params}
+        taken: set[int] = set()
+        groups = []
+        for group, mult, decay in special:
+            mine = [p for p in group if id(p) in wanted]
+            if mine:
+                groups.append({"params": mine, "lr_mult": mult, "weight_decay": decay})
+                taken.update(id(p) for p in mine)
+        return [{"params": [p for p in params if id(p) not in taken], "lr_mult": 1.0}] + groups
 
     def _optimizer(self, params, lr: float, stage: str, meta: dict | None) -> torch.optim.Optimizer:
         opt = torch.optim.AdamW(self._param_groups(params), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))

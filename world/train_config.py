@@ -92,7 +92,16 @@ class TrainConfig:
     bias `dit.prev.keep_head.bias`): at the base LR Adam moves them ~1e-4
     a step, so in ~2,000 steps they never left their start and the copy path stayed a blur
     (issue 14: the shipped `tiny` puts a median 0.30 on its best neighbour). 1 is the
-    recipe `make train` runs; 100 with copy_loss_weight 1 won the learn bench (docs/RESULTS.md)."""
+    recipe `make train` runs; 100 with copy_loss_weight 1 won the learn bench (docs/RESULTS.md).
+    The zero-initialised player-surroundings map (`dit.surround`) is in the same group: at the
+    base LR a warm start moved it by at most 0.01 in 28 CPU-minutes."""
+    prompt_lr_mult: float = 1.0
+    """Learning-rate multiplier of the prompt's projection into the DiT (`dit.prompt_proj`, and
+    `dit.prompt_null` with cross-attention prompts). The context shows the biome in every frame
+    but a clip's first, so the prompt is redundant almost everywhere and at the base LR the
+    projection barely leaves its start: the shipped `tiny` draws the same pink haze from every
+    prompt with no start frame, its six biomes closer together than the wording within one
+    (issue 15, docs/RESULTS.md). 1: the recipe before this."""
     copy_loss_weight: float = 0.0
     """Weight of an auxiliary stage-1 loss on the previous-frame path's copy alone (its mix of
     the 9 neighbours against the clean frame, in world.train.Stage1Loss): the mix then learns

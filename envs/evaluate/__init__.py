@@ -99,7 +99,9 @@ JSON (`--json`), stable top-level names:
   revisit_detail           {away_frames, lead_in, return_frames, consistency_psnr, teacher_consistency_psnr,
                             clean_share, trajectories}
   prompt_adherence         share in [0, 1]: (a) with train-wording captions (the main number)
-  prompt_adherence_detail  {start_train, start_heldout, start_teacher, per_biome, switch_within, switch_at,
+  prompt_adherence_detail  {start_train, start_heldout, start_teacher, per_biome, start_generated,
+                            per_biome_generated (no start frame: the world drawn from the train caption
+                            alone, frames 0 .. adherence_frames), switch_within, switch_at,
                             switch_within_heldout, switch_at_heldout, switch_within_teacher, switch_at_teacher,
                             switch_frames, switch_curve, switch_curve_heldout, switch_curve_teacher
                             (share by frame 1 .. switch_curve_frames after the switch), switch_per_biome

@@ -35,6 +35,10 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, ga
                             desc=f"adherence {name}", progress=ev.progress)
         hits[name] = share(gen[:, 1:], target)
     teacher_hits = share(np.stack([e.frames[1:] for e in eps]), target)
+    # (a') no start frame: the world drawn from the train caption alone, as `play --start generated`
+    gen = model_rollout(model, None, [text(e.caption) for e in eps], acts, seeds_b, steps,
+                        desc="adherence generated", progress=ev.progress)
+    hits["generated"] = share(gen, target)
 
     # (b) switch from biome A to B after K frames; score frames K+1 .. K+S
     new = (target + 1 + np.arange(len(worlds)) % (len(BIOMES) - 1)) % len(BIOMES)  # != target
@@ -56,6 +60,8 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, ga
     out = {"start_train": float(hits["train"].mean()), "start_heldout": float(hits["heldout"].mean()),
            "start_teacher": float(teacher_hits.mean()),
            "per_biome": {b: float(hits["train"][target == i].mean()) for i, b in enumerate(BIOMES)},
+           "start_generated": float(hits["generated"].mean()),
+           "per_biome_generated": {b: float(hits["generated"][target == i].mean()) for i, b in enumerate(BIOMES)},
            "start_frames": T, "switch_after": K, "switch_frames": S}
     for name, h in sw.items():
         out[f"switch_within{name}"] = float(h[:, :S].mean())

@@ -123,6 +123,8 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   "| | model | teacher (ceiling) |", "|---|---|---|",
                   f"| start, train captions | {a['start_train']:.1%} | {a['start_teacher']:.1%} |",
                   f"| start, held-out paraphrases | {a['start_heldout']:.1%} | |",
+                  f"| no start frame (drawn from the caption alone) | "
+                  f"{fmt(100 * a['start_generated'] if 'start_generated' in a else None, 1)}% | |",
                   f"| switch: within {a['switch_frames']} frames | {a['switch_within']:.1%} | "
                   f"{a['switch_within_teacher']:.1%} |",
                   f"| switch: at frame {a['switch_frames']} | {a['switch_at']:.1%} | {a['switch_at_teacher']:.1%} |",

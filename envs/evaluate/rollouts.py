@@ -132,15 +132,22 @@ def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, 
     """B worlds in one batch: first uint8 [B, R, R, 3], actions int64 [B, T] -> frames uint8 [B, T + 1, R, R, 3]
     (heads: and the reward head's values and done probabilities float32 [B, T] of each step).
 
-    frame 0 is `first`; frame t + 1 is generated from action t. switch = (k, prompts):
+    frame 0 is `first` (None: generated from the prompt alone, as `play --start generated`
+    does, with action NOOP); frame t + 1 is generated from action t. switch = (k, prompts):
     set_prompt (re-caching the window unless recache is False) before generating frame k + 1.
     """
     from tqdm import tqdm
 
     B, T = actions.shape
-    state = model.init_state(B, prompts, list(seeds), first_frame=torch.from_numpy(first))
-    out = np.empty((B, T + 1, *first.shape[1:]), np.uint8)
-    out[:, 0] = first
+    if first is None:  # the world starts from its prompt alone: frame 0 is generated too
+        R = model.cfg.tokenizer.image_size
+        state = model.init_state(B, prompts, list(seeds))
+        out = np.empty((B, T + 1, R, R, 3), np.uint8)
+        out[:, 0] = model.step(state, torch.zeros(B, dtype=torch.long), steps).frame.numpy()
+    else:
+        state = model.init_state(B, prompts, list(seeds), first_frame=torch.from_numpy(first))
+        out = np.empty((B, T + 1, *first.shape[1:]), np.uint8)
+        out[:, 0] = first
     reward, done = np.zeros((B, T), np.float32), np.zeros((B, T), np.float32)
     act = torch.from_numpy(actions)
     for t in tqdm(range(T), desc=desc, disable=not progress, leave=False):
