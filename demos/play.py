@@ -142,7 +142,7 @@ class PlaySummary:
     def line(self, source: str, resolution: int) -> str:
         budget = ""
         if self.fps_budget > 0 and self.frames:
-            budget = (f", budget {self.fps_budget:g} fps missed by {self.misses} frames "
+            budget = (f", budget {self.fps_budget:g} fps: {self.misses} of {self.frames} frames late "
                       f"({100 * self.misses / self.frames:.1f}%)")
         return (
             f"play: {self.frames} frames in {self.seconds:.2f} s ({self.fps:.0f} fps){budget}, gems {self.gems}, "

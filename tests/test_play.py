@@ -340,13 +340,13 @@ def test_headless_run_of_50_frames(monkeypatch, capsys):
     assert play.main(_parse(["--source", "teacher", "--headless", "--frames", "50"])) == 0
     out = capsys.readouterr().out
     assert out.startswith("play: 50 frames") and "prompt changes 1" in out
-    assert re.search(r"budget 20 fps missed by \d+ frames \(\d+\.\d%\)", out)  # what a hold test reads
+    assert re.search(r"budget 20 fps: \d+ of 50 frames late \(\d+\.\d%\)", out)  # what a hold test reads
 
 
 def test_summary_line_counts_budget_misses():
     s = play.PlaySummary(frames=200, seconds=10.0, fps_budget=20, misses=3)
-    assert "budget 20 fps missed by 3 frames (1.5%)" in s.line("model", 64)
-    assert "missed" not in play.PlaySummary(frames=200, seconds=10.0).line("model", 64)  # unthrottled: no budget
+    assert "budget 20 fps: 3 of 200 frames late (1.5%)" in s.line("model", 64)
+    assert "late" not in play.PlaySummary(frames=200, seconds=10.0).line("model", 64)  # unthrottled: no budget
 
 
 def test_no_display_is_a_clear_error(monkeypatch, capsys):
