@@ -298,11 +298,11 @@ class KioskApp(PlayApp):
 
     def _log_stats(self, now: float) -> None:
         frames = self.summary.frames - self._stats_frames
-        misses = self.misses - self._stats_misses
+        misses = self.summary.misses - self._stats_misses
         self.log.info("stats: %d frames in the last %.0f s, %d budget misses (%.1f%%), %d watchdog restarts, %s",
                       frames, self.kiosk.log.stats_seconds, misses, 100 * misses / max(1, frames),
                       getattr(self.source, "restarts", 0), "attract" if self.attract else "visitor")
-        self._stats_frames, self._stats_misses = self.summary.frames, self.misses
+        self._stats_frames, self._stats_misses = self.summary.frames, self.summary.misses
         self._next_stats_at = now + self.kiosk.log.stats_seconds
 
     # -- drawing ----------------------------------------------------------------------

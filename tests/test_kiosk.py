@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -184,6 +185,17 @@ def test_idle_resets_to_a_fresh_world_and_the_session_is_capped(make_kiosk, ckpt
     assert app.fresh_worlds == 2 and app.config.seed == 2
     assert any("Time is up" in text for _, text, _ in app.toast_list)
     assert "fresh world (session cap of 300 s)" in log_text(tmp_path)
+
+
+def test_the_stats_line_counts_frames_and_budget_misses(make_kiosk, ckpt, tmp_path):
+    clock = FakeClock()
+    app = make_kiosk(ckpt, clock=clock, log={"stats_seconds": 60.0})
+    ticks(app, 3)
+    app.summary.misses += 2  # as if two frames had come late
+    clock.advance(61)
+    ticks(app, 1)
+    # logged at the start of the frame after the period: the 3 frames before it, 2 of them late
+    assert re.search(r"stats: 3 frames in the last 60 s, 2 budget misses \(66\.7%\)", log_text(tmp_path))
 
 
 def test_visitors_cannot_quit_but_the_operator_can(make_kiosk, capsys, tmp_path):
