@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .prev_frame import neighbourhood
+
 CHUNK = 8_192  # tokens per distance block in `fit`: [CHUNK, K] floats stay ~128 MB at K = 4096
 SEED_SAMPLE = 65_536  # tokens the k-means++ seeding draws from (it is sequential in the codes)
 
@@ -48,8 +50,7 @@ def keep_neighbours(x: torch.Tensor, snapped: torch.Tensor, prev: torch.Tensor, 
     One-token moves of the camera bring a neighbour's tile into place, so a token the model
     drew halfway between that tile and another keeps the tile the world already showed."""
     B, N, C = x.shape
-    nb = F.unfold(prev.transpose(1, 2).reshape(B, C, grid, grid), 3, padding=1)  # [B, C * 9, N]
-    nb = nb.view(B, C, 9, N).permute(0, 3, 2, 1)  # [B, N, 9, C]
+    nb = neighbourhood(prev[:, None], grid)[:, 0]  # [B, N, 9, C], zeros beyond the edge
     inside = F.unfold(x.new_ones(1, 1, grid, grid), 3, padding=1).view(1, 9, N).transpose(1, 2) > 0  # [1, N, 9]
     d_nb = (x[:, :, None] - nb).pow(2).sum(-1).masked_fill(~inside, float("inf"))  # [B, N, 9]
     d_min, j = d_nb.min(-1)  # [B, N]

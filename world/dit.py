@@ -122,10 +122,9 @@ class DiT(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
         self.grid = tk.grid_size
-        self.centre: list[int] = []  # token indices the heads read beside the mean
-        if d.outcome_heads == "centre":
-            c = self.grid // 2  # the player's tile (tile motion) or the 2x2 it straddles (smooth)
-            self.centre = [(c + dy) * self.grid + c + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        c = self.grid // 2  # the player's tile (tile motion) or the 2x2 it straddles (smooth)
+        player = [(c + dy) * self.grid + c + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 3x3 around it
+        self.centre = player if d.outcome_heads == "centre" else []  # token indices the heads read beside the mean
 
         def head() -> nn.Module:
             if not self.centre:
@@ -133,11 +132,9 @@ class DiT(nn.Module):
             return nn.Sequential(nn.Linear(D * (1 + len(self.centre)), D), nn.SiLU(), nn.Linear(D, 1))
 
         self.reward_head, self.done_head = head(), head()
-        self.surroundings: list[int] = []  # with dit.player_surroundings: the tokens around the player
-        if d.player_surroundings:
-            c = self.grid // 2
-            self.surroundings = [(c + dy) * self.grid + c + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-            self.surround = nn.Parameter(torch.zeros(d.num_actions, len(self.surroundings) * tk.token_dim, D))  # [A, 9C, D]
+        self.surroundings = player if d.player_surroundings else []  # tokens read into the condition
+        if self.surroundings:
+            self.surround = nn.Parameter(torch.zeros(d.num_actions, len(player) * tk.token_dim, D))  # [A, 9C, D]
         self.prev = None
         self.copy_clean = d.prev_copy_clean
         if d.prev_frame:

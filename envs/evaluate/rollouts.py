@@ -140,14 +140,12 @@ def model_rollout(model, first: np.ndarray, prompts: list, actions: np.ndarray, 
 
     B, T = actions.shape
     if first is None:  # the world starts from its prompt alone: frame 0 is generated too
-        R = model.cfg.tokenizer.image_size
         state = model.init_state(B, prompts, list(seeds))
-        out = np.empty((B, T + 1, R, R, 3), np.uint8)
-        out[:, 0] = model.step(state, torch.zeros(B, dtype=torch.long), steps).frame.numpy()
+        first = model.step(state, torch.zeros(B, dtype=torch.long), steps).frame.numpy()
     else:
         state = model.init_state(B, prompts, list(seeds), first_frame=torch.from_numpy(first))
-        out = np.empty((B, T + 1, *first.shape[1:]), np.uint8)
-        out[:, 0] = first
+    out = np.empty((B, T + 1, *first.shape[1:]), np.uint8)
+    out[:, 0] = first
     reward, done = np.zeros((B, T), np.float32), np.zeros((B, T), np.float32)
     act = torch.from_numpy(actions)
     for t in tqdm(range(T), desc=desc, disable=not progress, leave=False):
