@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: play test test-all train bench clean
+.PHONY: play test test-all train train-crafter bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,21 @@ train: $(STAMP)
 		--s2-train heads --s2-lr 1e-3 --event-weight 10 --threads 1 --s2-steps 3000 --s2-cpu-minutes 22 \
 		--self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
 	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-heads2/model.safetensors $(TRAIN_OUT)-heads2/config.json checkpoints/tiny/
+
+# Issue 18: a world model of Crafter (envs/crafter.py: 64x64, one 8-px tile per token, 17 actions).
+# Records 300 explore + 200 revisit episodes (Crafter's night zombies end them at ~180 steps), then
+# trains every stage on one thread within fixed CPU budgets (about 2 hours) and copies the weights to
+# checkpoints/crafter-tiny. Resumes like `make train`. Measure it: echo-infinity eval --checkpoint checkpoints/crafter-tiny
+CRAFTER_DATA := data/crafter_explore data/crafter_revisit
+CRAFTER_OUT  ?= runs/crafter-tiny
+train-crafter: $(STAMP)
+	test -f data/crafter_explore/manifest.json || $(VENV)/bin/echo-infinity record --env crafter --policy explore --episodes 300 --steps 1000 --seed 11 --out data/crafter_explore --overwrite
+	test -f data/crafter_revisit/manifest.json || $(VENV)/bin/echo-infinity record --env crafter --policy revisit --episodes 200 --steps 1000 --seed 12 --out data/crafter_revisit --overwrite
+	$(VENV)/bin/echo-infinity train --data $(CRAFTER_DATA) --preset crafter-tiny --out $(CRAFTER_OUT) --threads 1 \
+		--tok-steps 3000 --tok-cpu-minutes 20 --decoder-steps 0 --s1-steps 1200 --s1-cpu-minutes 50 \
+		--s2-steps 550 --s2-cpu-minutes 30 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 \
+		--ckpt-every 25 $(ARGS)
+	mkdir -p checkpoints/crafter-tiny && cp $(CRAFTER_OUT)/model.safetensors $(CRAFTER_OUT)/config.json checkpoints/crafter-tiny/
 
 bench: $(STAMP)
 	$(VENV)/bin/echo-infinity bench --target teacher --frames 20000 --json runs/bench/teacher_64.json

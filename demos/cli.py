@@ -223,10 +223,10 @@ def _check_motion(cfg, data_dirs) -> None:
     from world.config import from_preset
 
     if cfg.init_from:
-        from demos.source import checkpoint_motion
+        from demos.source import checkpoint_game
 
         try:
-            want = checkpoint_motion(cfg.init_from)
+            want = checkpoint_game(cfg.init_from).motion
         except (OSError, ValueError) as e:  # a missing file, bad JSON, a bad config field
             raise UserError(f"--init-from {cfg.init_from}: no readable checkpoint config.json ({e})") from None
     else:

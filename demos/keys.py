@@ -17,6 +17,11 @@ the key is already up again by the next frame (a tap is one tile). With several
 movement keys down, the one pressed most recently wins; keys already down when
 the window got focus (their press was never seen) rank UP > DOWN > LEFT > RIGHT.
 USE fires once per press of space and wins over movement in the frame it is pressed.
+
+Keys name actions, not numbers: the window maps them through its source's
+``action_meanings`` (the teacher's six, or Crafter's 17 for a Crafter checkpoint,
+whose extra actions have keys of their own, :data:`ACTION_KEYS`, each firing once
+per press like USE).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from demos._pygame import import_pygame
-from demos.source import DOWN, LEFT, NOOP, RIGHT, UP
+from world.actions import ACTION_MEANINGS
 
 # (keys, what they do) — the F1 overlay and the README both show this table.
 KEY_HELP: tuple[tuple[str, str], ...] = (
     ("Arrows / WASD", "move (hold to keep moving; tile-step worlds: --move-rate steps/s, default 8)"),
-    ("Space", "use: chop / place in front"),
+    ("Space", "use: chop / place in front (Crafter: do, collect / attack)"),
+    ("Tab, Z X F P, 1-6", "Crafter only: sleep; place stone, table, furnace, plant; make wood / stone / iron "
+                          "pickaxe (1-3), sword (4-6)"),
     ("T", "type a new prompt (Enter apply, Esc cancel)"),
     ("F1", "this help"),
     ("F2", "HUD: fps, latency, denoising steps, frame, memory policy, budget misses"),
@@ -43,7 +50,14 @@ KEY_HELP: tuple[tuple[str, str], ...] = (
 )
 
 # Movement actions in fallback priority order, each with its two keys.
-_MOVE_KEY_NAMES = ((UP, ("K_UP", "K_w")), (DOWN, ("K_DOWN", "K_s")), (LEFT, ("K_LEFT", "K_a")), (RIGHT, ("K_RIGHT", "K_d")))
+_MOVE_KEY_NAMES = (("UP", ("K_UP", "K_w")), ("DOWN", ("K_DOWN", "K_s")), ("LEFT", ("K_LEFT", "K_a")),
+                   ("RIGHT", ("K_RIGHT", "K_d")))
+# One-press actions beyond USE (Space): Crafter's, on its own keys where the window's R (record)
+# and T (prompt) do not take them (Crafter's GUI has stone on R and table on T).
+ACTION_KEYS = {"SLEEP": "K_TAB", "PLACE_STONE": "K_z", "PLACE_TABLE": "K_x", "PLACE_FURNACE": "K_f",
+               "PLACE_PLANT": "K_p", "MAKE_WOOD_PICKAXE": "K_1", "MAKE_STONE_PICKAXE": "K_2",
+               "MAKE_IRON_PICKAXE": "K_3", "MAKE_WOOD_SWORD": "K_4", "MAKE_STONE_SWORD": "K_5",
+               "MAKE_IRON_SWORD": "K_6"}
 
 
 def key_code(name: str) -> int:
@@ -51,9 +65,16 @@ def key_code(name: str) -> int:
     return getattr(import_pygame(), name)
 
 
-def move_keys() -> dict[int, int]:
-    """pygame key code -> movement action."""
-    return {key_code(name): action for action, names in _MOVE_KEY_NAMES for name in names}
+def move_keys(meanings=ACTION_MEANINGS) -> dict[int, int]:
+    """pygame key code -> movement action (its index in ``meanings``)."""
+    return {key_code(name): list(meanings).index(move) for move, names in _MOVE_KEY_NAMES for name in names}
+
+
+def action_keys(meanings=ACTION_MEANINGS) -> dict[int, int]:
+    """pygame key code -> one-press action (USE on Space, and :data:`ACTION_KEYS` the game has)."""
+    meanings = list(meanings)
+    keys = {"USE": "K_SPACE", **ACTION_KEYS}
+    return {key_code(keys[m]): i for i, m in enumerate(meanings) if m in keys}
 
 
 DEFAULT_MOVE_RATE = 8.0  # tile-step worlds: moves a second while a key is held (~a player's pace)
@@ -101,8 +122,9 @@ class Movement:
     press released before the frame is read still moves once.
     """
 
-    def __init__(self, pacer: Pacer | None = None) -> None:
-        self.keys = move_keys()
+    def __init__(self, pacer: Pacer | None = None, meanings=ACTION_MEANINGS) -> None:
+        self.keys = move_keys(meanings)
+        self.noop = list(meanings).index("NOOP")
         self.pacer = pacer
         self._order: list[int] = []  # key codes of movement keys, oldest press first
         self._pressed: int | None = None  # the movement action of a press seen since the last frame
@@ -128,7 +150,7 @@ class Movement:
         for key, action in self.keys.items():  # dict order = fallback priority
             if held[key]:
                 return action
-        return NOOP
+        return self.noop
 
     def action(self, held: Any) -> int:
         """This frame's movement action (NOOP: no key down, or between paced moves); once a frame."""
@@ -136,15 +158,15 @@ class Movement:
         pressed, self._pressed = self._pressed, None
         if self.pacer is None:
             return move
-        if move == NOOP and pressed is not None:
+        if move == self.noop and pressed is not None:
             move = pressed  # a tap: down and up again between two frames
-        if move == NOOP:
+        if move == self.noop:
             self._holding = False
-            return NOOP
+            return self.noop
         if pressed is not None or not self._holding:
             self.pacer.restart()  # a new press (or a key found down) moves now
         self._holding = True
-        return move if self.pacer.due() else NOOP
+        return move if self.pacer.due() else self.noop
 
 
 class HeldKeys:

@@ -53,7 +53,7 @@ import numpy as np
 
 from demos.kiosk_config import ConfigError, KioskConfig, WorldSection, load_config
 from demos.play import NoDisplay, PlayApp, PlayConfig, display_problem
-from demos.source import ACTION_MEANINGS, DEFAULT_CHECKPOINT, NOOP
+from demos.source import ACTION_MEANINGS, DEFAULT_CHECKPOINT
 
 LOG = logging.getLogger("echo_infinity.kiosk")
 COUNTDOWN_S = 30.0  # the last seconds of a visitor's world show a countdown
@@ -63,20 +63,22 @@ CARD_TITLE = "Press any key to play"
 class _ActionsOnly:
     """All ``envs.policies`` needs of an env: its actions (no game behind it, so no hazard steering)."""
 
-    def __init__(self) -> None:
+    def __init__(self, meanings=ACTION_MEANINGS) -> None:
         from gymnasium import spaces
 
-        self.action_space = spaces.Discrete(len(ACTION_MEANINGS))
+        self.meanings = list(meanings)
+        self.action_space = spaces.Discrete(len(self.meanings))
         self.unwrapped = self
 
     def get_action_meanings(self) -> list[str]:
-        return list(ACTION_MEANINGS)
+        return list(self.meanings)
 
 
 TILE_HOLD = 4  # smooth moves (2 px) in one tile step (8 px): a tile autopilot holds a direction 4x fewer moves
 
 
-def make_autopilot(seed: int, mean_hold: float, use_prob: float, motion: str = "smooth") -> Any:
+def make_autopilot(seed: int, mean_hold: float, use_prob: float, motion: str = "smooth",
+                   meanings=ACTION_MEANINGS) -> Any:
     """The attract-mode walker: the recording policy ``explore`` over the bare action set.
 
     It acts once a move; in a tile-step world a move goes 4x as far, so ``mean_hold``
@@ -84,7 +86,7 @@ def make_autopilot(seed: int, mean_hold: float, use_prob: float, motion: str = "
     from envs.policies import ExplorePolicy
 
     hold = max(1.0, mean_hold / TILE_HOLD) if motion == "tile" else mean_hold
-    return ExplorePolicy(_ActionsOnly(), np.random.default_rng(seed), mean_hold=hold, use_prob=use_prob,
+    return ExplorePolicy(_ActionsOnly(meanings), np.random.default_rng(seed), mean_hold=hold, use_prob=use_prob,
                          noop_prob=0.0)
 
 
@@ -104,7 +106,7 @@ class KioskApp(PlayApp):
         self.log = log
         self.attract = False
         self.autopilot = make_autopilot(kiosk.world.seed, kiosk.attract.mean_hold, kiosk.attract.use_prob,
-                                        self.motion)
+                                        self.motion, self.meanings)
         self.autopilot_pace = self.move_pacer()  # None: a move every frame (smooth worlds)
         self.playlist_index = -1
         self.start_prompt = kiosk.world.prompt or None
@@ -197,12 +199,12 @@ class KioskApp(PlayApp):
         if not self.attract:
             return action
         if self.autopilot_pace is not None and not self.autopilot_pace.due():
-            return NOOP  # between tile steps: the world animates, the autopilot waits
+            return self.noop  # between tile steps: the world animates, the autopilot waits
         return self.autopilot.act({})
 
     def _advance(self, held: Any) -> int | None:
         """After this frame's input: timers (which see it), then the step."""
-        if self.movement.direction(held) != NOOP:
+        if self.movement.direction(held) != self.noop:
             self._activity()  # a held movement key is someone playing
         self._timers()
         action = super()._advance(held)

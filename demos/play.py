@@ -49,11 +49,9 @@ from demos.source import (
     ACTION_MEANINGS,
     DEFAULT_CHECKPOINT,
     MOTIONS,
-    NOOP,
     SOURCES,
     START_FRAMES,
     TEXT_ENCODERS,
-    USE,
     FrameSource,
 )
 
@@ -163,13 +161,16 @@ class PlayApp:
     """
 
     def __init__(self, source: FrameSource, config: PlayConfig, input: Any = None):
-        from demos.keys import Movement, PygameInput
+        from demos.keys import Movement, PygameInput, action_keys
 
         self.source = source
         self.config = config
         self.input = input if input is not None else PygameInput()
         self.motion = getattr(source, "motion", "smooth")
-        self.movement = Movement(self.move_pacer())
+        self.meanings = list(getattr(source, "action_meanings", ACTION_MEANINGS))
+        self.noop = self.meanings.index("NOOP")
+        self.movement = Movement(self.move_pacer(), self.meanings)
+        self.action_keys = action_keys(self.meanings)  # Space -> USE, Crafter's Tab / Z X F P / 1-6
         self.summary = PlaySummary()
         self.running = False
         # UI state
@@ -186,7 +187,7 @@ class PlayApp:
         self.episode_events: list[list[Any]] = []  # since the last reset: ["step", a, n] / ["prompt", text]
         self.recorder = None
         self.last_screenshot: Path | None = None
-        self._use_pending = False
+        self._pending_action: int | None = None  # a one-press action (USE, ...) seen since the last frame
         self._screenshot_pending = False
         self._t_echo_frames = 0  # frames left in which a "t" TEXTINPUT is the echo of the T press
         # timing
@@ -333,13 +334,13 @@ class PlayApp:
     def _choose_action(self, held: Any) -> int:
         """This frame's action from the keys (the kiosk's autopilot overrides it)."""
         move = self.movement.action(held)  # every frame: the move pace counts frames
-        if self._use_pending:
-            action = USE
+        if self._pending_action is not None:
+            action = self._pending_action
         elif self.typing is not None:
-            action = NOOP  # letters go to the prompt box, not to WASD
+            action = self.noop  # letters go to the prompt box, not to WASD
         else:
             action = move
-        self._use_pending = False
+        self._pending_action = None
         return action
 
     def _log_step(self, action: int) -> None:
@@ -407,8 +408,8 @@ class PlayApp:
                 self.show_help = False  # Esc closes the help first, then quits
             else:
                 self.running = False
-        elif key == pygame.K_SPACE:
-            self._use_pending = True
+        elif key in self.action_keys:
+            self._pending_action = self.action_keys[key]  # Space: USE; Crafter's own keys
         elif key == pygame.K_t:
             self.typing = ""
             self._t_echo_frames = 2  # SDL also sends the T press as text: swallow that "t"
@@ -710,9 +711,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[PlayConfig, str | None]:
         raise ValueError("--compare starts the model from the teacher's first frame; drop --start generated")
     motion = args.motion or "smooth"
     if source != "teacher":
-        from demos.source import checkpoint_motion
+        from demos.source import checkpoint_game
 
-        motion = checkpoint_motion(checkpoint)
+        motion = checkpoint_game(checkpoint).motion
         if args.motion is not None and args.motion != motion:
             raise ValueError(f"--motion {args.motion}: the checkpoint {_shown(checkpoint)} moves {motion!r} "
                              "(its game.motion); --motion is for the teacher source")

@@ -141,10 +141,10 @@ class Agent(nn.Module):
 
 def teacher_motion(args: Args) -> str:
     """The checkpoint's game.motion (the shipped one when --checkpoint is not given); smooth without one."""
-    from demos.source import DEFAULT_CHECKPOINT, checkpoint_motion, checkpoint_problem
+    from demos.source import DEFAULT_CHECKPOINT, checkpoint_game, checkpoint_problem
 
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-    return "smooth" if checkpoint_problem(checkpoint) else checkpoint_motion(checkpoint)
+    return "smooth" if checkpoint_problem(checkpoint) else checkpoint_game(checkpoint).motion
 
 
 def make_teacher(args: Args, **kwargs) -> gym.Env:

@@ -5,13 +5,17 @@ imports the game or the model. Three sources (the layering of DIAMOND's
 ``envs/world_model_env.py`` -> ``game/game.py``):
 
 - :class:`TeacherSource`: the procedural teacher game of ``envs/teacher.py``
-  (ground truth, no network);
+  (ground truth, no network); :class:`CrafterSource` is Crafter (``envs/crafter.py``),
+  the real game behind a Crafter checkpoint (``game.env = "crafter"``);
 - :class:`ModelSource`: the world model, a ``runtime.Session`` held to a frame
   budget (``BudgetConfig(fps)`` picks the denoising steps from measured
   latency); it also saves, loads and rewinds (:class:`SnapshotSource`, the
   F5/F9/Backspace keys);
 - :class:`CompareSource`: the teacher's true frame beside the model's, for the
   same actions, the model started from the teacher's first frame and caption.
+
+Every source names its actions (``action_meanings``: the teacher's six, or Crafter's 17);
+the window maps keys to actions by those names.
 
 Every source has a ``motion``: how far one move goes (``envs.teacher``:
 ``"smooth"``, 2 px a frame, or ``"tile"``, one whole tile a move). A model source
@@ -57,6 +61,7 @@ class FrameSource(Protocol):
     name: str
     resolution: int
     motion: str  # "smooth" or "tile" (envs.teacher): how far one move goes; the window paces keys by it
+    action_meanings: list[str]  # the action names, by index (world.actions)
     can_snapshot: bool  # True for a SnapshotSource (F5 save, F9 load, Backspace rewind)
 
     def reset(self, seed: int, prompt: str | None = None) -> np.ndarray:
@@ -102,6 +107,7 @@ class TeacherSource:
     name = "teacher"
     can_snapshot = False
     no_snapshot = "the teacher game cannot be saved or rewound (the world model can: --source model)"
+    action_meanings = list(ACTION_MEANINGS)
 
     def __init__(self, resolution: int = 64, motion: str = "smooth"):
         from envs.teacher import TeacherEnv
@@ -141,6 +147,51 @@ class TeacherSource:
         self.env.close()
 
 
+class CrafterSource:
+    """Crafter (``envs.crafter.CrafterEnv``: 64 px, one tile a move) as a frame source."""
+
+    name = "crafter"
+    can_snapshot = False
+    no_snapshot = "the Crafter game cannot be saved or rewound (its world model can: --source model)"
+    resolution, motion = 64, "tile"
+
+    def __init__(self):
+        from envs.crafter import CrafterEnv
+
+        self.env = CrafterEnv()
+        self.action_meanings = self.env.get_action_meanings()
+        self.info: dict[str, Any] = {}
+
+    def reset(self, seed: int, prompt: str | None = None) -> np.ndarray:
+        obs, self.info = self.env.reset(seed=seed)  # Crafter has no prompt: the caption is fixed
+        return obs
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            info["end_reason"] = "You died" if terminated else "Time is up"
+        self.info = info
+        return obs, float(reward), bool(terminated or truncated), info
+
+    def set_prompt(self, text: str) -> None:
+        raise ValueError("Crafter has no prompt: its look is fixed")
+
+    def hud_fields(self, info: dict[str, Any]) -> list[tuple[str, str]]:
+        inv, done = info.get("inventory", {}), info.get("achievements", {})
+        fields = [("vitals", " ".join(f"{k} {inv[k]}" for k in ("health", "food", "drink", "energy") if k in inv))]
+        return fields + [("achievements", f"{sum(1 for v in done.values() if v)} of {len(done)}")] if done else fields
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def game_source(game, resolution: int) -> "TeacherSource | CrafterSource":
+    """The real game behind a checkpoint (its ``game`` config: the teacher in its motion mode, or Crafter)."""
+    if game.env == "crafter":
+        return CrafterSource()
+    return TeacherSource(resolution, game.motion)
+
+
 # What the teacher's hazard tile is in each biome (envs/tiles.py draws it).
 _HAZARD_BY_BIOME = {
     "grassland": "deep water", "forest": "deep water", "snow": "icy water",
@@ -166,11 +217,12 @@ def checkpoint_problem(directory: str | Path) -> str | None:
     return f"{d} is not a checkpoint (missing {', '.join(missing)})" if missing else None
 
 
-def checkpoint_motion(directory: str | Path) -> str:
-    """The checkpoint's ``game.motion`` from its config.json (no weights read); old configs: "smooth"."""
+def checkpoint_game(directory: str | Path):
+    """The checkpoint's ``game`` config (``env``, ``motion``) from its config.json (no weights read);
+    old configs: the teacher, "smooth"."""
     from world.checkpoint import read_config
 
-    return read_config(directory).game.motion
+    return read_config(directory).game
 
 
 def trained_text_encoder(directory: str | Path) -> str:
@@ -242,19 +294,23 @@ class ModelSource:
         self.session = Session(checkpoint, backend=backend, device=device, budget=budget, steps=steps,
                                policy=policy, text_encoder=text_encoder)
         self.resolution = self.session.cfg.tokenizer.image_size
-        self.motion = self.session.cfg.game.motion  # the teacher it starts from moves the same way
+        self.game = self.session.cfg.game  # the real game it starts from: the teacher or Crafter
+        self.motion = self.game.motion  # the teacher it starts from moves the same way
+        self.action_meanings = list(self.session.action_meanings)
         self.start = start
         self.done_threshold = done_threshold
         self.backend = backend
         self.meta = {"checkpoint": str(checkpoint), "checkpoint_hash": self.session.checkpoint_hash,
                      "policy": self.session.cfg.memory.policy, "backend": backend, "start": start,
-                     "text_encoder": text_encoder, "motion": self.motion}
+                     "text_encoder": text_encoder, "motion": self.motion, "game": self.game.env}
         self.prompt: str | None = None
         self.info: dict[str, Any] = {}
-        self._teacher: TeacherSource | None = None
+        self._teacher: TeacherSource | CrafterSource | None = None
 
     # -- FrameSource ------------------------------------------------------------------
     def reset(self, seed: int, prompt: str | None = None) -> np.ndarray:
+        if self.game.env != "teacher":
+            prompt = None  # Crafter has no prompt: the model follows the caption it was trained with
         if self.start == "generated" and prompt:
             start_frame, caption = None, prompt  # no teacher needed at all
         else:
@@ -269,7 +325,7 @@ class ModelSource:
         """The teacher's first frame and caption for ``seed`` (in the prompt's style when
         the teacher understands it; the model takes any text)."""
         if self._teacher is None:
-            self._teacher = TeacherSource(self.resolution, self.motion)
+            self._teacher = game_source(self.game, self.resolution)
         try:
             frame = self._teacher.reset(seed, prompt)
         except ValueError:
@@ -302,6 +358,8 @@ class ModelSource:
         return out.frames[0], reward, done, self.info
 
     def set_prompt(self, text: str) -> None:
+        if self.game.env != "teacher":
+            raise ValueError(f"this checkpoint learned {self.game.env}, which has no prompt")
         if not text.strip():
             raise ValueError("the prompt is empty")
         self.session.set_prompt(text)
@@ -373,7 +431,10 @@ class CompareSource:
             raise ValueError("--compare starts the model from the teacher's first frame (--start teacher)")
         self.model = model
         self.resolution, self.motion = model.resolution, model.motion
-        self.teacher = TeacherSource(model.resolution, model.motion)
+        self.action_meanings = model.action_meanings
+        self.teacher = game_source(model.game, model.resolution)
+        if model.game.env != "teacher":
+            self.labels = (f"{model.game.env} (truth)", "world model")
         self.meta = {**model.meta, "compare": True}
         self.info: dict[str, Any] = {}
 
@@ -394,7 +455,7 @@ class CompareSource:
         return _side_by_side(truth, generated), reward, done, self.info
 
     def set_prompt(self, text: str) -> None:
-        self.teacher.set_prompt(text)  # raises ValueError on words the teacher does not know
+        self.teacher.set_prompt(text)  # raises ValueError on words the teacher does not know (or Crafter)
         self.model.set_prompt(self.teacher.env.caption)
 
     def hud_fields(self, info: dict[str, Any]) -> list[tuple[str, str]]:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from demos.source import FrameSource
+from demos.source import ACTION_MEANINGS, FrameSource
 
 LOG = logging.getLogger("echo_infinity.watchdog")
 USER_ERRORS = (ValueError, OSError)  # what a source raises for bad input; not a fault
@@ -83,6 +83,7 @@ class Watchdog:
         self._build()  # a source that cannot be built at all is the caller's error
         self.name, self.resolution = self.source.name, self.source.resolution
         self.motion = getattr(self.source, "motion", "smooth")  # fixed by the checkpoint: a rebuild keeps it
+        self.action_meanings = list(getattr(self.source, "action_meanings", ACTION_MEANINGS))
         self.frame = np.zeros((self.resolution, self.resolution, 3), np.uint8)  # until the first reset
 
     # -- what a FrameSource has -------------------------------------------------------

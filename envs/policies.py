@@ -151,25 +151,34 @@ class RandomPolicy(Policy):
 class ExplorePolicy(Policy):
     """Sticky random walk.
 
-    With move actions (the teacher): hold one move for a geometric number of
-    frames (mean `mean_hold`), with an occasional USE or NOOP frame, turning
-    away from hazards except with probability `slip_prob` (see HazardGuard).
+    With move actions (the teacher, Crafter): hold one move for a geometric number
+    of frames (mean `mean_hold`), with an occasional USE or NOOP frame, and on envs
+    with more actions (Crafter's sleep / place / make) one of those uniformly with
+    probability `other_prob`, turning away from hazards except with probability
+    `slip_prob` (see HazardGuard). An env may set its own defaults for these in
+    `explore_defaults` (Crafter uses USE more: trees and stone need it).
     Other envs: repeat the previous action with probability `repeat_prob`.
     """
 
     name = "explore"
 
-    def __init__(self, env, rng, mean_hold: float | None = None, use_prob: float = 0.03,
-                 noop_prob: float | None = None, repeat_prob: float = 0.75, slip_prob: float = 0.01):
+    def __init__(self, env, rng, mean_hold: float | None = None, use_prob: float | None = None,
+                 noop_prob: float | None = None, repeat_prob: float = 0.75, slip_prob: float = 0.01,
+                 other_prob: float | None = None):
         super().__init__(env, rng)
         tile = tile_steps(env)
+        defaults = getattr(env.unwrapped, "explore_defaults", {})
+        use_prob = defaults.get("use_prob", 0.03) if use_prob is None else use_prob
+        other_prob = defaults.get("other_prob", 0.05) if other_prob is None else other_prob
         mean_hold = (3.0 if tile else 12.0) if mean_hold is None else mean_hold
         noop_prob = (0.25 if tile else 0.02) if noop_prob is None else noop_prob
         self.moves = _move_actions(env)
         meanings = action_meanings(env) or ()
         self.use = self.start + meanings.index("USE") if "USE" in meanings else None
         self.noop = self.start + meanings.index("NOOP") if "NOOP" in meanings else None
-        self.mean_hold, self.use_prob, self.noop_prob = mean_hold, use_prob, noop_prob
+        named = set(MOVES) | {"USE", "NOOP"}
+        self.others = [self.start + i for i, m in enumerate(meanings) if m not in named]
+        self.mean_hold, self.use_prob, self.noop_prob, self.other_prob = mean_hold, use_prob, noop_prob, other_prob
         self.repeat_prob = repeat_prob
         self.guard = HazardGuard(env, rng, slip_prob, wall_avoid=0.85 if tile else 0.0)
         self.current: int | None = None
@@ -189,6 +198,8 @@ class ExplorePolicy(Policy):
             return self.use
         if self.noop is not None and u < self.use_prob + self.noop_prob:
             return self.noop
+        if self.others and u < self.use_prob + self.noop_prob + self.other_prob:
+            return self.others[int(self.rng.integers(len(self.others)))]
         if self.hold <= 0:
             self.current = list(self.moves.values())[int(self.rng.integers(4))]
             self.hold = int(self.rng.geometric(1.0 / self.mean_hold))

@@ -1,12 +1,14 @@
 """`echo-infinity record`: play a policy in an env and write episode shards.
 
-`--env teacher` is the teacher world (EchoInfinity/Teacher-v0); any other
+`--env teacher` is the teacher world (EchoInfinity/Teacher-v0), `--env crafter`
+the Crafter game (EchoInfinity/Crafter-v0, needs the `crafter` package); any other
 Gymnasium id works if its actions are Discrete and it has RGB image
 observations or an `rgb_array` render, which is resized to the target
 resolution (cv2.INTER_AREA, aspect ratio not kept). The shard format is in
 `envs/dataset.py`.
 
     echo-infinity record --env teacher --policy revisit --episodes 10 --steps 1000 --out data/teacher
+    echo-infinity record --env crafter --policy explore --episodes 10 --steps 1000 --out data/crafter
     echo-infinity record --env CartPole-v1 --policy random --episodes 4 --steps 200 --out data/cartpole
 """
 
@@ -25,7 +27,8 @@ from envs.shards import FORMAT, FORMAT_VERSION, MANIFEST, SHARD_GLOB, shard_name
 from envs.policies import POLICIES, StyleSwitcher, action_meanings, make_policy
 
 TEACHER_ID = "envs:EchoInfinity/Teacher-v0"
-ENV_ALIASES = {"teacher": TEACHER_ID}
+CRAFTER_ID = "envs:EchoInfinity/Crafter-v0"
+ENV_ALIASES = {"teacher": TEACHER_ID, "crafter": CRAFTER_ID}
 RESOLUTIONS = (64, 128, 256)
 
 
@@ -256,7 +259,7 @@ def _sha256(path: Path) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The `record` subcommand's options."""
     parser.add_argument("--env", default="teacher",
-                        help="'teacher' (EchoInfinity/Teacher-v0) or any Gymnasium id with Discrete "
+                        help="'teacher' (EchoInfinity/Teacher-v0), 'crafter' (EchoInfinity/Crafter-v0) or any Gymnasium id with Discrete "
                              "actions and RGB image observations or an rgb_array render (default: teacher)")
     parser.add_argument("--policy", default="explore", choices=sorted(POLICIES),
                         help="random: uniform actions; explore: sticky random walk; revisit: excursions "

@@ -12,7 +12,9 @@ can be evaluated in the other:
 
 Spaces: observation `Box(0, 255, (R, R, 3), uint8)` (R = the checkpoint's frame
 size, 64 for tiny), action `Discrete(6)` with the teacher's meanings
-(`get_action_meanings()`: NOOP, UP, DOWN, LEFT, RIGHT, USE).
+(`get_action_meanings()`: NOOP, UP, DOWN, LEFT, RIGHT, USE); on a Crafter checkpoint
+(`game.env = "crafter"`) `Discrete(17)` with Crafter's (envs/crafter.py), sharing its
+spaces with `EchoInfinity/Crafter-v0` instead.
 
 Dynamics, all from the model: `reward` is what the model's reward head pays
 (`WorldModel.outcome`: 1 where its pickup classifier passes 0.5 with
@@ -31,8 +33,9 @@ reset(seed=..., options=...), all options optional:
 Options apply to that reset only; `reset()` without options goes back to the
 constructor's `prompt` and `start`.
 
-start="teacher": the first frame is the teacher game's first frame for the same
-seed (`Teacher-v0.reset(seed=seed, options={"prompt": prompt})`), so the world
+start="teacher": the first frame is the real game's first frame for the same
+seed (`Teacher-v0.reset(seed=seed, options={"prompt": prompt})`; `Crafter-v0.reset(seed=seed)`
+for a Crafter checkpoint, whose prompt is its fixed caption), so the world
 begins where the model was trained; an empty prompt then takes the teacher's
 caption of the style it drew, so the prompt describes the frame. The teacher
 runs in the checkpoint's motion mode (`game.motion`: "smooth" or "tile", also
@@ -70,7 +73,8 @@ from runtime.session import Session
 from world.allocator import keep_freed_memory
 from world.model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
 
-from .teacher import ACTION_MEANINGS, RESOLUTIONS, TeacherEnv
+from .games import make_game
+from .teacher import RESOLUTIONS
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "tiny"
 DONE_THRESHOLD = 0.5  # terminated when the done head's probability is above this
@@ -200,13 +204,14 @@ def parse_options(options: Mapping[str, Any] | None, batch: int | None, resoluti
 
 
 class EpisodeStarts:
-    """A new episode's draws: the session's seed, the prompt and (start="teacher") the first frame."""
+    """A new episode's draws: the session's seed, the prompt and (start="teacher") the first frame
+    of the checkpoint's real game (`game.env`: the teacher in its motion mode, or Crafter)."""
 
-    def __init__(self, start: str, resolution: int, motion: str = "smooth"):
+    def __init__(self, start: str, resolution: int, game):
         self.start = start
         self.resolution = resolution
-        self.motion = motion  # the checkpoint's game.motion: the teacher moves as the model learnt
-        self._teacher: TeacherEnv | None = None
+        self.game = game  # the checkpoint's GameConfig: the real game moves as the model learnt
+        self._teacher: gym.Env | None = None
 
     def draw(self, rng: np.random.Generator, seed: int | None, prompt: str,
              use_teacher: bool = True) -> tuple[int, str, np.ndarray | None]:
@@ -216,14 +221,15 @@ class EpisodeStarts:
             return world_seed, prompt, None
         teacher_seed = int(seed) if seed is not None else int(rng.integers(0, TEACHER_SEED_BOUND))
         if self._teacher is None:
-            self._teacher = TeacherEnv(resolution=self.resolution, motion=self.motion)
-        frame, info = self._teacher.reset(seed=teacher_seed, options={"prompt": prompt} if prompt else None)
+            self._teacher = make_game(self.game, self.resolution)
+        styled = prompt and self.game.env == "teacher"  # Crafter has no prompt to draw a style from
+        frame, info = self._teacher.reset(seed=teacher_seed, options={"prompt": prompt} if styled else None)
         return world_seed, prompt or info["caption"], frame
 
 
-def action_error(action) -> Exception:
-    """The error for an action that is not one of the teacher's six."""
-    valid = f"an int in [0, {len(ACTION_MEANINGS)}): " + ", ".join(f"{i} {m}" for i, m in enumerate(ACTION_MEANINGS))
+def action_error(action, meanings: Sequence[str]) -> Exception:
+    """The error for an action that is not one of the game's (`meanings`)."""
+    valid = f"an int in [0, {len(meanings)}): " + ", ".join(f"{i} {m}" for i, m in enumerate(meanings))
     a = np.asarray(action) if not isinstance(action, (str, bytes)) else None
     if a is None or a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
         kind = type(action).__name__ if a is None or a.ndim == 0 else f"{a.dtype} array"
@@ -325,8 +331,8 @@ class WorldEnv(gym.Env):
         self.default_prompt = prompt
         self.done_threshold = float(done_threshold)
         self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
-        self.action_space = spaces.Discrete(len(ACTION_MEANINGS))
-        self._starts = EpisodeStarts(self.start, self.resolution, self.motion)
+        self.action_space = spaces.Discrete(self.session.num_actions)
+        self._starts = EpisodeStarts(self.start, self.resolution, self.session.cfg.game)
         self._window = HumanWindow("Echo-Infinity world model")
         self._frame: np.ndarray | None = None
         self._closed = False
@@ -356,7 +362,7 @@ class WorldEnv(gym.Env):
         if self._frame is None:
             raise RuntimeError("call reset() before step()")
         if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):
-            raise action_error(action)
+            raise action_error(action, self.session.action_meanings)
         out = self.session.advance(np.array([int(action)]))
         self._frame = out.frames[0].copy()
         done_prob = float(out.done[0])
@@ -381,7 +387,7 @@ class WorldEnv(gym.Env):
 
     # --- the world -----------------------------------------------------------------
     def get_action_meanings(self) -> list[str]:
-        return list(ACTION_MEANINGS)
+        return list(self.session.action_meanings)
 
     def set_prompt(self, text: str) -> None:
         """Change the world's description mid-episode (no reset; the next frames follow it).

@@ -40,7 +40,6 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from .teacher import ACTION_MEANINGS
 from .world_env import DONE_THRESHOLD, EpisodeStarts, HumanWindow, check_start, make_session, parse_options, tile
 
 
@@ -73,10 +72,10 @@ class WorldVectorEnv(gym.vector.VectorEnv):
         self.default_prompt = prompt
         self.done_threshold = float(done_threshold)
         self.single_observation_space = spaces.Box(0, 255, (R, R, 3), np.uint8)
-        self.single_action_space = spaces.Discrete(len(ACTION_MEANINGS))
+        self.single_action_space = spaces.Discrete(self.session.num_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._starts = EpisodeStarts(self.start, R, self.motion)
+        self._starts = EpisodeStarts(self.start, R, self.session.cfg.game)
         self._window = HumanWindow(f"Echo-Infinity world model x{num_envs}")
         self._rngs: list[np.random.Generator | None] = [None] * num_envs  # one generator per env
         self._prompts = [prompt] * num_envs  # each env's episode prompt (kept by autoreset)
@@ -158,7 +157,7 @@ class WorldVectorEnv(gym.vector.VectorEnv):
 
     # --- the worlds ----------------------------------------------------------------
     def get_action_meanings(self) -> list[str]:
-        return list(ACTION_MEANINGS)
+        return list(self.session.action_meanings)
 
     def set_prompt(self, text: str, env: int | None = None) -> None:
         """Change the prompt mid-episode, of all envs or of env `env` (no reset). Autoresets
@@ -205,14 +204,14 @@ class WorldVectorEnv(gym.vector.VectorEnv):
         raise TypeError(f"seed must be None, an int or a list of {B} ints, got {type(seed).__name__}")
 
     def _check_actions(self, actions) -> np.ndarray:
-        B, n = self.num_envs, len(ACTION_MEANINGS)
-        valid = f"{B} ints in [0, {n}) (" + ", ".join(f"{i} {m}" for i, m in enumerate(ACTION_MEANINGS)) + ")"
+        B, meanings = self.num_envs, self.session.action_meanings
+        valid = f"{B} ints in [0, {len(meanings)}) (" + ", ".join(f"{i} {m}" for i, m in enumerate(meanings)) + ")"
         a = np.asarray(actions)
         if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
             raise TypeError(f"actions must be {valid}; got dtype {a.dtype}")
         if a.shape != (B,):
             raise ValueError(f"actions must have shape ({B},), one per env ({valid}); got shape {a.shape}")
-        if a.min() < 0 or a.max() >= n:
+        if a.min() < 0 or a.max() >= len(meanings):
             raise ValueError(f"actions must be {valid}; got {a.tolist()}")
         return a.astype(np.int64)
 

@@ -52,7 +52,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from world.actions import ACTION_MEANINGS
+from world.actions import game_actions
 from world.model import CONFIG_FILE, WEIGHTS_FILE, WorldModel
 from world.text import build_text_encoder
 
@@ -118,8 +118,8 @@ class Session:
         self.device = torch.device(device)
         self.backend = self._make_backend(backend)
         self.text = build_text_encoder(text_encoder, cache_size=1024)
-        self.action_meanings = list(ACTION_MEANINGS)
-        self.num_actions = len(ACTION_MEANINGS)  # the teacher's actions; spare embeddings stay unused
+        self.action_meanings = list(game_actions(self.cfg.game.env))
+        self.num_actions = len(self.action_meanings)  # the game's actions; spare embeddings stay unused
         self.fixed_steps = self.cfg.sampler.steps if steps is None else steps
         if not isinstance(self.fixed_steps, int) or not 1 <= self.fixed_steps <= 64:
             raise ValueError(f"steps must be an int in [1, 64], got {steps!r}")

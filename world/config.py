@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from world.actions import GAME_ACTIONS
+
 MEMORY_POLICIES = ("window", "sink", "compress", "evolving", "full")
 ROPE_RECIPES = ("unified_relative", "absolute", "window_relative")
 PROMPT_MODES = ("pooled", "cross_attention")
@@ -301,8 +303,12 @@ class SamplerConfig:
 
 @dataclass
 class GameConfig:
-    """What the checkpoint's frames are: how the teacher moved when its data was recorded."""
+    """What the checkpoint's frames are: which game made them and how it moved."""
 
+    env: str = "teacher"
+    """The game the data was recorded in: 'teacher' (EchoInfinity/Teacher-v0) or 'crafter'
+    (EchoInfinity/Crafter-v0). It names the action vocabulary (`world.actions.game_actions`)
+    and the real game that eval, World-v0 and play put beside the model."""
     motion: str = "smooth"
     """The teacher's motion mode: 'smooth' (2 px a frame) or 'tile' (one tile = one token a
     move). Everything that plays or measures the checkpoint (eval, World-v0, play, kiosk,
@@ -312,6 +318,7 @@ class GameConfig:
     spans view_pixels / tokenizer.grid_size of them (stage 2's seen-content mask)."""
 
     def validate(self) -> None:
+        _check(self.env in GAME_ACTIONS, "game.env", self.env, f"must be one of {tuple(GAME_ACTIONS)}")
         _check(self.motion in MOTIONS, "game.motion", self.motion, f"must be one of {MOTIONS}")
         _check(self.view_pixels > 0, "game.view_pixels", self.view_pixels, "must be > 0")
 
@@ -339,6 +346,9 @@ class ModelConfig:
         _check(not self.sampler.snap or self.tokenizer.codebook_size > 0, "sampler.snap", self.sampler.snap,
                "needs a codebook (tokenizer.codebook_size > 0)")
         self.game.validate()
+        n = len(GAME_ACTIONS[self.game.env])
+        _check(self.dit.num_actions >= n, "dit.num_actions", self.dit.num_actions,
+               f"must cover game.env {self.game.env!r}'s {n} actions")
         side = math.isqrt(self.memory.memory_tokens_per_frame)
         _check(self.tokenizer.grid_size % side == 0, "memory.memory_tokens_per_frame",
                self.memory.memory_tokens_per_frame,
@@ -434,6 +444,12 @@ PRESETS: dict[str, dict[str, Any]] = {
              # issue 14: tile-step motion and the direct previous-frame path (dit.prev_copy_clean won
              # the learn bench but its full run drifted by h64: off until stage 2 holds it, RESULTS.md)
              "dit": {"prev_frame": True, "prediction": "x0"}, "game": {"motion": "tile"}},
+    # issue 18: Crafter at 64x64, one 8-px tile per token (envs.crafter), its 17 actions
+    "crafter-tiny": {"tokenizer": {"codebook_size": 4096},
+                     "sampler": {"temperature": 0.25, "max_steps": 2, "context_noise": 0.1, "snap": True,
+                                 "snap_hold": 32},
+                     "dit": {"prev_frame": True, "prediction": "x0", "num_actions": 17},
+                     "game": {"env": "crafter", "motion": "tile"}},
     "small": {
         "tokenizer": {"image_size": 128, "channels": [32, 64, 128], "latent_channels": 16},
         "dit": {"dim": 384, "depth": 8, "heads": 6, "prompt_mode": "cross_attention",

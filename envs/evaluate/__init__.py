@@ -123,6 +123,10 @@ JSON (`--json`), stable top-level names:
                             teacher_reward, unearned_share}, done: {precision, recall, model_events,
                             teacher_events}}}
   skipped                  [section] not run (their values are null)
+  game, skipped_reason     (Crafter checkpoints only) "crafter", and why sections without ground truth
+                           there are skipped; fidelity_detail then also has player_visible_true,
+                           status_bar_kept_by_horizon, status_bar_kept_tokenizer, status_bar_psnr_by_horizon
+                           and lacks the teacher's invented / tile / object keys (envs/evaluate/crafter.py)
   settings                 the EvalConfig used
   section_seconds          {section: s}
   seconds                  wall time of the whole evaluation
@@ -130,6 +134,7 @@ JSON (`--json`), stable top-level names:
 The package, one module per measure, this module the one entry point (`run_eval`):
 
   config.py     seeds, the game played, EvalConfig
+  crafter.py    the sections for a Crafter checkpoint (game.env = "crafter", issue 18)
   metrics.py    PSNR and SSIM
   rollouts.py   the checkpoint, the teacher's true frames, the model's free and teacher-forced runs
   reference.py  the teacher's own ranges and the player-sprite check
@@ -210,6 +215,8 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
 
     run = lambda s: s not in ev.skip  # noqa: E731
     model = ck.model()
+    if cfg.game.env == "crafter":
+        return _run_crafter(model, ev, text, seeds, steps, result, art, run, lap, t_start)
     ref = teacher_reference(game) if run("fidelity") or run("stability") else None
     if run("fidelity"):
         out, a = eval_fidelity(model, ev, text, seeds, steps, game, ref)
@@ -240,6 +247,27 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
     if run("heads"):
         result["heads"] = eval_heads(model, ev, text, eval_seeds(ev.heads_worlds, ev.proxy), steps, game)
         lap("heads")
+    result["seconds"] = round(time.perf_counter() - t_start, 2)
+    return result, art
+
+
+def _run_crafter(model, ev: EvalConfig, text, seeds, steps, result: dict, art: dict, run, lap, t_start):
+    """A Crafter checkpoint: the sections with ground truth in the real game (envs/evaluate/crafter.py)."""
+    from .crafter import eval_crafter_fidelity, eval_crafter_stability
+
+    result["game"] = "crafter"
+    result["skipped_reason"] = {s: "no ground truth in Crafter (no prompt, biome, teacher atlas or revisit plan)"
+                                for s in ("revisit", "adherence", "ablations", "heads")}
+    result["skipped"] = sorted(set(result["skipped"]) | set(result["skipped_reason"]), key=SECTIONS.index)
+    if run("fidelity"):
+        out, a = eval_crafter_fidelity(model, ev, text, seeds, steps)
+        result.update(out)
+        art.update(a)
+        lap("fidelity")
+    if run("stability"):
+        result["stability"] = eval_crafter_stability(model, ev, text, seeds[0], steps)
+        result["stable"] = result["stability"]["ok"]
+        lap("stability")
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     return result, art
 

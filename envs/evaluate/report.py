@@ -28,40 +28,44 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
 
     if result["psnr_by_horizon"]:
         hs = list(result["psnr_by_horizon"])
-        snapped = result["fidelity_detail"].get("tokenizer_psnr_snapped_heldout")
-        lines += ["## Fidelity by horizon (teacher's explore actions)", "",
+        det = result["fidelity_detail"]
+        snapped = det.get("tokenizer_psnr_snapped_heldout")
+        crafter = det.get("game") == "crafter"
+        rows = (("frozen start frame, PSNR dB (baseline)", "frozen_start_frame_psnr_by_horizon", 2),
+                ("worlds still showing the player", "player_visible_by_horizon", 2),
+                ("status bar kept (every count right)", "status_bar_kept_by_horizon", 2),
+                ("status bar, PSNR dB", "status_bar_psnr_by_horizon", 1),
+                ("seen content kept, PSNR dB", "seen_psnr_by_horizon", 1),
+                ("share of pixels seen in the start frame", "seen_share_by_horizon", 2),
+                ("invented content vs the model's own earlier frame, PSNR dB", "invented_psnr_by_horizon", 1),
+                ("... the teacher's own", "invented_psnr_teacher_by_horizon", 1),
+                ("tile validity", "tile_valid_by_horizon", 2),
+                ("object tiles drawn (share of cells)", "object_share_by_horizon", 2),
+                ("... in the true frames", "object_share_teacher_by_horizon", 2),
+                ("worlds alive (averaged)", "worlds_per_horizon", 0))
+        truth = "Crafter's frames under the explore policy's actions" if crafter else "teacher's explore actions"
+        lines += [f"## Fidelity by horizon ({truth})", "",
                   "| horizon | " + " | ".join(hs) + " |", "|---" * (len(hs) + 1) + "|",
                   "| PSNR dB | " + " | ".join(fmt(result["psnr_by_horizon"][h]) for h in hs) + " |",
                   "| SSIM | " + " | ".join(fmt(result["ssim_by_horizon"][h], 3) for h in hs) + " |",
-                  "| frozen start frame, PSNR dB (baseline) | " + " | ".join(
-                      fmt(result["fidelity_detail"]["frozen_start_frame_psnr_by_horizon"][h]) for h in hs) + " |",
-                  "| worlds still showing the player | " + " | ".join(
-                      fmt(result["fidelity_detail"]["player_visible_by_horizon"][h], 2) for h in hs) + " |",
-                  *[f"| {label} | " + " | ".join(fmt(result["fidelity_detail"][key][h], digits) for h in hs) + " |"
-                    for label, key, digits in (
-                        ("seen content kept, PSNR dB", "seen_psnr_by_horizon", 1),
-                        ("share of pixels seen in the start frame", "seen_share_by_horizon", 2),
-                        ("invented content vs the model's own earlier frame, PSNR dB", "invented_psnr_by_horizon", 1),
-                        ("... the teacher's own", "invented_psnr_teacher_by_horizon", 1),
-                        ("tile validity", "tile_valid_by_horizon", 2),
-                        ("object tiles drawn (share of cells)", "object_share_by_horizon", 2),
-                        ("... in the true frames", "object_share_teacher_by_horizon", 2))], "",
-                  f"Tokenizer round trip of the true frames (the ceiling): "
-                  f"{fmt(result['fidelity_detail']['tokenizer_psnr_heldout'])} dB"
+                  *[f"| {label} | " + " | ".join(fmt(det[key][h], digits) for h in hs) + " |"
+                    for label, key, digits in rows if key in det], "",
+                  f"Tokenizer round trip of the true frames (the ceiling): {fmt(det['tokenizer_psnr_heldout'])} dB"
                   + (f" ({fmt(snapped)} dB through the codebook the model snaps to)" if snapped is not None else "")
-                  + "; its tile validity "
-                  f"{fmt(result['fidelity_detail']['tile_valid_tokenizer'], 2)} (the teacher's own "
-                  f"{fmt(result['fidelity_detail']['tile_valid_teacher'], 2)}).", "",
-                  f"Teacher-forced (the true past as context, {result['fidelity_detail']['teacher_forced_frames']} "
-                  f"frames a world): PSNR {fmt(result['fidelity_detail']['teacher_forced_psnr'])} dB, the player "
-                  f"drawn in {fmt(result['fidelity_detail']['teacher_forced_player_visible'], 2)} of the frames; on "
-                  f"the frames that moved, {fmt(result['fidelity_detail']['teacher_forced_psnr_moved'])} dB against "
-                  f"{fmt(result['fidelity_detail']['copy_previous_psnr_moved'])} dB for copying the previous "
-                  "true frame; object tiles drawn in "
-                  f"{fmt(result['fidelity_detail'].get('teacher_forced_object_share'), 2)} of the cells (the true "
-                  f"frames: {fmt(result['fidelity_detail'].get('teacher_forced_object_share_true'), 2)}).", "",
+                  + (f"; the player check passes on {fmt(det['player_visible_tokenizer'], 2)} of its frames "
+                     f"({fmt(det['player_visible_true'], 2)} of the true ones), the status bar on "
+                     f"{fmt(det['status_bar_kept_tokenizer'], 2)}." if crafter else
+                     f"; its tile validity {fmt(det['tile_valid_tokenizer'], 2)} (the teacher's own "
+                     f"{fmt(det['tile_valid_teacher'], 2)})."), "",
+                  f"Teacher-forced (the true past as context, {det['teacher_forced_frames']} "
+                  f"frames a world): PSNR {fmt(det['teacher_forced_psnr'])} dB, the player "
+                  f"drawn in {fmt(det['teacher_forced_player_visible'], 2)} of the frames; on "
+                  f"the frames that moved, {fmt(det['teacher_forced_psnr_moved'])} dB against "
+                  f"{fmt(det['copy_previous_psnr_moved'])} dB for copying the previous true frame"
+                  + ("." if crafter else "; object tiles drawn in "
+                     f"{fmt(det.get('teacher_forced_object_share'), 2)} of the cells (the true "
+                     f"frames: {fmt(det.get('teacher_forced_object_share_true'), 2)})."), "",
                   "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
-        det = result["fidelity_detail"]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         x = np.arange(1, len(det["psnr_curve"]) + 1)
         for a, curve, key, label in ((ax[0], det["psnr_curve"], "psnr_by_horizon", "PSNR (dB)"),
@@ -154,7 +158,7 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
         s = result["stability"]
         lines += ["## Stability", "",
                   f"{s['frames']} frames of random actions: **{'stable' if result['stable'] else 'NOT stable'}**. "
-                  f"NaN-free: {s['nan_free']}; frames out of the teacher's range: {s['out_of_range_frames']} "
+                  f"NaN-free: {s['nan_free']}; frames out of the true frames' range: {s['out_of_range_frames']} "
                   f"(mean {fmt(s['frame_mean_range'][0], 1)}..{fmt(s['frame_mean_range'][1], 1)}, allowed "
                   f"{fmt(s['allowed_mean_range'][0], 1)}..{fmt(s['allowed_mean_range'][1], 1)}; std "
                   f"{fmt(s['frame_std_range'][0], 1)}..{fmt(s['frame_std_range'][1], 1)}, allowed "
