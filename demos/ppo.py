@@ -2,22 +2,26 @@
 
 A cleanrl-style single file (cleanrl's `ppo_atari.py`, read top to bottom):
 train one PPO policy per `--env-ids` entry for the same wall-clock budget
-(`--minutes`), then play every policy, and a random one, in the teacher game
-and count the gems each collects per episode:
+(`--minutes`), then play every policy, and a random one, in the real game of the
+checkpoint (its `game.env`: the teacher, or Crafter) and score each episode: the
+teacher's gems collected, or the Crafter achievements unlocked (with Crafter's own
+score over them, the geometric mean of the success rates, Hafner 2021):
 
 - `EchoInfinity/World-v0`: trained entirely inside the world model (the natively
   batched vector env: all worlds in one forward pass), never seeing the teacher;
 - `EchoInfinity/Teacher-v0`: trained on the teacher itself (`SyncVectorEnv`);
 - random: uniform actions, the floor.
 
-Both envs share spaces (64x64 RGB, six actions), so a policy moves from one to
-the other unchanged. The teacher (training and evaluation) moves the way the
+Both envs share spaces (64x64 RGB, six actions; a Crafter checkpoint's World-v0 and
+`EchoInfinity/Crafter-v0` share Crafter's 17), so a policy moves from one to the
+other unchanged. The teacher (training and evaluation) moves the way the
 checkpoint's frames move (its `game.motion`: smooth, or a tile a move), so all
 three play the same game. Results go to `--out` (JSON) with the trained policies
 beside it (`policy_<name>.safetensors`: plain tensors, loading runs no code).
 
     python -m demos.ppo --checkpoint checkpoints/tiny --minutes 30 --out runs/ppo/results.json
     python -m demos.ppo --checkpoint /tmp/ckpt --text-encoder hash --minutes 0.5   # smoke run
+    python -m demos.ppo --checkpoint checkpoints/crafter-tiny --total-steps 100000 --out runs/ppo/crafter.json
 
 Both vector envs autoreset in NEXT_STEP mode: the step after an episode ends
 only restarts that env (its action is ignored, its reward is 0), so that
@@ -42,13 +46,14 @@ from tqdm import tqdm
 
 import envs  # registers the EchoInfinity ids
 
-WORLD_ID, TEACHER_ID = envs.WORLD_ID, envs.TEACHER_ID
+WORLD_ID, TEACHER_ID, CRAFTER_ID = envs.WORLD_ID, envs.TEACHER_ID, envs.CRAFTER_ID
 
 
 @dataclass
 class Args:
-    env_ids: list[str] = field(default_factory=lambda: [WORLD_ID, TEACHER_ID],
-                               metadata={"help": "envs to train in, one policy each (evaluated in the teacher)"})
+    env_ids: list[str] | None = field(default=None, metadata={
+        "help": "envs to train in, one policy each, evaluated in the real game (default: World-v0 and the "
+                "checkpoint's real game, Teacher-v0 or Crafter-v0)"})
     minutes: float = field(default=30.0, metadata={"help": "wall-clock training budget per env id"})
     total_steps: int = field(default=10**9, metadata={"help": "cap on env steps per training run"})
     checkpoint: str | None = field(default=None,
@@ -72,7 +77,8 @@ class Args:
     vf_coef: float = field(default=0.5, metadata={"help": "value loss weight"})
     max_grad_norm: float = field(default=0.5, metadata={"help": "gradient clip"})
     eval_episodes: int = field(default=10, metadata={"help": "teacher episodes per evaluated policy"})
-    eval_max_steps: int = field(default=1000, metadata={"help": "steps per evaluation episode (Teacher-v0: 1000)"})
+    eval_max_steps: int = field(default=1000, metadata={"help": "steps per evaluation episode (Teacher-v0: 1000; "
+                                                                 "Crafter's episodes end when the player dies)"})
     seed: int = field(default=1, metadata={"help": "seed of torch, numpy and the envs"})
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     device: str = field(default="cpu", metadata={"help": "torch device of the policy and the world model"})
@@ -139,16 +145,26 @@ class Agent(nn.Module):
 # -- envs ------------------------------------------------------------------------------------
 
 
-def teacher_motion(args: Args) -> str:
-    """The checkpoint's game.motion (the shipped one when --checkpoint is not given); smooth without one."""
+def real_game(args: Args):
+    """The checkpoint's game config (the shipped one when --checkpoint is not given; the smooth
+    teacher without one): which real game the policies are scored in, and how it moves."""
     from demos.source import DEFAULT_CHECKPOINT, checkpoint_game, checkpoint_problem
+    from world.config import GameConfig
 
     checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
-    return "smooth" if checkpoint_problem(checkpoint) else checkpoint_game(checkpoint).motion
+    return GameConfig() if checkpoint_problem(checkpoint) else checkpoint_game(checkpoint)
+
+
+def real_id(args: Args) -> str:
+    return CRAFTER_ID if real_game(args).env == "crafter" else TEACHER_ID
 
 
 def make_teacher(args: Args, **kwargs) -> gym.Env:
-    return gym.make(TEACHER_ID, motion=teacher_motion(args), **kwargs)
+    """The real game: the teacher in the checkpoint's motion mode, or Crafter."""
+    game = real_game(args)
+    if game.env == "crafter":
+        return gym.make(CRAFTER_ID, **kwargs)
+    return gym.make(TEACHER_ID, motion=game.motion, **kwargs)
 
 
 def make_train_envs(args: Args, env_id: str) -> gym.vector.VectorEnv:
@@ -156,7 +172,7 @@ def make_train_envs(args: Args, env_id: str) -> gym.vector.VectorEnv:
         return gym.make_vec(WORLD_ID, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
                             checkpoint=args.checkpoint, text_encoder=args.text_encoder, start=args.world_start,
                             prompt=args.world_prompt, steps=args.denoising_steps, device=args.device)
-    if env_id == TEACHER_ID:  # in the checkpoint's motion mode, as World-v0 and the evaluation
+    if env_id == real_id(args):  # in the checkpoint's motion mode, as World-v0 and the evaluation
         return gym.vector.SyncVectorEnv([lambda: make_teacher(args) for _ in range(args.num_envs)])
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(args.num_envs)])
 
@@ -272,19 +288,29 @@ def train(args: Args, env_id: str) -> tuple[Agent, dict]:
 # -- evaluation in the teacher ----------------------------------------------------------------
 
 
-def evaluate(act, args: Args, label: str) -> list[int]:
-    """Gems collected per teacher episode by `act(obs) -> action` (same seeds for every policy)."""
+def evaluate(act, args: Args, label: str) -> dict:
+    """Play `act(obs) -> action` in the real game (same seeds for every policy) -> the results entry:
+    gems per teacher episode, or Crafter achievements unlocked per episode and Crafter's score."""
     env = make_teacher(args, max_episode_steps=args.eval_max_steps)
-    gems = []
+    scores, unlocked = [], []
     for ep in tqdm(range(args.eval_episodes), desc=f"eval {label}", disable=args.no_progress):
         obs, info = env.reset(seed=10_000 + ep)  # held-out seeds
         done = False
         while not done:
             obs, _, terminated, truncated, info = env.step(act(obs))
             done = terminated or truncated
-        gems.append(int(info["gems"]))
+        if "achievements" in info:  # Crafter
+            unlocked.append(sorted(k for k, v in info["achievements"].items() if v > 0))
+            scores.append(len(unlocked[-1]))
+        else:
+            scores.append(int(info["gems"]))
+    names = sorted(info.get("achievements", {}))
     env.close()
-    return gems
+    if not names:
+        return {"gems_per_episode": scores, "gems_mean": float(np.mean(scores))}
+    rates = {n: 100.0 * float(np.mean([n in u for u in unlocked])) for n in names}  # success rate, %
+    return {"achievements_per_episode": scores, "achievements_mean": float(np.mean(scores)),
+            "success_rates": rates, "crafter_score": float(np.exp(np.mean(np.log1p(list(rates.values())))) - 1)}
 
 
 def policy_actor(agent: Agent, device: torch.device, seed: int):
@@ -309,26 +335,27 @@ def main(argv: list[str] | None = None) -> dict:
 
     rng = np.random.default_rng(args.seed)
     n_actions = make_teacher(args).action_space.n
-    gems = evaluate(lambda obs: int(rng.integers(n_actions)), args, "random")
-    results = {"random": {"gems_per_episode": gems, "gems_mean": float(np.mean(gems))}}
-    for env_id in args.env_ids:
+    results = {"random": evaluate(lambda obs: int(rng.integers(n_actions)), args, "random")}
+    for env_id in args.env_ids or [WORLD_ID, real_id(args)]:
         agent, stats = train(args, env_id)
         name = env_id.split("/")[-1]
         save_file(agent.state_dict(), str(args.out.parent / f"policy_{name}.safetensors"))
-        gems = evaluate(policy_actor(agent, device, args.seed), args, name)
-        results[env_id] = {"gems_per_episode": gems, "gems_mean": float(np.mean(gems)), "train": stats}
+        results[env_id] = {**evaluate(policy_actor(agent, device, args.seed), args, name), "train": stats}
 
+    game = real_game(args)
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
-              "eval": {"env": TEACHER_ID, "motion": teacher_motion(args), "episodes": args.eval_episodes,
+              "eval": {"env": real_id(args), "motion": game.motion, "episodes": args.eval_episodes,
                        "max_steps": args.eval_max_steps,
                        "seeds": [10_000 + i for i in range(args.eval_episodes)]},
               "results": results}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\ngems per teacher episode ({args.eval_episodes} episodes, {args.eval_max_steps} steps):")
+    score = "achievements" if game.env == "crafter" else "gems"
+    print(f"\n{score} per {real_id(args)} episode ({args.eval_episodes} episodes, {args.eval_max_steps} steps):")
     for name, r in results.items():
-        g = np.asarray(r["gems_per_episode"])
+        g = np.asarray(r[f"{score}_per_episode"])
         trained = f"  trained {r['train']['env_steps']} steps" if "train" in r else ""
-        print(f"  {name:26s} {g.mean():6.2f} +- {g.std():5.2f}{trained}")
+        crafter = f"  Crafter score {r['crafter_score']:.2f}%" if "crafter_score" in r else ""
+        print(f"  {name:26s} {g.mean():6.2f} +- {g.std():5.2f}{crafter}{trained}")
     print(f"wrote {args.out}")
     return report
 

@@ -220,3 +220,19 @@ def test_play_maps_crafters_keys_and_compares_with_the_real_game(tmp_path, monke
     argv = ["--checkpoint", str(crafter_ckpt), "--text-encoder", "hash", "--headless", "--frames", "12"]
     assert play.main(parser.parse_args(argv)) == 0 and play.main(parser.parse_args(argv + ["--compare"])) == 0
     assert capsys.readouterr().out.count("frames") >= 2
+
+
+def test_ppo_on_a_crafter_checkpoint_is_scored_on_crafters_achievements(crafter_ckpt, tmp_path):
+    from demos import ppo
+
+    out = tmp_path / "ppo" / "results.json"
+    report = ppo.main(["--checkpoint", str(crafter_ckpt), "--text-encoder", "hash", "--minutes", "5",
+                       "--total-steps", "64", "--num-envs", "2", "--num-steps", "16", "--eval-episodes", "2",
+                       "--eval-max-steps", "30", "--out", str(out), "--no-progress"])
+    assert report["eval"]["env"] == "EchoInfinity/Crafter-v0"
+    results = json.loads(out.read_text())["results"]
+    assert results.keys() == {"random", "EchoInfinity/World-v0", "EchoInfinity/Crafter-v0"}
+    for r in results.values():
+        assert len(r["achievements_per_episode"]) == 2 and len(r["success_rates"]) == 22
+        assert 0 <= r["crafter_score"] <= 100
+    assert results["EchoInfinity/World-v0"]["train"]["env_steps"] == 64
