@@ -19,7 +19,11 @@ the explore and revisit policies find them. A move into a blocked cell only turn
 player. `blocks(a)` and `leads_to_hazard(a)` (lava) let the policies steer as on the teacher.
 
 Seeding: `reset(seed=s)` builds Crafter's world from `s` (same seed, same actions -> same
-frames); `reset()` without a seed starts the next world of the same seed sequence.
+frames); `reset()` without a seed starts the next world of the same seed sequence. Crafter
+1.8.3 alone is not reproducible: it keeps each chunk's creatures in a `set`, iterated in
+memory-address order, and despawns `creatures[random index]` of that order, so two runs of
+one seed part ways after a few dozen steps. The wrapper swaps those sets for insertion-ordered
+ones (`_ordered_chunks`), which makes every draw depend on the seed alone (tested).
 Episodes end with `terminated` when the player dies and `truncated` after `length`
 steps (Crafter's 10,000 by default). Rewards are Crafter's: +1 for each achievement
 unlocked the first time, +-0.1 per health point gained or lost.
@@ -30,6 +34,7 @@ seen-content masks use), "tile" (tx, ty), "achievements" {name: count}, "invento
 """
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import gymnasium as gym
@@ -53,6 +58,24 @@ def _crafter():
         raise ModuleNotFoundError("the Crafter env needs the `crafter` package: "
                                   "pip install -e '.[crafter]' (or pip install crafter)") from None
     return crafter
+
+
+class _OrderedSet(dict):
+    """The `set` API Crafter's chunks use (add, remove, in, len, iteration) in insertion order."""
+
+    def add(self, item) -> None:
+        self[item] = None
+
+    def remove(self, item) -> None:
+        del self[item]
+
+
+def _ordered_chunks(world) -> None:
+    """Replace the world's per-chunk object sets by insertion-ordered ones, each ordered by the
+    objects' indices (their order of creation), so iterating a chunk never depends on memory."""
+    index = lambda obj: int(world._obj_map[tuple(obj.pos)])  # noqa: E731
+    world._chunks = collections.defaultdict(_OrderedSet, {
+        key: _OrderedSet.fromkeys(sorted(objs, key=index)) for key, objs in world._chunks.items()})
 
 
 class CrafterEnv(gym.Env):
@@ -89,6 +112,7 @@ class CrafterEnv(gym.Env):
             self._game = self._crafter.Env(area=(AREA, AREA), view=(VIEW, VIEW), size=(SIZE, SIZE),
                                            length=self.length, seed=world_seed)
         self._obs = self._game.reset()
+        _ordered_chunks(self._game._world)
         self.frame_index = 0
         return self._obs.copy(), self._info(None)
 

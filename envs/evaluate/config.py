@@ -29,10 +29,12 @@ PERPENDICULAR = {"UP": ("LEFT", "RIGHT"), "DOWN": ("RIGHT", "LEFT"),
 
 @dataclass(frozen=True)
 class Game:
-    """How the teacher draws the checkpoint's world: frame side and motion mode (`game.motion`)."""
+    """How the real game draws the checkpoint's world: frame side, motion mode (`game.motion`)
+    and which game (`game.env`: the teacher, or Crafter)."""
 
     resolution: int
     motion: str = "smooth"
+    env: str = "teacher"
 
 
 def as_game(game: "Game | int") -> Game:

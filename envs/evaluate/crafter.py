@@ -29,47 +29,23 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import RANGE_SEED_BASE, EvalConfig
+from .config import RANGE_SEED_BASE, EvalConfig, Game
 from .content import masked_psnr
 from .metrics import mean_or_none, psnr, ssim
-from .rollouts import Episode, model_rollout, teacher_forced
+from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
 
 TILE = 8                     # pixels per Crafter tile (envs.crafter: one tile = one token)
 VIEW_ROWS, COLS = 6, 8       # the world view's tiles; two status-bar rows below
 PLAYER = (3, 4)              # (row, column) of the player's tile: Crafter's grid // 2
 STATUS_Y = VIEW_ROWS * TILE  # first pixel row of the status bar
 REFERENCE_WORLDS, REFERENCE_FRAMES = 12, 300
+CRAFTER = Game(64, "tile", "crafter")
 
 
 def crafter_run(seed: int, T: int, actions: Sequence[int] | None = None) -> Episode:
-    """Play Crafter for T frames: the given actions, else the explore policy (hazards avoided).
-    Frames after the player died repeat the last frame (`alive` says where it ended)."""
-    from envs.crafter import CrafterEnv
-    from envs.policies import make_policy
-
-    env = CrafterEnv()
-    obs, info = env.reset(seed=seed)
-    policy = None
-    if actions is None:
-        policy = make_policy("explore", env, np.random.default_rng(seed), slip_prob=0.0)
-        policy.reset(info)
-    frames = np.empty((T + 1, *obs.shape), np.uint8)
-    frames[0] = obs
-    acts, rewards = np.zeros(T, np.int64), np.zeros(T, np.float32)
-    positions, alive, terminated = [info["position"]], T, False
-    for t in range(T):
-        if alive < T:
-            frames[t + 1] = frames[t]
-            positions.append(positions[-1])
-            continue
-        a = int(actions[t]) if policy is None else policy.act(info)
-        obs, rewards[t], terminated, truncated, info = env.step(a)
-        acts[t], frames[t + 1] = a, obs
-        positions.append(info["position"])
-        if terminated or truncated:
-            alive = t + 1
-    env.close()
-    return Episode(seed, frames, acts, info["caption"], None, alive, positions, rewards, bool(terminated))
+    """Play Crafter for T frames: the given actions, else the explore policy (hazards avoided);
+    frames after the player died repeat the last frame (`alive` says where it ended)."""
+    return teacher_run(seed, T, CRAFTER, actions)
 
 
 def _tiles(frames: np.ndarray, rows: range, cols: range) -> np.ndarray:

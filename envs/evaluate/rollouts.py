@@ -85,17 +85,18 @@ class Episode:
 
 def teacher_run(seed: int, T: int, game: Game | int, actions: Sequence[int] | None = None,
                 style=None, switch: tuple[int, Any] | None = None, slip_prob: float = 0.0) -> Episode:
-    """Play the teacher for T frames: the given actions, else its explore policy (walking into a
-    hazard it would step around with `slip_prob` chance; none by default).
+    """Play the real game (`game.env`: the teacher, or Crafter) for T frames: the given actions,
+    else its explore policy (walking into a hazard it would step around with `slip_prob` chance;
+    none by default).
 
-    switch = (k, style): set_style(style) before the step out of frame k.
+    switch = (k, style): set_style(style) before the step out of frame k (the teacher).
     Frames after an episode end repeat the last frame (and `alive` says where it ended).
     """
+    from envs.games import make_game
     from envs.policies import make_policy
-    from envs.teacher import TeacherEnv
 
     game = as_game(game)
-    env = TeacherEnv(resolution=game.resolution, motion=game.motion)
+    env = make_game(game, game.resolution)
     obs, info = env.reset(seed=seed, options=None if style is None else {"style": style})
     policy = None
     if actions is None:
@@ -107,7 +108,7 @@ def teacher_run(seed: int, T: int, game: Game | int, actions: Sequence[int] | No
     rewards = np.zeros(T, np.float32)
     terminated = False
     positions = [info["position"]]
-    caption, start_style, alive = info["caption"], env.style, T
+    caption, start_style, alive = info["caption"], getattr(env, "style", None), T
     for t in range(T):
         if switch is not None and switch[0] == t:
             env.set_style(switch[1])
