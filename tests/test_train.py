@@ -165,6 +165,19 @@ def test_copy_loss_trains_the_copy_path_alone(tmp_path, dataset):
     assert all("copy" not in r for r in rows(off))
 
 
+def test_mix_loss_is_trained_in_both_stages(tmp_path):
+    # tile steps: every move is a whole token (MICRO's 16-px tokens: two 8-px tiles a token, so
+    # a label on standing and on blocked frames, and on moves from a token boundary)
+    record_episodes("teacher", "explore", episodes=2, steps=60, out_dir=tmp_path / "data", seed=5, progress=False,
+                    motion="tile")
+    model = dict(MICRO, game={"motion": "tile"})
+    out = Trainer(small_config(tmp_path, model=model, tok_steps=1, s1_steps=2, s2_steps=1, mix_loss_weight=1.0),
+                  batches_for([str(p) for p in list_shards(tmp_path / "data")]), progress=False).run()
+    logged = [r for r in rows(out) if r.get("stage") in ("stage1", "stage2") and "loss" in r]
+    assert len(logged) == 3 and all(r["shift"] > 0 for r in logged)
+    assert all(0 <= r["shift_acc"] <= 1 for r in logged if r["stage"] == "stage1")
+
+
 def test_resume_refuses_another_model(tmp_path, dataset):
     Trainer(small_config(tmp_path, s1_steps=1, s2_steps=0), batches_for(dataset), progress=False).run()
     other = dict(MICRO, dit={"dim": 64, "depth": 1, "heads": 2})
@@ -275,6 +288,19 @@ def test_shift_loss_weighs_blocked_moves():
     assert abs(ce(1.0) - float(per.mean())) < 1e-5
     assert abs(ce(5.0) - float((per[0] + 5 * per[1] + per[2]) / 7)) < 1e-5 and ce(5.0) > ce(1.0)
     assert abs(float(shift_head_loss(logits, labels, action)[1]) - 1 / 3) < 1e-6  # right on the moved frame only
+
+
+def test_mix_loss_scores_every_token_but_the_players():
+    # a 4x4 grid, two frames: moved one token right (label 5), and a blocked move (label 4)
+    labels, action = torch.tensor([[5, 4]]), torch.tensor([[4, 4]])
+    logits = torch.zeros(1, 2, 16, 9)
+    logits[..., 5] = 2.0                          # every token copies from its right neighbour...
+    player = 2 * 4 + 2
+    logits[:, :, player] = 0.0
+    logits[:, :, player, 4] = 50.0                 # ...but the player's, which stays (never scored)
+    ce, acc = shift_head_loss(logits, labels, action)
+    per_frame = [float(torch.nn.functional.cross_entropy(logits[0, f, :1], labels[0, f:f + 1])) for f in (0, 1)]
+    assert abs(float(ce) - sum(per_frame) / 2) < 1e-5 and abs(float(acc) - 0.5) < 1e-6
 
 
 def test_optimizer_state_round_trips_without_pickle():

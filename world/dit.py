@@ -161,7 +161,7 @@ class DiT(nn.Module):
         unknown; training), else the shift head's argmax is copied
         -> (prediction [B, F, N, token_dim] (velocity or x0, per
         dit.prediction), hidden [B, F, N, D]); with_copy adds the copy path's own x0
-        [B, F, N, token_dim] and the shift head's logits [B, F, 9] (None without
+        [B, F, N, token_dim] and the mix's logits [B, F, N, 9] or shift head's [B, F, 9] (None without
         dit.prev_frame / dit.prev_shift), for their auxiliary losses."""
         c = self.t_embed(t) + self.a_embed(action)  # [B, F, D]
         nb = None

@@ -545,7 +545,7 @@ class WorldModel(nn.Module):
         shift [B, T]: the camera's true moves for dit.prev_shift (`world.prev_frame.shift_labels`).
         Returns (the prediction for the noisy frames [B, T, N, C] (velocity or x0,
         per dit.prediction), reward [B, T], done_logit [B, T]); with_copy adds the copy
-        path's x0 for the noisy frames [B, T, N, C] and the shift head's logits [B, T, 9]
+        path's x0 for the noisy frames [B, T, N, C] and its logits (the shift head's [B, T, 9], or the per-token mix's [B, T, N, 9])
         (None without dit.prev_frame / dit.prev_shift).
         """
         m, tk = self.cfg.memory, self.cfg.tokenizer

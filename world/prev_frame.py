@@ -96,14 +96,15 @@ class PrevFrame(nn.Module):
 
     def copy(self, nb: torch.Tensor, action: torch.Tensor, hidden: torch.Tensor,
              shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """nb [B, F, N, 9, C]; hidden [B, F, N, D] -> (copy [B, F, N, C], shift logits [B, F, 9] or None).
+        """nb [B, F, N, 9, C]; hidden [B, F, N, D] -> (copy [B, F, N, C], logits: the per-token
+        mix's [B, F, N, 9], or with a global shift the shift head's [B, F, 9]).
 
         Per-token mix: softmax(action bias + head). Global shift: the whole frame moved by the
         shift given (training's true camera move, int64 [B, F], -1: none known) or else by
         the head's argmax."""
         if not self.global_shift:
             logits = self.mix_bias[action][:, :, None] + self.mix_head(hidden)  # [B, F, N, 9]
-            return torch.matmul(logits.softmax(-1).unsqueeze(-2), nb).squeeze(-2), None
+            return torch.matmul(logits.softmax(-1).unsqueeze(-2), nb).squeeze(-2), logits
         B, Fr = hidden.shape[:2]
         logits = self.shift_head(hidden.reshape(B, Fr, -1))  # [B, F, 9]
         pick = logits.argmax(-1)

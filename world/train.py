@@ -120,11 +120,21 @@ class Stage1Loss(nn.Module):
             copy_loss = F.mse_loss(copy[:, c:], x0[:, c:])
             loss = loss + cfg.copy_loss_weight * copy_loss
             out["copy"] = copy_loss.detach()
-        if shift_logits is not None:
+        if shift_logits is not None and shift is not None:
             shift_loss, out["shift_acc"] = shift_head_loss(shift_logits, shift, action_in, cfg.shift_blocked_weight)
-            loss = loss + cfg.shift_loss_weight * shift_loss
+            loss = loss + aux_weight(self.model, cfg) * shift_loss
             out["shift"] = shift_loss.detach()
         return {"loss": loss, **out}
+
+
+def aux_weight(model: WorldModel, cfg: TrainConfig) -> float:
+    """The weight of the copy path's move loss: the shift head's, or the per-token mix's."""
+    return cfg.shift_loss_weight if model.cfg.dit.prev_shift else cfg.mix_loss_weight
+
+
+def move_labels_needed(model: WorldModel, cfg: TrainConfig) -> bool:
+    """Does training need the camera's true moves (`shift_labels`)?"""
+    return model.cfg.dit.prev_frame and (model.cfg.dit.prev_shift or cfg.mix_loss_weight > 0)
 
 
 def head_losses(reward: torch.Tensor, done: torch.Tensor, reward_in: torch.Tensor, done_in: torch.Tensor,
@@ -145,12 +155,20 @@ def head_losses(reward: torch.Tensor, done: torch.Tensor, reward_in: torch.Tenso
 
 def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: torch.Tensor,
                     blocked_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, T, 9], labels [B, T] (-1: unknown), action [B, T] the frame's action ->
-    (cross-entropy, accuracy of the argmax). Blocked moves (a move action, the camera in place)
-    weigh `blocked_weight`: they are a few percent of the recorded moves, and a head that
-    follows the action alone is right on all the others."""
+    """logits [B, T, 9] (the shift head) or [B, T, N, 9] (the per-token mix: every token but the
+    player's, which stays in place, labelled with the frame's move), labels [B, T] (-1: unknown),
+    action [B, T] the frame's action -> (cross-entropy, accuracy of the argmax). Blocked moves (a
+    move action, the camera in place) weigh `blocked_weight`: they are a few percent of the
+    recorded moves, and a head that follows the action alone is right on all the others."""
     if labels is None:
         raise ValueError("a model with dit.prev_shift trains on the teacher's camera moves: pass shift labels")
+    if logits.dim() == 4:  # per token: drop the player's tile, fold the tokens into the frames
+        g = math.isqrt(logits.shape[2])
+        keep = torch.ones(g * g, dtype=torch.bool, device=logits.device)
+        keep[(g // 2) * g + g // 2] = False
+        N = int(keep.sum())
+        logits = logits[:, :, keep].flatten(1, 2)  # [B, T * N, 9]
+        labels, action = labels.repeat_interleave(N, 1), action.repeat_interleave(N, 1)
     known = labels >= 0
     if not bool(known.any()):
         zero = logits.sum() * 0.0
@@ -250,7 +268,7 @@ class Stage2Loss(nn.Module):
             eps = torch.randn(target.shape, generator=gen, device=dev)
             moved = None if shift is None else shift[:, j : j + 1]
             pred, _, _, logits = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a, moved, with_copy=True)
-            if logits is not None:
+            if logits is not None and moved is not None:
                 shift_sum = shift_sum + shift_head_loss(logits, moved, a, cfg.shift_blocked_weight)[0]
             per_token = (pred - sampler.target(kind, target, eps)).pow(2).mean(-1)[:, 0]  # [B, N]
             flow_sum = flow_sum + (per_token * weights[:, j]).mean()
@@ -276,9 +294,9 @@ class Stage2Loss(nn.Module):
             state.cache.k = state.cache.k.detach().clone()
             state.cache.v = state.cache.v.detach().clone()
         flow, rew, end = flow_sum / L, rew_sum / L, end_sum / L
-        loss = flow + cfg.reward_weight * rew + cfg.done_weight * end + cfg.shift_loss_weight * shift_sum / L
+        loss = flow + cfg.reward_weight * rew + cfg.done_weight * end + aux_weight(model, cfg) * shift_sum / L
         out = {"loss": loss, "flow": flow.detach(), "reward": rew.detach(), "done": end.detach()}
-        if model.cfg.dit.prev_shift:
+        if shift is not None:
             out["shift"] = (shift_sum / L).detach()
         return out
 
@@ -600,7 +618,7 @@ class Trainer:
             positions = b["positions"].to(self.device)
             tk = model.cfg.tokenizer
             px = model.cfg.game.view_pixels / tk.grid_size  # base pixels a token spans
-            shift = shift_labels(positions, m.chunk_frames, px) if model.cfg.dit.prev_shift else None
+            shift = shift_labels(positions, m.chunk_frames, px) if move_labels_needed(model, cfg) else None
             if stage == "stage1":
                 return x0, action_in, reward_in, done_in, prompts, self.gen, shift
             weights = revisit_weights(positions, m.window_frames, cfg.revisit_weight)[:, :, None] * free_run_mask(

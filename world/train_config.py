@@ -111,6 +111,12 @@ class TrainConfig:
     """Weight of the shift head's cross-entropy against the teacher's camera move (models
     with `dit.prev_shift`; stages 1 and 2). The copy itself is trained with the true move,
     so the residual learns on exact copies; sampling takes the head's argmax."""
+    mix_loss_weight: float = 0.0
+    """Weight of a cross-entropy on the per-token mix of the previous-frame path (models without
+    `dit.prev_shift`; stages 1 and 2): every token but the player's should copy the neighbour the
+    camera's true move brings into place (`shift_labels`; the centre on NOOPs and blocked moves,
+    weighted by `shift_blocked_weight`). The flow loss alone left the shipped mix a blend (a median
+    0.30 on its best neighbour) that moves the view on 70% of blocked moves (issue 14). 0: off."""
     shift_blocked_weight: float = 1.0
     """Weight of blocked moves (a move action, the camera in place: the player walked into an
     obstacle) in the shift head's loss. They are ~7% of the recorded moves, and a head that
