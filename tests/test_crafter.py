@@ -9,6 +9,7 @@ import pytest
 crafter = pytest.importorskip("crafter")
 
 from envs.crafter import CAPTION, CrafterEnv  # noqa: E402
+from envs.evaluate.config import eval_seeds  # noqa: E402
 from world.actions import CRAFTER_ACTIONS  # noqa: E402
 
 
@@ -165,6 +166,10 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     assert det["player_visible_true"] > 0.5 and 0 <= det["status_bar_kept_tokenizer"] <= 1
     assert set(result["psnr_by_horizon"]) == {"1", "4", "16"} and result["stability"]["frames"] == 16
     assert "status bar kept" in (tmp_path / "report" / "report.md").read_text()
+    # "moved" is the camera's move (Crafter's daylight changes every frame, so every frame differs)
+    ep = C.crafter_run(eval_seeds(1)[0], 16)
+    pos = np.array(ep.positions[:det["teacher_forced_frames"] + 1])
+    assert det["teacher_forced_moved_share"] == pytest.approx((pos[1:] != pos[:-1]).any(-1).mean())
     C.tile_library.cache_clear()
 
 

@@ -303,6 +303,27 @@ def test_mix_loss_scores_every_token_but_the_players():
     assert abs(float(ce) - sum(per_frame) / 2) < 1e-5 and abs(float(acc) - 0.5) < 1e-6
 
 
+def test_crafter_mix_loss_leaves_the_player_and_status_bar_in_place():
+    from world.config import GameConfig
+
+    fixed = GameConfig(env="crafter").fixed_tokens(8)
+    assert fixed[0] == 3 * 8 + 4 and fixed[1:] == list(range(48, 64))  # the player's tile, two status rows
+    assert GameConfig().fixed_tokens(8) == [4 * 8 + 4]
+    with pytest.raises(ValueError, match="grid_size"):
+        GameConfig(env="crafter").fixed_tokens(4)
+    # every token scores "one right" but the fixed ones say "in place" (4) with certainty:
+    # scored as Crafter, only the 47 moving tokens count, all right; scored as the teacher, the
+    # status bar's 16 tokens are scored (and wrong)
+    labels, action = torch.tensor([[5]]), torch.tensor([[2]])
+    logits = torch.zeros(1, 1, 64, 9)
+    logits[..., 5] = 50.0
+    logits[:, :, fixed] = 0.0
+    logits[:, :, fixed, 4] = 50.0
+    ce, acc = shift_head_loss(logits, labels, action, fixed=fixed)
+    assert float(ce) < 1e-6 and float(acc) == 1.0
+    assert float(shift_head_loss(logits, labels, action)[1]) < 0.8
+
+
 def test_optimizer_state_round_trips_without_pickle():
     p = torch.nn.Parameter(torch.randn(3))
     opt = torch.optim.AdamW([p], lr=0.1)

@@ -317,6 +317,15 @@ class GameConfig:
     """The teacher's view side in base pixels, the unit of recorded positions: one token
     spans view_pixels / tokenizer.grid_size of them (stage 2's seen-content mask)."""
 
+    def fixed_tokens(self, grid: int) -> list[int]:
+        """Token indices (row-major on the grid x grid token grid) drawn in the same place
+        whatever the camera does: the player's tile, and Crafter's two status-bar rows. The
+        copy path's move labels leave them in place (`world.train.shift_head_loss`)."""
+        if self.env == "crafter":  # envs/crafter.py: 8x6 world tiles, the player at row 3, column 4
+            _check(grid == 8, "tokenizer.grid_size", grid, "must be 8 for a Crafter model (one token a tile)")
+            return [3 * grid + 4, *range(6 * grid, grid * grid)]
+        return [(grid // 2) * grid + grid // 2]
+
     def validate(self) -> None:
         _check(self.env in GAME_ACTIONS, "game.env", self.env, f"must be one of {tuple(GAME_ACTIONS)}")
         _check(self.motion in MOTIONS, "game.motion", self.motion, f"must be one of {MOTIONS}")

@@ -89,6 +89,7 @@ class Stage1Loss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
         self.classify = model.cfg.dit.outcome_heads == "centre"
+        self.fixed_tokens = model.cfg.game.fixed_tokens(model.cfg.tokenizer.grid_size)
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen,
                 shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -121,7 +122,8 @@ class Stage1Loss(nn.Module):
             loss = loss + cfg.copy_loss_weight * copy_loss
             out["copy"] = copy_loss.detach()
         if shift_logits is not None and shift is not None:
-            shift_loss, out["shift_acc"] = shift_head_loss(shift_logits, shift, action_in, cfg.shift_blocked_weight)
+            shift_loss, out["shift_acc"] = shift_head_loss(shift_logits, shift, action_in, cfg.shift_blocked_weight,
+                                                           self.fixed_tokens)
             loss = loss + aux_weight(self.model, cfg) * shift_loss
             out["shift"] = shift_loss.detach()
         return {"loss": loss, **out}
@@ -154,18 +156,19 @@ def head_losses(reward: torch.Tensor, done: torch.Tensor, reward_in: torch.Tenso
 
 
 def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: torch.Tensor,
-                    blocked_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                    blocked_weight: float = 1.0, fixed: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [B, T, 9] (the shift head) or [B, T, N, 9] (the per-token mix: every token but the
-    player's, which stays in place, labelled with the frame's move), labels [B, T] (-1: unknown),
-    action [B, T] the frame's action -> (cross-entropy, accuracy of the argmax). Blocked moves (a
-    move action, the camera in place) weigh `blocked_weight`: they are a few percent of the
-    recorded moves, and a head that follows the action alone is right on all the others."""
+    `fixed` ones (drawn in place whatever the camera does, `GameConfig.fixed_tokens`; default the
+    grid's centre) labelled with the frame's move), labels [B, T] (-1: unknown), action [B, T]
+    the frame's action -> (cross-entropy, accuracy of the argmax). Blocked moves (a move action,
+    the camera in place) weigh `blocked_weight`: they are a few percent of the recorded moves, and
+    a head that follows the action alone is right on all the others."""
     if labels is None:
         raise ValueError("a model with dit.prev_shift trains on the teacher's camera moves: pass shift labels")
-    if logits.dim() == 4:  # per token: drop the player's tile, fold the tokens into the frames
+    if logits.dim() == 4:  # per token: drop the fixed tokens, fold the others into the frames
         g = math.isqrt(logits.shape[2])
         keep = torch.ones(g * g, dtype=torch.bool, device=logits.device)
-        keep[(g // 2) * g + g // 2] = False
+        keep[[(g // 2) * g + g // 2] if fixed is None else fixed] = False
         N = int(keep.sum())
         logits = logits[:, :, keep].flatten(1, 2)  # [B, T * N, 9]
         labels, action = labels.repeat_interleave(N, 1), action.repeat_interleave(N, 1)
@@ -242,6 +245,7 @@ class Stage2Loss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
         self.classify = model.cfg.dit.outcome_heads == "centre"
+        self.fixed_tokens = model.cfg.game.fixed_tokens(model.cfg.tokenizer.grid_size)
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen,
                 switches: dict[int, list] | None = None, shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -269,7 +273,7 @@ class Stage2Loss(nn.Module):
             moved = None if shift is None else shift[:, j : j + 1]
             pred, _, _, logits = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a, moved, with_copy=True)
             if logits is not None and moved is not None:
-                shift_sum = shift_sum + shift_head_loss(logits, moved, a, cfg.shift_blocked_weight)[0]
+                shift_sum = shift_sum + shift_head_loss(logits, moved, a, cfg.shift_blocked_weight, self.fixed_tokens)[0]
             per_token = (pred - sampler.target(kind, target, eps)).pow(2).mean(-1)[:, 0]  # [B, N]
             flow_sum = flow_sum + (per_token * weights[:, j]).mean()
             # What the window keeps of this frame: the truth, or (self-rollout, free run) the

@@ -83,7 +83,8 @@ JSON (`--json`), stable top-level names:
                             teacher_forced_frames (one-step predictions from the true past),
                             copy_previous_psnr (baseline: the previous true frame as the prediction),
                             teacher_forced_psnr_moved, copy_previous_psnr_moved, teacher_forced_moved_share
-                            (the same over the frames that differ from the previous one),
+                            (the same over the frames that differ from the previous one; on Crafter,
+                            whose daylight changes every frame, over the frames where the camera moved),
                             seen_psnr_by_horizon, seen_share_by_horizon, seen_psnr_tokenizer_by_horizon
                             (PSNR over the pixels whose world position the start frame showed),
                             invented_psnr_by_horizon, invented_psnr_teacher_by_horizon,

@@ -7,7 +7,7 @@ have ground truth and reports the others (revisit, adherence, ablations, heads) 
   explore policy, hazards avoided; Crafter's night zombies still end episodes, so
   `worlds_per_horizon` says how many worlds a horizon averages), with the frozen start frame,
   the tokenizer's round trip (the ceiling), one-step teacher-forced predictions and the
-  copy-previous baseline, seen content kept (PSNR over the pixels whose world tile the start
+  copy-previous baseline (also over the frames where the camera moved), seen content kept (PSNR over the pixels whose world tile the start
   frame showed), the player sprite kept and the status bar kept by horizon;
 - stability: one long free rollout of random actions: no NaN, every frame's mean/std within
   the real frames' ranges (+-15 levels, x0.5-1.5), the player kept, flat cost.
@@ -162,7 +162,10 @@ def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) 
     tf = teacher_forced(model, true[:, :tf_T + 1], prompts, actions[:, :tf_T], seeds, steps)
     target, prev = true[:, 1:tf_T + 1], true[:, :tf_T]
     tf_alive = alive[:, :tf_T]
-    moved = tf_alive & (psnr(prev, target) < 100.0)
+    # Crafter's daylight changes every frame, so "moved" is the camera's move (the player's
+    # tile changed), the frames where copying the previous frame is wrong
+    pos = np.array([e.positions[:tf_T + 1] for e in eps])  # [B, tf_T + 1, 2]
+    moved = tf_alive & (pos[:, 1:] != pos[:, :-1]).any(-1)
     tf_live = lambda v, m=tf_alive: mean_or_none(np.where(m, v, np.nan))  # noqa: E731
     out["fidelity_detail"].update({
         "teacher_forced_frames": tf_T,
