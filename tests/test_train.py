@@ -12,6 +12,7 @@ from envs.dataset import ClipDataset, clip_batches, list_shards
 from envs.record import record_episodes
 from world.config import from_preset
 from world.model import WorldModel
+from world.prev_frame import copyable
 from world.train import (RARITY_CAP, TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer,
                          free_run_mask, head_losses, load_optimizer, rarity_weights, revisit_weights, shift_actions,
                          shift_head_loss)
@@ -290,7 +291,7 @@ def test_shift_loss_weighs_blocked_moves():
     assert abs(float(shift_head_loss(logits, labels, action)[1]) - 1 / 3) < 1e-6  # right on the moved frame only
 
 
-def test_mix_loss_scores_every_token_but_the_players():
+def test_mix_loss_scores_the_tokens_that_are_copies():
     # a 4x4 grid, two frames: moved one token right (label 5), and a blocked move (label 4)
     labels, action = torch.tensor([[5, 4]]), torch.tensor([[4, 4]])
     logits = torch.zeros(1, 2, 16, 9)
@@ -299,8 +300,14 @@ def test_mix_loss_scores_every_token_but_the_players():
     logits[:, :, player] = 0.0
     logits[:, :, player, 4] = 50.0                 # ...but the player's, which stays (never scored)
     ce, acc = shift_head_loss(logits, labels, action)
+    # moved right: neither the player, the last column (new content) nor the player's left
+    # neighbour (its source is the player, not the ground it shows) is a copy: 10 tokens;
+    # in place: every token but the player's, 15
+    scored = copyable(4, [player])
+    assert scored[5].sum() == 10 and not scored[5, player - 1] and scored[4].sum() == 15
     per_frame = [float(torch.nn.functional.cross_entropy(logits[0, f, :1], labels[0, f:f + 1])) for f in (0, 1)]
-    assert abs(float(ce) - sum(per_frame) / 2) < 1e-5 and abs(float(acc) - 0.5) < 1e-6
+    assert abs(float(ce) - (10 * per_frame[0] + 15 * per_frame[1]) / 25) < 1e-5
+    assert abs(float(acc) - 10 / 25) < 1e-6
 
 
 def test_crafter_mix_loss_leaves_the_player_and_status_bar_in_place():
@@ -312,8 +319,8 @@ def test_crafter_mix_loss_leaves_the_player_and_status_bar_in_place():
     with pytest.raises(ValueError, match="grid_size"):
         GameConfig(env="crafter").fixed_tokens(4)
     # every token scores "one right" but the fixed ones say "in place" (4) with certainty:
-    # scored as Crafter, only the 47 moving tokens count, all right; scored as the teacher, the
-    # status bar's 16 tokens are scored (and wrong)
+    # scored as Crafter, only the moving tokens count, all right; scored as the teacher, the
+    # status bar's tokens are scored (and wrong)
     labels, action = torch.tensor([[5]]), torch.tensor([[2]])
     logits = torch.zeros(1, 1, 64, 9)
     logits[..., 5] = 50.0

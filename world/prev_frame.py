@@ -62,6 +62,24 @@ def shift_labels(positions: torch.Tensor, chunk: int, pixels_per_token: float) -
     return torch.where(whole, k, -1)
 
 
+def copyable(grid: int, fixed: list[int]) -> torch.Tensor:
+    """-> bool [9, N]: for each one-token move k (a neighbour index), which tokens can be the copy
+    of their neighbour k in the previous frame: not a `fixed` token themselves (drawn in place
+    whatever the camera does, e.g. the player), and their source neither beyond the frame's edge
+    (new content scrolls in there) nor a fixed token (the ground under the player is not the
+    player)."""
+    N = grid * grid
+    own = torch.zeros(N, dtype=torch.bool)
+    own[fixed] = True
+    blocked = torch.ones(grid + 2, grid + 2, dtype=torch.bool)  # the frame, padded by "beyond the edge"
+    blocked[1:-1, 1:-1] = own.view(grid, grid)
+    out = torch.empty(NEIGHBOURS, N, dtype=torch.bool)
+    for k in range(NEIGHBOURS):
+        dy, dx = k // 3 - 1, k % 3 - 1
+        out[k] = ~blocked[1 + dy : 1 + dy + grid, 1 + dx : 1 + dx + grid].reshape(N) & ~own
+    return out
+
+
 class PrevFrame(nn.Module):
     def __init__(self, grid: int, token_dim: int, dim: int, num_actions: int, centre_bias: float = 4.0,
                  global_shift: bool = False):

@@ -48,7 +48,7 @@ from .actions import MOVES
 from .checkpoint import CheckpointError, read_safetensors
 from .config import from_preset
 from .model import WorldModel
-from .prev_frame import CENTRE, shift_labels
+from .prev_frame import CENTRE, copyable, shift_labels
 from .text import build_text_encoder
 from .train_config import STAGE_PREFIX, STAGES, TrainConfig
 
@@ -157,21 +157,23 @@ def head_losses(reward: torch.Tensor, done: torch.Tensor, reward_in: torch.Tenso
 
 def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: torch.Tensor,
                     blocked_weight: float = 1.0, fixed: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, T, 9] (the shift head) or [B, T, N, 9] (the per-token mix: every token but the
-    `fixed` ones (drawn in place whatever the camera does, `GameConfig.fixed_tokens`; default the
-    grid's centre) labelled with the frame's move), labels [B, T] (-1: unknown), action [B, T]
-    the frame's action -> (cross-entropy, accuracy of the argmax). Blocked moves (a move action,
-    the camera in place) weigh `blocked_weight`: they are a few percent of the recorded moves, and
-    a head that follows the action alone is right on all the others."""
+    """logits [B, T, 9] (the shift head) or [B, T, N, 9] (the per-token mix: each token labelled
+    with the frame's move where it is a copy of that neighbour, `prev_frame.copyable`: not one of
+    the `fixed` tokens (drawn in place whatever the camera does, `GameConfig.fixed_tokens`;
+    default the grid's centre), its source neither fixed nor beyond the edge), labels [B, T] (-1:
+    unknown), action [B, T] the frame's action -> (cross-entropy, accuracy of the argmax).
+    Blocked moves (a move action, the camera in place) weigh `blocked_weight`: they are a few
+    percent of the recorded moves, and a head that follows the action alone is right on all the
+    others."""
     if labels is None:
         raise ValueError("a model with dit.prev_shift trains on the teacher's camera moves: pass shift labels")
-    if logits.dim() == 4:  # per token: drop the fixed tokens, fold the others into the frames
-        g = math.isqrt(logits.shape[2])
-        keep = torch.ones(g * g, dtype=torch.bool, device=logits.device)
-        keep[[(g // 2) * g + g // 2] if fixed is None else fixed] = False
-        N = int(keep.sum())
-        logits = logits[:, :, keep].flatten(1, 2)  # [B, T * N, 9]
-        labels, action = labels.repeat_interleave(N, 1), action.repeat_interleave(N, 1)
+    if logits.dim() == 4:  # per token: unlabel the tokens that are no copy, fold the rest into the frames
+        B, T, N, _ = logits.shape
+        g = math.isqrt(N)
+        ok = copyable(g, [(g // 2) * g + g // 2] if fixed is None else fixed).to(logits.device)  # [9, N]
+        per_token = labels[:, :, None].expand(B, T, N)
+        labels = torch.where(ok[labels.clamp_min(0)] & (per_token >= 0), per_token, -1).flatten(1, 2)  # [B, T * N]
+        logits, action = logits.flatten(1, 2), action.repeat_interleave(N, 1)  # [B, T * N, 9], [B, T * N]
     known = labels >= 0
     if not bool(known.any()):
         zero = logits.sum() * 0.0

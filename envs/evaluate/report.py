@@ -60,7 +60,9 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"Teacher-forced (the true past as context, {det['teacher_forced_frames']} "
                   f"frames a world): PSNR {fmt(det['teacher_forced_psnr'])} dB, the player "
                   f"drawn in {fmt(det['teacher_forced_player_visible'], 2)} of the frames; on "
-                  f"the frames that moved, {fmt(det['teacher_forced_psnr_moved'])} dB against "
+                  + (f"the frames where the camera moved ({fmt(det['teacher_forced_moved_share'], 2)}), "
+                     if crafter else "the frames that moved, ")
+                  + f"{fmt(det['teacher_forced_psnr_moved'])} dB against "
                   f"{fmt(det['copy_previous_psnr_moved'])} dB for copying the previous true frame"
                   + ("." if crafter else "; object tiles drawn in "
                      f"{fmt(det.get('teacher_forced_object_share'), 2)} of the cells (the true "
