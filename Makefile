@@ -31,8 +31,10 @@ test-all: $(STAMP)
 # from those weights, 70 more on recordings that also show every style (data/styles: the others
 # miss 10 of the 96), refit the codebook on all of them and tune the decoder to it, and copy the
 # weights + config to checkpoints/tiny (what `make play` and the envs load). That is how the
-# shipped weights were made (docs/RESULTS.md, issue 14's eighth and ninth sessions). Re-running
-# resumes (recording is skipped when its manifest exists, training continues its run).
+# shipped weights were made (docs/RESULTS.md, issue 14's eighth and ninth sessions). Last, issue 15's
+# 118 CPU-minutes of stage 2 with prompt-switch clips and the prompt's projection at 30x the LR
+# (two runs, 28 + 90; fifteenth session). About 440 CPU-minutes in all. Re-running resumes
+# (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
 train: $(STAMP)
@@ -59,7 +61,13 @@ train: $(STAMP)
 	$(VENV)/bin/echo-infinity train --data data/slips --init-from $(TRAIN_OUT)-heads --out $(TRAIN_OUT)-heads2 \
 		--s2-train heads --s2-lr 1e-3 --event-weight 10 --threads 1 --s2-steps 3000 --s2-cpu-minutes 22 \
 		--self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
-	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-heads2/model.safetensors $(TRAIN_OUT)-heads2/config.json checkpoints/tiny/
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles --init-from $(TRAIN_OUT)-heads2 --out $(TRAIN_OUT)-p28 \
+		--threads 1 --s2-steps 3000 --s2-cpu-minutes 28 --self-rollout 0.5 --context-noise-max 0.2 \
+		--self-rollout-temperature 0.25 --s2-switch-clips 2 --prompt-lr-mult 30 --ckpt-every 25 $(ARGS)
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles --init-from $(TRAIN_OUT)-p28 --out $(TRAIN_OUT)-p118 \
+		--threads 1 --s2-steps 3000 --s2-cpu-minutes 90 --self-rollout 0.5 --context-noise-max 0.2 \
+		--self-rollout-temperature 0.25 --s2-switch-clips 2 --prompt-lr-mult 30 --ckpt-every 25 $(ARGS)
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-p118/model.safetensors $(TRAIN_OUT)-p118/config.json checkpoints/tiny/
 
 # Issue 18: a world model of Crafter (envs/crafter.py: 64x64, one 8-px tile per token, 17 actions).
 # Records 300 explore + 200 revisit episodes (Crafter's night zombies end them at ~180 steps), then
