@@ -46,7 +46,7 @@ from tqdm import tqdm
 from . import codebook, precision, sampler
 from .actions import MOVES
 from .checkpoint import CheckpointError, read_safetensors
-from .config import from_preset
+from .config import GameConfig, from_preset
 from .model import WorldModel
 from .prev_frame import CENTRE, copyable, shift_labels
 from .text import build_text_encoder
@@ -89,7 +89,7 @@ class Stage1Loss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
         self.classify = model.cfg.dit.outcome_heads == "centre"
-        self.fixed_tokens = model.cfg.game.fixed_tokens(model.cfg.tokenizer.grid_size)
+        self.copy_ok = copy_mask(model)
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen,
                 shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -123,7 +123,7 @@ class Stage1Loss(nn.Module):
             out["copy"] = copy_loss.detach()
         if shift_logits is not None and shift is not None:
             shift_loss, out["shift_acc"] = shift_head_loss(shift_logits, shift, action_in, cfg.shift_blocked_weight,
-                                                           self.fixed_tokens)
+                                                           self.copy_ok)
             loss = loss + aux_weight(self.model, cfg) * shift_loss
             out["shift"] = shift_loss.detach()
         return {"loss": loss, **out}
@@ -155,12 +155,18 @@ def head_losses(reward: torch.Tensor, done: torch.Tensor, reward_in: torch.Tenso
     return rew, end
 
 
+def copy_mask(model: WorldModel) -> torch.Tensor:
+    """bool [9, N]: which tokens the per-token mix loss labels with each move (`prev_frame.copyable`
+    around the game's fixed tokens, `GameConfig.fixed_tokens`), made once per loss module."""
+    grid = model.cfg.tokenizer.grid_size
+    return copyable(grid, model.cfg.game.fixed_tokens(grid))
+
+
 def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: torch.Tensor,
-                    blocked_weight: float = 1.0, fixed: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    blocked_weight: float = 1.0, copy_ok: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [B, T, 9] (the shift head) or [B, T, N, 9] (the per-token mix: each token labelled
-    with the frame's move where it is a copy of that neighbour, `prev_frame.copyable`: not one of
-    the `fixed` tokens (drawn in place whatever the camera does, `GameConfig.fixed_tokens`;
-    default the grid's centre), its source neither fixed nor beyond the edge), labels [B, T] (-1:
+    with the frame's move where `copy_ok` [9, N] says it is a copy of that neighbour, `copy_mask`;
+    default the teacher's, `copyable` around the grid's centre), labels [B, T] (-1:
     unknown), action [B, T] the frame's action -> (cross-entropy, accuracy of the argmax).
     Blocked moves (a move action, the camera in place) weigh `blocked_weight`: they are a few
     percent of the recorded moves, and a head that follows the action alone is right on all the
@@ -170,7 +176,9 @@ def shift_head_loss(logits: torch.Tensor, labels: torch.Tensor | None, action: t
     if logits.dim() == 4:  # per token: unlabel the tokens that are no copy, fold the rest into the frames
         B, T, N, _ = logits.shape
         g = math.isqrt(N)
-        ok = copyable(g, [(g // 2) * g + g // 2] if fixed is None else fixed).to(logits.device)  # [9, N]
+        if copy_ok is None:
+            copy_ok = copyable(g, GameConfig().fixed_tokens(g))
+        ok = copy_ok.to(logits.device)  # [9, N]
         per_token = labels[:, :, None].expand(B, T, N)
         labels = torch.where(ok[labels.clamp_min(0)] & (per_token >= 0), per_token, -1).flatten(1, 2)  # [B, T * N]
         logits, action = logits.flatten(1, 2), action.repeat_interleave(N, 1)  # [B, T * N, 9], [B, T * N]
@@ -247,7 +255,7 @@ class Stage2Loss(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
         self.classify = model.cfg.dit.outcome_heads == "centre"
-        self.fixed_tokens = model.cfg.game.fixed_tokens(model.cfg.tokenizer.grid_size)
+        self.copy_ok = copy_mask(model)
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen,
                 switches: dict[int, list] | None = None, shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -275,7 +283,7 @@ class Stage2Loss(nn.Module):
             moved = None if shift is None else shift[:, j : j + 1]
             pred, _, _, logits = model.denoise(state, ctx, sampler.add_noise(target, eps, t), t, a, moved, with_copy=True)
             if logits is not None and moved is not None:
-                shift_sum = shift_sum + shift_head_loss(logits, moved, a, cfg.shift_blocked_weight, self.fixed_tokens)[0]
+                shift_sum = shift_sum + shift_head_loss(logits, moved, a, cfg.shift_blocked_weight, self.copy_ok)[0]
             per_token = (pred - sampler.target(kind, target, eps)).pow(2).mean(-1)[:, 0]  # [B, N]
             flow_sum = flow_sum + (per_token * weights[:, j]).mean()
             # What the window keeps of this frame: the truth, or (self-rollout, free run) the

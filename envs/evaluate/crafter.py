@@ -7,8 +7,9 @@ have ground truth and reports the others (revisit, adherence, ablations, heads) 
   explore policy, hazards avoided; Crafter's night zombies still end episodes, so
   `worlds_per_horizon` says how many worlds a horizon averages), with the frozen start frame,
   the tokenizer's round trip (the ceiling), one-step teacher-forced predictions and the
-  copy-previous baseline (also over the frames where the camera moved), seen content kept (PSNR over the pixels whose world tile the start
-  frame showed), the player sprite kept and the status bar kept by horizon;
+  copy-previous baseline (also over the frames where the camera moved), seen content kept
+  (PSNR over the pixels whose world tile the start frame showed), the player sprite kept and
+  the status bar kept by horizon;
 - stability: one long free rollout of random actions: no NaN, every frame's mean/std within
   the real frames' ranges (+-15 levels, x0.5-1.5), the player kept, flat cost.
 
