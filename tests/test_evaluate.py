@@ -191,6 +191,10 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     fd = r["fidelity_detail"]
     assert fd["teacher_forced_frames"] == 4 and 0 < fd["teacher_forced_psnr"] < E.PSNR_CAP
     assert 0 <= fd["teacher_forced_player_visible"] <= 1 and fd["copy_previous_psnr"] > 0
+    for key in ("teacher_forced_psnr_shown", "tokenizer_psnr_shown", "copy_moved_psnr_shown", "teacher_forced_psnr_edge",
+                "tokenizer_psnr_edge"):
+        assert 0 < fd[key] < E.PSNR_CAP, key
+    assert 0 < fd["teacher_forced_edge_share"] < 0.5  # explore moves: a row or column comes in most frames
     for key in ("seen_psnr_by_horizon", "seen_share_by_horizon", "tile_valid_by_horizon",
                 "invented_share_by_horizon"):
         assert set(fd[key]) == {"1", "4"}
@@ -240,6 +244,9 @@ def test_head_scores_count_matches_within_a_frame_and_unearned_reward():
     silent = head_scores(np.zeros_like(reward), np.zeros_like(done), paid, end, alive)
     assert silent["reward"]["precision"] is None and silent["reward"]["recall"] == 0.0
     assert silent["reward"]["unearned_share"] is None
+    small = paid.copy()
+    small[0, 8] = 0.1  # a small true reward there (Crafter's health): 0.1 of the 0.6 is earned
+    assert abs(head_scores(reward, done, small, end, alive)["reward"]["unearned_share"] - 0.5 / 1.5) < 1e-6
 
 
 def test_teacher_run_records_rewards_and_hazard_ends():
@@ -297,6 +304,23 @@ def test_content_measures_on_the_teachers_own_frames(motion):
     assert tile_validity(flat, ep.positions, ep.style, 64, motion, thr).mean() < 0.1
     texture = np.random.default_rng(0).integers(0, 256, ep.frames.shape, dtype=np.uint8)  # what a collapse draws
     assert tile_validity(texture, ep.positions, ep.style, 64, motion, thr).mean() < 0.05
+
+
+def test_teacher_forced_split_scores_what_the_previous_frame_showed_apart_from_the_edge():
+    """A prediction that is the previous true frame moved with the camera (the edge left black)
+    is exact over the pixels that frame showed and wrong on the edge a move brings in."""
+    from envs.evaluate.content import reproject
+    from envs.evaluate.fidelity import _teacher_forced_split
+
+    ep = E.teacher_run(90_501, 12, E.Game(64, "tile"))
+    T = 12
+    pred = np.stack([reproject(ep.frames[t], ep.positions[t], ep.positions[t + 1], 64, "tile") for t in range(T)])
+    alive = np.ones((1, T), bool)
+    out = _teacher_forced_split([ep], pred[None], ep.frames[None], ep.frames[None, 1:], None, alive,
+                                E.Game(64, "tile"))
+    assert out["teacher_forced_psnr_shown"] == E.PSNR_CAP == out["tokenizer_psnr_shown"] == out["copy_moved_psnr_shown"]
+    assert out["teacher_forced_psnr_edge"] < 20 and out["tokenizer_psnr_edge"] == E.PSNR_CAP
+    assert 0 < out["teacher_forced_edge_share"] < 0.3
 
 
 def test_object_share_tells_objects_from_bare_ground():

@@ -287,6 +287,9 @@ def test_centre_heads_read_the_players_tile_and_pay_whole_pickups():
     assert set(out.reward.tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="outcome_heads"):
         micro(dit={"outcome_heads": "player"})
+    # Crafter's player stands at row 3, column 4 of the 8x8 grid, not at the centre
+    cfg = from_preset("crafter-tiny", dit={"dim": 32, "depth": 1, "heads": 2, "outcome_heads": "centre"})
+    assert WorldModel(cfg).dit.centre == [r * 8 + c for r in (2, 3, 4) for c in (3, 4, 5)]
 
 
 def test_first_frame_and_prompt_change():

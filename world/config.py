@@ -148,9 +148,10 @@ class DiTConfig:
     outcome_heads: str = "pooled"
     """What the reward and done heads read from a committed frame's hidden states.
     'pooled': a linear map of the mean over all tokens, the reward regressed (checkpoints
-    before issue 17). 'centre': an MLP over that mean and the 3x3 tokens around the grid's
-    centre, where the player stands, and both heads are classifiers: the reward is paid (1)
-    where the pickup's logit passes 0 (probability 0.5). A gem vanishing under the player is
+    before issue 17). 'centre': an MLP over that mean and the 3x3 tokens around the player's
+    token (`GameConfig.fixed_tokens`: the grid's centre on the teacher, row 3 column 4 on
+    Crafter), and both heads are classifiers: the reward is paid (1) where the pickup's
+    (Crafter: an achievement's) logit passes 0 (probability 0.5). A gem vanishing under the player is
     1/64 of the mean, and the pooled heads never told a pickup frame from the others (issue 17)."""
 
     @property

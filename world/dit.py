@@ -122,8 +122,12 @@ class DiT(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
         self.grid = tk.grid_size
-        c = self.grid // 2  # the player's tile (tile motion) or the 2x2 it straddles (smooth)
-        player = [(c + dy) * self.grid + c + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 3x3 around it
+        # The player's token (the teacher: the centre, whose 3x3 also covers the 2x2 a smooth-motion
+        # player straddles; Crafter: row 3, column 4) and the 3x3 around it.
+        player = []
+        if d.outcome_heads == "centre" or d.player_surroundings:
+            py, px = divmod(cfg.game.fixed_tokens(self.grid)[0], self.grid)
+            player = [(py + dy) * self.grid + px + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
         self.centre = player if d.outcome_heads == "centre" else []  # token indices the heads read beside the mean
 
         def head() -> nn.Module:

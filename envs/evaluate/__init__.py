@@ -61,7 +61,7 @@ Sections (`--skip` any of SECTIONS):
    hazard ends (`heads_worlds` worlds of `heads_frames` explore frames, hazard
    slips at `heads_slip`), teacher-forced and free-running: precision, recall,
    and the share of the dream's reward paid where the teacher pays nothing
-   (envs/evaluate/heads.py).
+   (envs/evaluate/heads.py). On a Crafter checkpoint: Crafter's achievements and deaths.
 
 JSON (`--json`), stable top-level names:
   checkpoint               path of the checkpoint evaluated
@@ -85,6 +85,12 @@ JSON (`--json`), stable top-level names:
                             teacher_forced_psnr_moved, copy_previous_psnr_moved, teacher_forced_moved_share
                             (the same over the frames that differ from the previous one; on Crafter,
                             whose daylight changes every frame, over the frames where the camera moved),
+                            teacher_forced_psnr_shown, tokenizer_psnr_shown, copy_moved_psnr_shown,
+                            teacher_forced_psnr_edge, tokenizer_psnr_edge, teacher_forced_edge_share
+                            (teacher-forced PSNR over the pixels the previous true frame showed / over the
+                            rest, the incoming edge, each beside the tokenizer's ceiling over the same
+                            pixels; over the shown ones also the previous true frame moved with the
+                            camera, an exact copy; teacher only),
                             seen_psnr_by_horizon, seen_share_by_horizon, seen_psnr_tokenizer_by_horizon
                             (PSNR over the pixels whose world position the start frame showed),
                             invented_psnr_by_horizon, invented_psnr_teacher_by_horizon,
@@ -254,11 +260,11 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
 
 def _run_crafter(model, ev: EvalConfig, text, seeds, steps, result: dict, art: dict, run, lap, t_start):
     """A Crafter checkpoint: the sections with ground truth in the real game (envs/evaluate/crafter.py)."""
-    from .crafter import eval_crafter_fidelity, eval_crafter_stability
+    from .crafter import CRAFTER, eval_crafter_fidelity, eval_crafter_stability
 
     result["game"] = "crafter"
     result["skipped_reason"] = {s: "no ground truth in Crafter (no prompt, biome, teacher atlas or revisit plan)"
-                                for s in ("revisit", "adherence", "ablations", "heads")}
+                                for s in ("revisit", "adherence", "ablations")}
     result["skipped"] = sorted(set(result["skipped"]) | set(result["skipped_reason"]), key=SECTIONS.index)
     if run("fidelity"):
         out, a = eval_crafter_fidelity(model, ev, text, seeds, steps)
@@ -269,6 +275,9 @@ def _run_crafter(model, ev: EvalConfig, text, seeds, steps, result: dict, art: d
         result["stability"] = eval_crafter_stability(model, ev, text, seeds[0], steps)
         result["stable"] = result["stability"]["ok"]
         lap("stability")
+    if run("heads"):  # Crafter's own rewards and deaths under the same actions (events: achievements)
+        result["heads"] = eval_heads(model, ev, text, eval_seeds(ev.heads_worlds, ev.proxy), steps, CRAFTER)
+        lap("heads")
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     return result, art
 

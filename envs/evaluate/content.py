@@ -48,7 +48,8 @@ def view_origin(position, motion: str) -> tuple[int, int]:
     return int(position[1]) - half - oy, int(position[0]) - half - ox
 
 
-def _player_box(resolution: int, motion: str) -> tuple[int, int, int]:
+def player_box(resolution: int, motion: str) -> tuple[int, int, int]:
+    """(y, x, size) in screen pixels of the player's tile."""
     from envs.teacher import VIEW, player_origin
     from envs.tiles import BASE_TILE
 
@@ -66,7 +67,7 @@ def shared_mask(pos_t, pos_ref, resolution: int, motion: str) -> np.ndarray:
     world = np.arange(resolution) // s  # base pixel of each screen row / column
     mask = ((vy + world >= ry) & (vy + world < ry + VIEW))[:, None] & \
            ((vx + world >= rx) & (vx + world < rx + VIEW))[None, :]
-    py, px, ts = _player_box(resolution, motion)
+    py, px, ts = player_box(resolution, motion)
     mask[py:py + ts, px:px + ts] = False  # the player in this frame
     y0, x0 = py + (ry - vy) * s, px + (rx - vx) * s  # where the reference frame's player stood
     mask[max(y0, 0):max(y0 + ts, 0), max(x0, 0):max(x0 + ts, 0)] = False
@@ -100,15 +101,15 @@ def seen_and_invented(gen: np.ndarray, true: np.ndarray, positions, resolution: 
     for t in range(lag + 1, T + 1):
         m = shared_mask(positions[t], positions[t - lag], resolution, motion) & ~seen[t - 1]
         inv[t - 1] = m
-        earlier[t - 1] = _reproject(gen[t - lag], positions[t - lag], positions[t], resolution, motion)
-        true_earlier[t - 1] = _reproject(true[t - lag], positions[t - lag], positions[t], resolution, motion)
+        earlier[t - 1] = reproject(gen[t - lag], positions[t - lag], positions[t], resolution, motion)
+        true_earlier[t - 1] = reproject(true[t - lag], positions[t - lag], positions[t], resolution, motion)
     out["invented"] = masked_psnr(gen[1:], earlier, inv)
     out["invented_teacher"] = masked_psnr(true[1:], true_earlier, inv)
     out["invented_share"] = inv.mean(axis=(1, 2))
     return out
 
 
-def _reproject(frame: np.ndarray, pos_from, pos_to, resolution: int, motion: str) -> np.ndarray:
+def reproject(frame: np.ndarray, pos_from, pos_to, resolution: int, motion: str) -> np.ndarray:
     """The frame drawn at `pos_from`, moved to the screen coordinates of the view at `pos_to`
     (pixels outside it are zero; callers mask them)."""
     from envs.teacher import VIEW
@@ -136,7 +137,7 @@ def tile_cells(frames: np.ndarray, positions, resolution: int, motion: str) -> n
 
     s = resolution // VIEW
     ts = BASE_TILE * s
-    py, px, _ = _player_box(resolution, motion)
+    py, px, _ = player_box(resolution, motion)
     out = []
     for f, pos in zip(frames, positions):
         vy, vx = view_origin(pos, motion)

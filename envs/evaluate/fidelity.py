@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .config import EvalConfig, Game, PSNR_CAP
-from .content import seen_and_invented, tile_census, tile_threshold
+from .content import reproject, player_box, masked_psnr, seen_and_invented, shared_mask, tile_census, tile_threshold
 from .metrics import mean_or_none, psnr, ssim
 from .reference import player_psnr
 from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
@@ -33,7 +33,9 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
         snapped = None  # a model that snaps its frames onto the codebook is bounded by that round trip
         if model.cfg.sampler.snap:
             snapped = torch.cat([tok.decode(tok.snap(z)) for z in tokens]).cpu().numpy()
-    ceiling = np.where(alive, psnr(recon.reshape(true[:, 1:].shape), true[:, 1:]), np.nan)
+    recon = recon.reshape(true[:, 1:].shape)  # [B, T, R, R, 3]
+    snapped = None if snapped is None else snapped.reshape(recon.shape)
+    ceiling = np.where(alive, psnr(recon, true[:, 1:]), np.nan)
     out = {"psnr_by_horizon": {str(h): mean_or_none(p[:, h - 1]) for h in ev.horizons},
            "ssim_by_horizon": {str(h): mean_or_none(s[:, h - 1]) for h in ev.horizons},
            "fidelity_detail": {"policy": "explore (teacher, no hazard slips)",
@@ -41,7 +43,7 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
                                                                       for h in ev.horizons},
                                "tokenizer_psnr_heldout": mean_or_none(ceiling),
                                "tokenizer_psnr_snapped_heldout": None if snapped is None else mean_or_none(
-                                   np.where(alive, psnr(snapped.reshape(true[:, 1:].shape), true[:, 1:]), np.nan)),
+                                   np.where(alive, psnr(snapped, true[:, 1:]), np.nan)),
                                "worlds_per_horizon": {str(h): int(alive[:, h - 1].sum()) for h in ev.horizons},
                                "psnr_curve": [mean_or_none(p[:, t]) for t in range(T)],
                                "ssim_curve": [mean_or_none(s[:, t]) for t in range(T)]}}
@@ -51,11 +53,11 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
                               for f, e in zip(frames, eps)]) >= ref["player_threshold"]
             return np.where(alive, shown, np.nan)
 
-        gen_seen, recon_seen = seen(gen[:, 1:]), seen(recon.reshape(true[:, 1:].shape))
+        gen_seen, recon_seen = seen(gen[:, 1:]), seen(recon)
         out["fidelity_detail"]["player_visible_by_horizon"] = {str(h): mean_or_none(gen_seen[:, h - 1])
                                                                for h in ev.horizons}
         out["fidelity_detail"]["player_visible_tokenizer"] = mean_or_none(recon_seen)
-    out["fidelity_detail"].update(_content(ev, eps, gen, true, recon.reshape(true[:, 1:].shape), alive, game))
+    out["fidelity_detail"].update(_content(ev, eps, gen, true, recon, alive, game))
     tf_T = min(ev.teacher_forced_frames, T)
     tf = teacher_forced(model, true[:, :tf_T + 1], [text(e.caption) for e in eps],
                         np.stack([e.actions[:tf_T] for e in eps]), seeds, steps)
@@ -74,6 +76,8 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
         "teacher_forced_moved_share": mean_or_none(np.where(tf_alive, moved, np.nan)),
         "teacher_forced_psnr_moved": mean_or_none(np.where(moved, psnr(tf, target), np.nan)),
         "copy_previous_psnr_moved": mean_or_none(np.where(moved, psnr(true[:, :tf_T], target), np.nan))})
+    out["fidelity_detail"].update(_teacher_forced_split(
+        eps, tf, true[:, :tf_T + 1], recon[:, :tf_T], None if snapped is None else snapped[:, :tf_T], tf_alive, game))
     thr = tile_threshold(game.resolution)["threshold_db"]
     tf_objects, true_objects = (np.stack([tile_census(f, e.positions[1:tf_T + 1], e.style, game.resolution,
                                                       game.motion, thr)[1] for f, e in zip(frames, eps)])
@@ -89,6 +93,37 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
     art = {"strip_true": true[:2, cols], "strip_gen": gen[:2, cols], "strip_cols": cols,
            "strip_tf": tf[:2, :min(tf_T, 8)]}
     return out, art
+
+
+def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, recon: np.ndarray,
+                          snapped: np.ndarray | None, alive: np.ndarray, game: Game) -> dict:
+    """Teacher-forced PSNR over the pixels the previous true frame showed (a model can know them)
+    and over the rest (the edge a move brings in: unknown world, unless the model remembers it),
+    each beside the tokenizer's ceiling over the same pixels (snapped when the model snaps) and,
+    over the shown pixels, the previous true frame moved with the camera (an exact copy: what
+    changes in place, weather and water, is what it misses). tf, recon, snapped [B, T, R, R, 3],
+    true [B, T + 1, R, R, 3]; the player's tile is left out of both."""
+    T, R = tf.shape[1], game.resolution
+    target = true[:, 1:]
+    shown = np.stack([np.stack([shared_mask(e.positions[t + 1], e.positions[t], R, game.motion) for t in range(T)])
+                      for e in eps])  # [B, T, R, R]
+    moved = np.stack([np.stack([reproject(f[t], e.positions[t], e.positions[t + 1], R, game.motion)
+                                for t in range(T)]) for f, e in zip(true, eps)])  # [B, T, R, R, 3]
+    edge = ~shown
+    py, px, ts = player_box(R, game.motion)
+    edge[:, :, py:py + ts, px:px + ts] = False
+    ceiling = recon if snapped is None else snapped
+    out = {}
+    for name, mask in (("shown", shown), ("edge", edge)):
+        live = alive & mask.any(axis=(2, 3))
+        score = lambda frames: mean_or_none(np.where(live, np.stack(  # noqa: E731
+            [masked_psnr(f, t, m) for f, t, m in zip(frames, target, mask)]), np.nan))
+        out[f"teacher_forced_psnr_{name}"] = score(tf)
+        out[f"tokenizer_psnr_{name}"] = score(ceiling)
+        if name == "shown":
+            out["copy_moved_psnr_shown"] = score(moved)
+    out["teacher_forced_edge_share"] = mean_or_none(np.where(alive, edge.mean(axis=(2, 3)), np.nan))
+    return out
 
 
 def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarray, recon: np.ndarray,

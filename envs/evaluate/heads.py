@@ -17,7 +17,13 @@ ends when the done probability is > 0.5. An event matches when the teacher has o
 precision (share of the model's events the teacher also has), recall (share of the teacher's
 events the model also has) and the counts; for the reward also the share of the dream's whole
 reward mass (the sum of its positive head values, what an agent collects) paid where the
-teacher pays nothing within the match window: `unearned_share`, the figure issue 17 bounds.
+teacher pays nothing within the match window (beyond that frame's own true reward):
+`unearned_share`, the figure issue 17 bounds.
+
+On a Crafter checkpoint the game is Crafter itself under its explore policy (no slips: it has
+no hazard guard to slip from; zombies, arrows and hunger end episodes), the reward events are
+achievements (reward 1, so > 0.5; Crafter's +-0.1 for health are not events) and the ends are
+deaths.
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ def head_scores(reward: np.ndarray, done: np.ndarray, true_reward: np.ndarray, t
     """reward head values, done probabilities, teacher rewards, teacher ends, alive: [B, T] each."""
     paid = true_reward > EVENT_THRESHOLD
     mass = np.where(alive, np.clip(reward, 0, None), 0.0)
-    unearned = np.where(_near(paid, alive), 0.0, mass)
+    # Away from a true event, what the head pays beyond the true reward of that frame (Crafter pays
+    # +0.1 for health regained: a regressed head that pays it there has earned it).
+    unearned = np.where(_near(paid, alive), 0.0, np.clip(mass - np.clip(true_reward, 0, None), 0, None))
     return {"reward": {**event_scores(reward > EVENT_THRESHOLD, paid, alive),
                        "reward_mass": float(mass.sum()), "teacher_reward": float(np.where(alive, true_reward, 0).sum()),
                        "unearned_share": None if mass.sum() == 0 else float(unearned.sum() / mass.sum())},

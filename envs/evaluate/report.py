@@ -66,7 +66,13 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"{fmt(det['copy_previous_psnr_moved'])} dB for copying the previous true frame"
                   + ("." if crafter else "; object tiles drawn in "
                      f"{fmt(det.get('teacher_forced_object_share'), 2)} of the cells (the true "
-                     f"frames: {fmt(det.get('teacher_forced_object_share_true'), 2)})."), "",
+                     f"frames: {fmt(det.get('teacher_forced_object_share_true'), 2)})."
+                     + (f" Over the pixels the previous true frame showed: {fmt(det['teacher_forced_psnr_shown'])} dB "
+                        f"(the ceiling there {fmt(det['tokenizer_psnr_shown'])}, the previous true frame moved with "
+                        f"the camera {fmt(det['copy_moved_psnr_shown'])}); over the edge a move brings in "
+                        f"({fmt(det['teacher_forced_edge_share'], 2)} of the pixels): "
+                        f"{fmt(det['teacher_forced_psnr_edge'])} dB (ceiling {fmt(det['tokenizer_psnr_edge'])})."
+                        if "teacher_forced_psnr_shown" in det else "")), "",
                   "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         x = np.arange(1, len(det["psnr_curve"]) + 1)
@@ -175,8 +181,10 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
         h = result["heads"]
         pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
         lines += ["## Reward and done heads (what World-v0 pays and ends on)", "",
-                  f"{h['worlds']} worlds x {h['frames']} explore frames, hazard slips {h['slip_prob']:.0%}; an "
-                  f"event matches within {h['match_frames']} frame(s).", "",
+                  f"{h['worlds']} worlds x {h['frames']} explore frames"
+                  + (" of Crafter (rewards: achievements; ends: deaths)" if result.get("game") == "crafter" else
+                     f", hazard slips {h['slip_prob']:.0%}")
+                  + f"; an event matches within {h['match_frames']} frame(s).", "",
                   "| run | reward precision | reward recall | model / teacher pickups | dream reward the teacher "
                   "does not pay | done precision | done recall | model / teacher ends |",
                   "|---|---|---|---|---|---|---|---|"]
