@@ -33,7 +33,9 @@ test-all: $(STAMP)
 # weights + config to checkpoints/tiny (what `make play` and the envs load). That is how the
 # shipped weights were made (docs/RESULTS.md, issue 14's eighth and ninth sessions). Last, issue 15's
 # 118 CPU-minutes of stage 2 with prompt-switch clips and the prompt's projection at 30x the LR
-# (two runs, 28 + 90; fifteenth session). About 440 CPU-minutes in all. Re-running resumes
+# (two runs, 28 + 90; fifteenth session), which trained the done head away; so two heads-only steps
+# end it (the rest frozen: all recordings + slips at event weight 10, then slips at weight 3, which
+# keeps false ends rare; seventeenth session). About 470 CPU-minutes in all. Re-running resumes
 # (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
@@ -67,7 +69,13 @@ train: $(STAMP)
 	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles --init-from $(TRAIN_OUT)-p28 --out $(TRAIN_OUT)-p118 \
 		--threads 1 --s2-steps 3000 --s2-cpu-minutes 90 --self-rollout 0.5 --context-noise-max 0.2 \
 		--self-rollout-temperature 0.25 --s2-switch-clips 2 --prompt-lr-mult 30 --ckpt-every 25 $(ARGS)
-	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-p118/model.safetensors $(TRAIN_OUT)-p118/config.json checkpoints/tiny/
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles data/slips --init-from $(TRAIN_OUT)-p118 \
+		--out $(TRAIN_OUT)-h1 --s2-train heads --s2-lr 1e-3 --event-weight 10 --threads 1 --s2-steps 3000 \
+		--s2-cpu-minutes 20 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
+	$(VENV)/bin/echo-infinity train --data data/slips --init-from $(TRAIN_OUT)-h1 --out $(TRAIN_OUT)-h2 \
+		--s2-train heads --s2-lr 1e-3 --event-weight 3 --threads 1 --s2-steps 3000 --s2-cpu-minutes 10 \
+		--self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-h2/model.safetensors $(TRAIN_OUT)-h2/config.json checkpoints/tiny/
 
 # Issue 18: a world model of Crafter (envs/crafter.py: 64x64, one 8-px tile per token, 17 actions).
 # Records 300 explore + 200 revisit episodes (Crafter's night zombies end them at ~180 steps), then

@@ -195,6 +195,8 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
                 "tokenizer_psnr_edge"):
         assert 0 < fd[key] < E.PSNR_CAP, key
     assert 0 < fd["teacher_forced_edge_share"] < 0.5  # explore moves: a row or column comes in most frames
+    from envs.style import WEATHERS
+    assert set(fd["teacher_forced_psnr_by_weather"]) == set(fd["tokenizer_psnr_by_weather"]) <= set(WEATHERS)
     for key in ("seen_psnr_by_horizon", "seen_share_by_horizon", "tile_valid_by_horizon",
                 "invented_share_by_horizon"):
         assert set(fd[key]) == {"1", "4"}
@@ -321,6 +323,8 @@ def test_teacher_forced_split_scores_what_the_previous_frame_showed_apart_from_t
     assert out["teacher_forced_psnr_shown"] == E.PSNR_CAP == out["tokenizer_psnr_shown"] == out["copy_moved_psnr_shown"]
     assert out["teacher_forced_psnr_edge"] < 20 and out["tokenizer_psnr_edge"] == E.PSNR_CAP
     assert 0 < out["teacher_forced_edge_share"] < 0.3
+    w = ep.style.weather  # the whole frame, per weather: wrong on the edge, exact for the ceiling
+    assert out["tokenizer_psnr_by_weather"] == {w: E.PSNR_CAP} and out["teacher_forced_psnr_by_weather"][w] < 40
 
 
 def test_object_share_tells_objects_from_bare_ground():

@@ -91,6 +91,9 @@ JSON (`--json`), stable top-level names:
                             rest, the incoming edge, each beside the tokenizer's ceiling over the same
                             pixels; over the shown ones also the previous true frame moved with the
                             camera, an exact copy; teacher only),
+                            teacher_forced_psnr_by_weather, tokenizer_psnr_by_weather (whole-frame
+                            teacher-forced PSNR and its ceiling per weather of the worlds; rain and snow
+                            fall in screen space over the moving world; teacher only),
                             seen_psnr_by_horizon, seen_share_by_horizon, seen_psnr_tokenizer_by_horizon
                             (PSNR over the pixels whose world position the start frame showed),
                             invented_psnr_by_horizon, invented_psnr_teacher_by_horizon,

@@ -102,7 +102,8 @@ def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, 
     each beside the tokenizer's ceiling over the same pixels (snapped when the model snaps) and,
     over the shown pixels, the previous true frame moved with the camera (an exact copy: what
     changes in place, weather and water, is what it misses). tf, recon, snapped [B, T, R, R, 3],
-    true [B, T + 1, R, R, 3]; the player's tile is left out of both."""
+    true [B, T + 1, R, R, 3]; the player's tile is left out of both. In the teacher's worlds
+    also the whole-frame teacher-forced PSNR and its ceiling per weather."""
     T, R = tf.shape[1], game.resolution
     target = true[:, 1:]
     shown = np.stack([np.stack([shared_mask(e.positions[t + 1], e.positions[t], R, game.motion) for t in range(T)])
@@ -123,6 +124,13 @@ def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, 
         if name == "shown":
             out["copy_moved_psnr_shown"] = score(moved)
     out["teacher_forced_edge_share"] = mean_or_none(np.where(alive, edge.mean(axis=(2, 3)), np.nan))
+    if all(getattr(e.style, "weather", None) for e in eps):
+        # rain and snow are a screen-space overlay that falls a fraction of a token a frame, over
+        # the world that moves with the camera: the pixels least like a copy, apart per weather
+        weather = np.array([e.style.weather for e in eps])
+        for key, frames in (("teacher_forced_psnr_by_weather", tf), ("tokenizer_psnr_by_weather", ceiling)):
+            score = np.where(alive, psnr(frames, target), np.nan)  # [B, T]
+            out[key] = {w: mean_or_none(score[weather == w]) for w in sorted(set(weather))}
     return out
 
 

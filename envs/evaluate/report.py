@@ -72,7 +72,11 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                         f"the camera {fmt(det['copy_moved_psnr_shown'])}); over the edge a move brings in "
                         f"({fmt(det['teacher_forced_edge_share'], 2)} of the pixels): "
                         f"{fmt(det['teacher_forced_psnr_edge'])} dB (ceiling {fmt(det['tokenizer_psnr_edge'])})."
-                        if "teacher_forced_psnr_shown" in det else "")), "",
+                        if "teacher_forced_psnr_shown" in det else "")
+                     + (" By weather: " + "; ".join(
+                         f"{w} {fmt(v)} dB (ceiling {fmt(det['tokenizer_psnr_by_weather'][w])})"
+                         for w, v in det["teacher_forced_psnr_by_weather"].items()) + "."
+                        if "teacher_forced_psnr_by_weather" in det else "")), "",
                   "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         x = np.arange(1, len(det["psnr_curve"]) + 1)
