@@ -35,7 +35,8 @@ test-all: $(STAMP)
 # 118 CPU-minutes of stage 2 with prompt-switch clips and the prompt's projection at 30x the LR
 # (two runs, 28 + 90; fifteenth session), which trained the done head away; so two heads-only steps
 # end it (the rest frozen: all recordings + slips at event weight 10, then slips at weight 3, which
-# keeps false ends rare; seventeenth session). About 470 CPU-minutes in all. Re-running resumes
+# keeps false ends rare; seventeenth session). Last, the copy gate (world/copy_gate.py) learns on the
+# frozen world (25 CPU-minutes; eighteenth session). About 495 CPU-minutes in all. Re-running resumes
 # (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
@@ -75,11 +76,15 @@ train: $(STAMP)
 	$(VENV)/bin/echo-infinity train --data data/slips --init-from $(TRAIN_OUT)-h1 --out $(TRAIN_OUT)-h2 \
 		--s2-train heads --s2-lr 1e-3 --event-weight 3 --threads 1 --s2-steps 3000 --s2-cpu-minutes 10 \
 		--self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
-	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-h2/model.safetensors $(TRAIN_OUT)-h2/config.json checkpoints/tiny/
+	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles --init-from $(TRAIN_OUT)-h2 --out $(TRAIN_OUT)-gate \
+		--model '{"dit": {"copy_gate": true}}' --s2-train gate --s2-lr 1e-3 --threads 1 --s2-steps 3000 \
+		--s2-cpu-minutes 25 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-gate/model.safetensors $(TRAIN_OUT)-gate/config.json checkpoints/tiny/
 
 # Issue 18: a world model of Crafter (envs/crafter.py: 64x64, one 8-px tile per token, 17 actions).
 # Records 300 explore + 200 revisit episodes (Crafter's night zombies end them at ~180 steps), then
-# trains every stage on one thread within fixed CPU budgets (about 2 hours) and copies the weights to
+# trains every stage on one thread within fixed CPU budgets (about 2 hours), then the copy gate on the
+# frozen world (20 CPU-minutes), and copies the weights to
 # checkpoints/crafter-tiny. Resumes like `make train`. Measure it: echo-infinity eval --checkpoint checkpoints/crafter-tiny
 CRAFTER_DATA := data/crafter_explore data/crafter_revisit
 CRAFTER_OUT  ?= runs/crafter-tiny
@@ -90,7 +95,10 @@ train-crafter: $(STAMP)
 		--tok-steps 3000 --tok-cpu-minutes 20 --decoder-steps 0 --s1-steps 1200 --s1-cpu-minutes 50 \
 		--s2-steps 550 --s2-cpu-minutes 30 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 \
 		--ckpt-every 25 $(ARGS)
-	mkdir -p checkpoints/crafter-tiny && cp $(CRAFTER_OUT)/model.safetensors $(CRAFTER_OUT)/config.json checkpoints/crafter-tiny/
+	$(VENV)/bin/echo-infinity train --data $(CRAFTER_DATA) --init-from $(CRAFTER_OUT) --out $(CRAFTER_OUT)-gate \
+		--model '{"dit": {"copy_gate": true}}' --s2-train gate --s2-lr 1e-3 --threads 1 --s2-steps 3000 \
+		--s2-cpu-minutes 20 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
+	mkdir -p checkpoints/crafter-tiny && cp $(CRAFTER_OUT)-gate/model.safetensors $(CRAFTER_OUT)-gate/config.json checkpoints/crafter-tiny/
 
 bench: $(STAMP)
 	$(VENV)/bin/echo-infinity bench --target teacher --frames 20000 --json runs/bench/teacher_64.json

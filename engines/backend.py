@@ -106,7 +106,8 @@ class GraphBackend:
     def run_step(self, x, t, action, state: WorldState, ctx: tuple[torch.Tensor, ...], uncond: bool = False):
         """One DiTStep over ctx, reading the state's prompt (uncond: the empty prompt) and previous
         frame (prev_latent, prev_level, prev_clean) -> (velocity [B,c,N,C], new_k [L,B,H,c,N,Dh],
-        new_v, reward [B,c], done_logit [B,c]); the outputs may be buffers the next call reuses."""
+        new_v, reward [B,c], done_logit [B,c][, hidden [B,c,N,D] with dit.copy_gate]); velocity
+        and new_k/v may be buffers the next call reuses, the rest are the caller's."""
         raise NotImplementedError
 
     def run_update(self, state: WorldState, slot: torch.Tensor, evict: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -159,18 +160,19 @@ class GraphBackend:
         ts, g = sampler.timesteps(steps).tolist(), cfg.sampler.guidance
         for t, t_next in zip(ts[:-1], ts[1:]):  # sampler.sample's Euler loop
             tt = torch.full((B, c), t, device=dev)
-            v = self.run_step(x, tt, action, state, ctx)[0]
+            out = self.run_step(x, tt, action, state, ctx)
+            v, hidden = out[0], out[5] if len(out) > 5 else None  # hidden: a copy (dit.copy_gate)
             if g != 1.0:  # classifier-free guidance (WorldModel.sample); the step's buffers are reused
                 v = sampler.guide(v.clone(), self.run_step(x, tt, action, state, ctx, uncond=True)[0], g)
             x = x + (t_next - t) * v
-        x0 = model.snap(x, state)
+        x0 = model.snap(x, state, hidden)
         # commit: context pass, evictions into memory, in-place cache write, the previous frame
         t_c = cfg.sampler.context_noise
         level = torch.full((B,), t_c, device=dev)  # [B]
         x_c = x0
         if t_c > 0:
             x_c = sampler.add_noise(x0, model._noise(state, (c, N, C)), level[:, None].expand(B, c))
-        _, new_k, new_v, reward, done = self.run_step(x_c, torch.full((B, c), t_c, device=dev), action, state, ctx)
+        _, new_k, new_v, reward, done = self.run_step(x_c, torch.full((B, c), t_c, device=dev), action, state, ctx)[:5]
         cache = state.cache
         slots = cache.slots_for(state.frame)  # [B, c]
         if self.mem_names:

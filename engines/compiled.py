@@ -66,8 +66,7 @@ class CompileBackend(EagerGraphBackend):
         out = super().run_step(x, t, action, state, ctx, uncond)
         if self.cuda:  # new_k/new_v are written to the cache after the memory update's replay
             return tuple(o.clone() for o in out)
-        v, new_k, new_v, reward, done = out
-        return v, new_k, new_v, reward.clone(), done.clone()
+        return (*out[:3], *(o.clone() for o in out[3:]))  # reward, done (and hidden): the caller's
 
     def run_update(self, state, slot, evict):
         self._mark()

@@ -80,6 +80,7 @@ def step_input_names(model: WorldModel) -> list[str]:
 
 PREV_NAMES = ["prev_latent", "prev_level", "prev_clean"]
 STEP_OUTPUTS = ["velocity", "new_k", "new_v", "reward", "done_logit"]
+GATE_OUTPUTS = ["hidden"]  # with dit.copy_gate: the pass's final hidden states, which the gate reads
 DECODER_INPUTS, DECODER_OUTPUTS = ["tokens"], ["pixels"]
 
 
@@ -91,9 +92,13 @@ def update_output_names(model: WorldModel) -> list[str]:
     return [f"new_memory.{n}" for n in memory_names(model)]
 
 
+def step_output_names(model: WorldModel) -> list[str]:
+    return STEP_OUTPUTS + (GATE_OUTPUTS if model.dit.copy_gate is not None else [])
+
+
 def output_names(model: WorldModel) -> dict[str, list[str]]:
     """Graph name -> its output names (the ONNX names)."""
-    return {"dit_context": context_output_names(model), "dit_step": STEP_OUTPUTS,
+    return {"dit_context": context_output_names(model), "dit_step": step_output_names(model),
             "memory_update": update_output_names(model), "decoder": DECODER_OUTPUTS}
 
 
@@ -139,7 +144,8 @@ class DiTStep(nn.Module):
     (x [B,c,N,C], t [B,c], action [B,c] int64, prev_latent [B,N,C], prev_level [B], prev_clean [B,N,C],
     prompt...,
     DiTContext's outputs) ->
-    (velocity [B,c,N,C], new_k/v [L,B,H,c,N,Dh] pre-RoPE, reward [B,c], done_logit [B,c]).
+    (velocity [B,c,N,C], new_k/v [L,B,H,c,N,Dh] pre-RoPE, reward [B,c], done_logit [B,c]
+    [, hidden [B,c,N,D] with dit.copy_gate]).
     prev_latent / prev_level / prev_clean: the state's last committed frame, its noise level and
     the frame before that noise, expanded
     to every frame of the chunk inside the graph (`WorldModel.prev_input`); ignored (and
@@ -169,6 +175,8 @@ class DiTStep(nn.Module):
         c, N = x.shape[1], x.shape[2]
         new_k = torch.stack(ctx.new_k).view(L, B, H, c, N, Dh)
         new_v = torch.stack(ctx.new_v).view(L, B, H, c, N, Dh)
+        if m.dit.copy_gate is not None:  # the gate itself runs eager after the Euler loop (WorldModel.snap)
+            return v, new_k, new_v, reward, done, hidden
         return v, new_k, new_v, reward, done
 
 

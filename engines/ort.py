@@ -140,8 +140,9 @@ class OrtBackend(GraphBackend):
         inputs.update(zip(self.ctx_names, ctx))
         out = self._step_out
         self.graphs["dit_step"].run(inputs, out)
-        # reward/done are handed to the caller: copies, the buffers are reused next pass
-        return out["velocity"], out["new_k"], out["new_v"], out["reward"].clone(), out["done_logit"].clone()
+        # reward/done (and the gate's hidden) are handed to the caller: copies, the buffers are reused next pass
+        kept = tuple(out[n].clone() for n in ("reward", "done_logit", "hidden") if n in out)
+        return (out["velocity"], out["new_k"], out["new_v"], *kept)
 
     def run_update(self, state, slot, evict):
         c = state.cache

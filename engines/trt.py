@@ -215,8 +215,8 @@ class TensorRTBackend(GraphBackend):
         out = self._step_out
         self.engines["dit_step"].run(inputs, out, self._stream())
         f32 = lambda t: t.float() if t.dtype != torch.float32 else t
-        return (f32(out["velocity"]), f32(out["new_k"]), f32(out["new_v"]),
-                f32(out["reward"]).clone(), f32(out["done_logit"]).clone())
+        kept = tuple(f32(out[n]).clone() for n in ("reward", "done_logit", "hidden") if n in out)
+        return (f32(out["velocity"]), f32(out["new_k"]), f32(out["new_v"]), *kept)
 
     def run_update(self, state, slot, evict):
         c = state.cache

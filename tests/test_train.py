@@ -126,6 +126,24 @@ def test_new_outcome_heads_train_alone_on_a_frozen_world(tmp_path, dataset):
         small_config(tmp_path / "bad", s2_train="dit").validate()
 
 
+def test_the_copy_gate_trains_alone_on_a_frozen_world(tmp_path, dataset):
+    base = Trainer(small_config(tmp_path / "base", s2_steps=0), batches_for(dataset), progress=False).run()
+    with pytest.raises(ValueError, match="copy_gate"):  # the base model has no gate to train
+        Trainer(small_config(tmp_path / "nogate", init_from=str(base), s2_train="gate"), batches_for(dataset),
+                progress=False).run()
+    before = WorldModel.load(base).state_dict()
+    gate = {"dit": {"copy_gate": True}, "sampler": {"snap": True}}
+    cfg = small_config(tmp_path / "gate", init_from=str(base), s2_steps=2, s2_train="gate", model=gate)
+    out = Trainer(cfg, batches_for(dataset), progress=False).run()
+    after = WorldModel.load(out).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the world as it was
+    assert {k for k in after if k not in before} == {f"dit.copy_gate.net.{i}.{p}" for i in (0, 2)
+                                                     for p in ("weight", "bias")}
+    trained = [r for r in rows(out) if r.get("stage") == "stage2" and "copy_recall" in r]
+    keys = ("copy_only", "copy_recall", "copied", "wrong_copies")
+    assert len(trained) == 2 and all(0 <= r[k] <= 1 for r in trained for k in keys)
+
+
 def moved_by_training(out, dataset, read, **cfg):
     """How far 3 stage-1 steps move the parameter `read(model)` (max abs change), and the model."""
     torch.manual_seed(0)

@@ -142,6 +142,12 @@ class DiTConfig:
     through attention; the shipped `tiny` moves the view on 70% of the tokens that tell a
     blocked move from a made one (issue 14, docs/RESULTS.md). Zero-initialised: a checkpoint
     warm-started with it draws what it drew before."""
+    copy_gate: bool = False
+    """A per-token head that decides, after sampling, whether a token is a copy of one of its
+    3x3 neighbours' previous codes (taken exactly) or a tile the DiT draws
+    (world/copy_gate.py; `sampler.copy_gate` sets its threshold). The snap alone reads a
+    copy that drifted off its code as another tile, and the objects fade frame by frame
+    (issue 14). Needs a codebook and sampler.snap; trained by `train --s2-train gate`."""
     prediction: str = "velocity"
     """What the DiT outputs: 'velocity' (eps - x0, rectified flow) or 'x0' (the clean latent;
     the sampler turns it into a velocity). prev_frame needs 'x0' (its copy path is an x0)."""
@@ -289,6 +295,12 @@ class SamplerConfig:
     flipping to whichever code is a hair closer (issue 14's eleventh session, snap_keep 2:
     tile validity 0.87 -> 0.94 at h1, 0.77 -> 0.95 at h64 on the proxy seeds, PSNR level)."""
 
+    copy_gate: float = 0.5
+    """With dit.copy_gate: a token is copied from its previous neighbour where the gate's
+    likeliest choice is that copy with probability >= this; 0 copies wherever a copy is
+    likeliest. Above 1: the gate is off (every token drawn and snapped). Worlds within
+    snap_hold frames of a prompt change draw every token (the new look has to take)."""
+
     def validate(self) -> None:
         _check(1 <= self.steps <= 64, "sampler.steps", self.steps, "must be in [1, 64]")
         _check(0.0 <= self.guidance <= 10.0, "sampler.guidance", self.guidance, "must be in [0, 10]")
@@ -300,6 +312,7 @@ class SamplerConfig:
         _check(isinstance(self.snap_hold, int) and 0 <= self.snap_hold <= 100_000, "sampler.snap_hold",
                self.snap_hold, "must be an int in [0, 100000]")
         _check(0.0 <= self.snap_keep <= 100.0, "sampler.snap_keep", self.snap_keep, "must be in [0, 100]")
+        _check(0.0 <= self.copy_gate <= 2.0, "sampler.copy_gate", self.copy_gate, "must be in [0, 2]")
 
 
 @dataclass
@@ -355,6 +368,8 @@ class ModelConfig:
         self.sampler.validate()
         _check(not self.sampler.snap or self.tokenizer.codebook_size > 0, "sampler.snap", self.sampler.snap,
                "needs a codebook (tokenizer.codebook_size > 0)")
+        _check(not self.dit.copy_gate or self.sampler.snap, "dit.copy_gate", self.dit.copy_gate,
+               "needs sampler.snap (a copy is a code of the codebook)")
         self.game.validate()
         n = len(GAME_ACTIONS[self.game.env])
         _check(self.dit.num_actions >= n, "dit.num_actions", self.dit.num_actions,

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .copy_gate import CopyGate
 from .memory import MemoryRead
 from .prev_frame import PrevFrame, neighbourhood
 from .rope import Rotary3D
@@ -145,6 +146,7 @@ class DiT(nn.Module):
             self.prev = PrevFrame(tk.grid_size, tk.token_dim, D, d.num_actions, global_shift=d.prev_shift)
             self.prev_level = TimestepEmbedder(D)  # noise level of the previous frame
             self.pos_embed = nn.Parameter(torch.randn(tk.tokens_per_frame, D) * 0.02)  # [N, D]
+        self.copy_gate = CopyGate(tk.grid_size, tk.token_dim, D) if d.copy_gate else None
 
     def prompt_context(self, pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
         """Project the prompt once per step. pooled [B, P]; tokens [B, L, P]; mask [B, L]."""

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import codebook, sampler
+from . import codebook, copy_gate, sampler
 from .cache import KVCache
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_tensors, read_config, read_safetensors
 from .config import ModelConfig
@@ -410,10 +410,20 @@ class WorldModel(nn.Module):
         reward, done = self.commit(state, ctx, x0, action)
         return x0, reward, done
 
-    def sample(self, state: WorldState, ctx: StreamContext, action: torch.Tensor, steps: int | None = None):
-        """Denoise the next chunk from each world's noise without changing the world:
-        action int64 [B, c] (checked) -> x0 [B, c, N, C]. `commit` then makes it part of the world
-        (or, teacher-forced, the true frame is committed instead)."""
+    def sample(self, state: WorldState, ctx: StreamContext, action: torch.Tensor, steps: int | None = None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoise the next chunk without changing the world: action int64 [B, c] (checked) ->
+        x0 [B, c, N, C], snapped and copy-gated as the world keeps it. noise [B, c, N, C]: the
+        starting noise (training's own generator), else each world's, x `sampler.temperature`.
+        `commit` then makes it part of the world (or, teacher-forced, the true frame is
+        committed instead)."""
+        x0, hidden = self.denoise_chunk(state, ctx, action, steps, noise)
+        return self.snap(x0, state, hidden)
+
+    def denoise_chunk(self, state: WorldState, ctx: StreamContext, action: torch.Tensor, steps: int | None = None,
+                      noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampler's Euler loop over the DiT -> (x0 [B, c, N, C] before the snap, the last
+        pass's hidden states [B, c, N, D], the prompted pass's under guidance)."""
         steps = self.cfg.sampler.steps if steps is None else steps
         if not isinstance(steps, int) or not 1 <= steps <= 64:
             raise ValueError(f"steps must be an int in [1, 64], got {steps!r}")
@@ -424,36 +434,46 @@ class WorldModel(nn.Module):
         if g != 1.0:  # the empty prompt: zeros, as the text encoder gives "" (caption dropout)
             no_prompt = self.dit.prompt_context(*(torch.zeros_like(p) for p in (
                 state.prompt_pooled, state.prompt_tokens, state.prompt_mask)))
+        last = {}
 
         def v_fn(x: torch.Tensor, t: float) -> torch.Tensor:
             tt = torch.full((B, c), t, device=x.device)
-            v = sampler.to_velocity(self.dit(x, tt, action, prompt_ctx, ctx, prev)[0], x, t, kind)
+            pred, last["hidden"] = self.dit(x, tt, action, prompt_ctx, ctx, prev)
+            v = sampler.to_velocity(pred, x, t, kind)
             if g != 1.0:
                 v = sampler.guide(v, sampler.to_velocity(self.dit(x, tt, action, no_prompt, ctx, prev)[0], x, t, kind), g)
             return v
 
-        noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
-        return self.snap(sampler.sample(v_fn, noise, steps), state)
+        if noise is None:
+            noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
+        return sampler.sample(v_fn, noise, steps), last["hidden"]
 
-    def snap(self, x0: torch.Tensor, state: WorldState) -> torch.Tensor:
+    def snap(self, x0: torch.Tensor, state: WorldState, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """A sampled chunk [B, c, N, C] as the world keeps it: every token snapped onto the
         tokenizer's codebook with `sampler.snap` (world/codebook.py), else as it is; with
         `sampler.snap_keep`, onto a code its neighbourhood showed the frame before where that
-        is nearly as close (codebook.keep_neighbours).
+        is nearly as close (codebook.keep_neighbours); with dit.copy_gate and the sampling
+        pass's hidden states [B, c, N, D], the tokens the gate copies are their neighbour's
+        previous code exactly (world/copy_gate.py).
 
         A world whose prompt changed fewer than `sampler.snap_hold` frames ago is kept
-        unsnapped: the snap would pull each frame's small step towards the new prompt back onto
-        the old look's codes, so a switch would never take (issue 15)."""
+        unsnapped and uncopied: the snap would pull each frame's small step towards the new
+        prompt back onto the old look's codes, so a switch would never take (issue 15)."""
         s = self.cfg.sampler
         if not s.snap:
             return x0
-        snapped = self.tokenizer.snap(x0)
+        nearest = snapped = self.tokenizer.snap(x0)
+        prev = self.tokenizer.snap(state.prev_clean)
         if s.snap_keep:  # frame by frame: each keeps codes of the one before (the state's, then its own)
-            prev, grid, kept = self.tokenizer.snap(state.prev_clean), self.cfg.tokenizer.grid_size, []
+            grid, kept, last = self.cfg.tokenizer.grid_size, [], prev
             for i in range(x0.shape[1]):
-                prev = codebook.keep_neighbours(x0[:, i], snapped[:, i], prev, grid, s.snap_keep)
-                kept.append(prev)
+                last = codebook.keep_neighbours(x0[:, i], snapped[:, i], last, grid, s.snap_keep)
+                kept.append(last)
             snapped = torch.stack(kept, 1)
+        if hidden is not None and self.dit.copy_gate is not None and s.copy_gate <= 1.0:
+            choice = copy_gate.choose(self.dit.copy_gate(hidden, x0, prev, nearest), s.copy_gate)  # [B, c, N]
+            choice = torch.where((state.prev_level < 1)[:, None, None], choice, copy_gate.DRAW)  # a first frame draws
+            snapped = copy_gate.apply(choice, snapped, prev, self.cfg.tokenizer.grid_size)
         if not s.snap_hold:
             return snapped
         held = state.frame - state.prompt_frame < s.snap_hold  # [B]

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import codebook, precision, sampler
+from . import codebook, copy_gate, precision, sampler
 from .actions import MOVES
 from .checkpoint import CheckpointError, read_safetensors
 from .config import GameConfig, from_preset
@@ -264,6 +264,8 @@ class Stage2Loss(nn.Module):
         force from j on}, for the frames where some world's caption changes; shift [B, L] the
         camera's true moves (models with dit.prev_shift)."""
         model, cfg = self.model, self.cfg
+        if cfg.s2_train == "gate":
+            return self.gate_forward(x0, action_in, prompts, gen, switches)
         B, L = x0.shape[:2]
         dev = x0.device
         free_start = L - cfg.s2_free_frames  # frames from here on keep the model's own sample
@@ -294,8 +296,7 @@ class Stage2Loss(nn.Module):
                 if bool(own.any()):
                     with torch.no_grad():
                         noise = torch.randn(target.shape, generator=gen, device=dev) * cfg.self_rollout_temperature
-                        sample = model.snap(sampler.sample(lambda x, tt: model.velocity(
-                            state, ctx, x, torch.full((B, 1), tt, device=dev), a)[0], noise, 2), state)
+                        sample = model.sample(state, ctx, a, 2, noise)
                     context = torch.where(own[:, None, None, None], sample, target)
             t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
             noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
@@ -313,6 +314,53 @@ class Stage2Loss(nn.Module):
         if shift is not None:
             out["shift"] = (shift_sum / L).detach()
         return out
+
+    def gate_forward(self, x0: torch.Tensor, action_in, prompts, gen,
+                     switches: dict[int, list] | None = None) -> dict[str, torch.Tensor]:
+        """`s2_train` 'gate': the copy gate learns, the world model frozen. Every frame is sampled
+        as at play time (the sampler's steps, noise x self_rollout_temperature); the gate reads
+        that pass and learns which of its 10 choices land nearest the recorded frame
+        (`copy_gate.targets`); the window keeps the model's own frame (with the gate's choices)
+        with probability self_rollout, else the truth."""
+        model, cfg = self.model, self.cfg
+        B, L = x0.shape[:2]
+        dev = x0.device
+        grid = model.cfg.tokenizer.grid_size
+        state = model.init_state(B, prompts, seed=0)
+        loss_sum, counts = x0.new_zeros(()), {}
+        for j in range(L):
+            with torch.no_grad():
+                if switches and j in switches:
+                    model.set_prompt(state, switches[j])
+                ctx = model.prepare(state)
+                a = action_in[:, j : j + 1]  # [B, 1]
+                target = x0[:, j : j + 1]  # [B, 1, N, C]
+                noise = torch.randn(target.shape, generator=gen, device=dev) * cfg.self_rollout_temperature
+                drawn, hidden = model.denoise_chunk(state, ctx, a, noise=noise)
+                nearest, prev = model.tokenizer.snap(drawn), model.tokenizer.snap(state.prev_clean)
+                has_prev = state.prev_level < 1  # [B]
+                correct = copy_gate.targets(target, nearest, prev, grid, has_prev)
+            logits = model.dit.copy_gate(hidden, drawn, prev, nearest)  # [B, 1, N, 10], grad into the gate only
+            loss_sum = loss_sum + copy_gate.gate_loss(logits, correct)
+            choice = copy_gate.choose(logits.detach(), model.cfg.sampler.copy_gate)  # as `WorldModel.snap` takes it
+            choice = torch.where(has_prev[:, None, None], choice, copy_gate.DRAW)
+            for k, v in copy_gate.gate_counts(choice, correct).items():
+                counts[k] = counts.get(k, 0.0) + v
+            with torch.no_grad():
+                context = target
+                own = torch.rand(B, generator=gen, device=dev) < cfg.self_rollout  # [B]
+                if j > 0 and bool(own.any()):
+                    sample = model.snap(drawn, state, hidden)
+                    context = torch.where(own[:, None, None, None], sample, target)
+                t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
+                noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
+                model.commit(state, ctx, noised, a, level=t_c[:, 0], clean=context)
+        n = counts["tokens"]
+        # copy_only: tokens only a copy gets right (what the gate is for); copy_recall: the share of
+        # them the gate gets right; copied / wrong_copies: tokens the gate copies, and copies wrong
+        return {"loss": loss_sum / L, "copy_only": counts["copy_only"] / n,
+                "copy_recall": counts["fixed"] / counts["copy_only"].clamp_min(1), "copied": counts["copied"] / n,
+                "wrong_copies": counts["wrong"] / n}
 
 
 class LatentCache:
@@ -608,10 +656,13 @@ class Trainer:
     def stage_dit(self, stage: str, meta: dict | None) -> None:
         cfg, model = self.cfg, self.model
         params = [p for n, p in model.named_parameters() if not n.startswith("tokenizer.")]
-        if stage == "stage2" and cfg.s2_train == "heads":  # the rest frozen: no graph through it
-            heads = ("dit.reward_head.", "dit.done_head.")
+        if stage == "stage2" and cfg.s2_train != "all":  # the rest frozen: no graph through it
+            if cfg.s2_train == "gate" and model.dit.copy_gate is None:
+                raise ValueError("train config s2_train 'gate' needs a model with dit.copy_gate "
+                                 "(e.g. --model '{\"dit\": {\"copy_gate\": true}}' with --init-from)")
+            train = ("dit.copy_gate.",) if cfg.s2_train == "gate" else ("dit.reward_head.", "dit.done_head.")
             for n, p in model.named_parameters():
-                p.requires_grad_(n.startswith(heads))
+                p.requires_grad_(n.startswith(train))
             params = [p for p in params if p.requires_grad]
         m = model.cfg.memory
         if stage == "stage1":

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .config import EvalConfig, Game, PSNR_CAP
-from .content import reproject, player_box, masked_psnr, seen_and_invented, shared_mask, tile_census, tile_threshold
+from .content import masked_psnr, player_box, reproject, seen_and_invented, shared_mask, tile_census, tile_threshold
 from .metrics import mean_or_none, psnr, ssim
 from .reference import player_psnr
 from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
@@ -101,7 +101,7 @@ def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, 
     and over the rest (the edge a move brings in: unknown world, unless the model remembers it),
     each beside the tokenizer's ceiling over the same pixels (snapped when the model snaps) and,
     over the shown pixels, the previous true frame moved with the camera (an exact copy: what
-    changes in place, weather and water, is what it misses). tf, recon, snapped [B, T, R, R, 3],
+    changes in place, the falling rain and snow, is what it misses). tf, recon, snapped [B, T, R, R, 3],
     true [B, T + 1, R, R, 3]; the player's tile is left out of both. In the teacher's worlds
     also the whole-frame teacher-forced PSNR and its ceiling per weather."""
     T, R = tf.shape[1], game.resolution
