@@ -318,8 +318,9 @@ def test_teacher_forced_split_scores_what_the_previous_frame_showed_apart_from_t
     T = 12
     pred = np.stack([reproject(ep.frames[t], ep.positions[t], ep.positions[t + 1], 64, "tile") for t in range(T)])
     alive = np.ones((1, T), bool)
-    out = _teacher_forced_split([ep], pred[None], ep.frames[None], ep.frames[None, 1:], None, alive,
-                                E.Game(64, "tile"))
+    target = ep.frames[None, 1:]
+    out = _teacher_forced_split([ep], pred[None], ep.frames[None], target, None, alive, E.Game(64, "tile"),
+                                (E.psnr(pred[None], target), E.psnr(target, target)))
     assert out["teacher_forced_psnr_shown"] == E.PSNR_CAP == out["tokenizer_psnr_shown"] == out["copy_moved_psnr_shown"]
     assert out["teacher_forced_psnr_edge"] < 20 and out["tokenizer_psnr_edge"] == E.PSNR_CAP
     assert 0 < out["teacher_forced_edge_share"] < 0.3

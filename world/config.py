@@ -296,10 +296,11 @@ class SamplerConfig:
     tile validity 0.87 -> 0.94 at h1, 0.77 -> 0.95 at h64 on the proxy seeds, PSNR level)."""
 
     copy_gate: float = 0.5
-    """With dit.copy_gate: a token is copied from its previous neighbour where the gate's
-    likeliest choice is that copy with probability >= this; 0 copies wherever a copy is
-    likeliest. Above 1: the gate is off (every token drawn and snapped). Worlds within
-    snap_hold frames of a prompt change draw every token (the new look has to take)."""
+    """With dit.copy_gate: a token is copied from the previous neighbour the gate finds likeliest
+    right where that probability is >= this and >= the drawn tile's (`copy_gate.choose`); 0:
+    wherever the copy is at least as likely right as the draw. Above 1: the gate is off (every
+    token drawn and snapped). Worlds within snap_hold frames of a prompt change draw every
+    token (the new look has to take)."""
 
     def validate(self) -> None:
         _check(1 <= self.steps <= 64, "sampler.steps", self.steps, "must be in [1, 64]")

@@ -81,12 +81,16 @@ class CopyGate(nn.Module):
         return logits.masked_fill(~allowed, float("-inf"))
 
 
-def choose(logits: torch.Tensor, threshold: float) -> torch.Tensor:
-    """logits [..., 10] -> int64 [...]: the neighbour (0..8) likeliest to be right, where its
-    probability is >= threshold and >= the drawn tile's, else DRAW."""
+def choose(logits: torch.Tensor, threshold: float, has_prev: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [B, ..., 10] -> int64 [B, ...]: the neighbour (0..8) likeliest to be right, where its
+    probability is >= threshold and >= the drawn tile's, else DRAW; has_prev bool [B] (None: all
+    True): a world with no previous frame yet draws every token."""
     p = torch.sigmoid(logits)
     p_copy, k = p[..., :DRAW].max(-1)
-    return torch.where((p_copy >= threshold) & (p_copy >= p[..., DRAW]), k, DRAW)
+    copy = (p_copy >= threshold) & (p_copy >= p[..., DRAW])
+    if has_prev is not None:
+        copy = copy & has_prev.view(-1, *[1] * (copy.dim() - 1))
+    return torch.where(copy, k, DRAW)
 
 
 def apply(choice: torch.Tensor, drawn: torch.Tensor, prev_codes: torch.Tensor, grid: int) -> torch.Tensor:

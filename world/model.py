@@ -463,16 +463,17 @@ class WorldModel(nn.Module):
         if not s.snap:
             return x0
         nearest = snapped = self.tokenizer.snap(x0)
-        prev = self.tokenizer.snap(state.prev_clean)
+        gate = hidden is not None and self.dit.copy_gate is not None and s.copy_gate <= 1.0
+        prev = self.tokenizer.snap(state.prev_clean) if s.snap_keep or gate else None  # their codes
         if s.snap_keep:  # frame by frame: each keeps codes of the one before (the state's, then its own)
             grid, kept, last = self.cfg.tokenizer.grid_size, [], prev
             for i in range(x0.shape[1]):
                 last = codebook.keep_neighbours(x0[:, i], snapped[:, i], last, grid, s.snap_keep)
                 kept.append(last)
             snapped = torch.stack(kept, 1)
-        if hidden is not None and self.dit.copy_gate is not None and s.copy_gate <= 1.0:
-            choice = copy_gate.choose(self.dit.copy_gate(hidden, x0, prev, nearest), s.copy_gate)  # [B, c, N]
-            choice = torch.where((state.prev_level < 1)[:, None, None], choice, copy_gate.DRAW)  # a first frame draws
+        if gate:
+            choice = copy_gate.choose(self.dit.copy_gate(hidden, x0, prev, nearest), s.copy_gate,
+                                      state.prev_level < 1)  # [B, c, N]
             snapped = copy_gate.apply(choice, snapped, prev, self.cfg.tokenizer.grid_size)
         if not s.snap_hold:
             return snapped

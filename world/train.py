@@ -342,8 +342,7 @@ class Stage2Loss(nn.Module):
                 correct = copy_gate.targets(target, nearest, prev, grid, has_prev)
             logits = model.dit.copy_gate(hidden, drawn, prev, nearest)  # [B, 1, N, 10], grad into the gate only
             loss_sum = loss_sum + copy_gate.gate_loss(logits, correct)
-            choice = copy_gate.choose(logits.detach(), model.cfg.sampler.copy_gate)  # as `WorldModel.snap` takes it
-            choice = torch.where(has_prev[:, None, None], choice, copy_gate.DRAW)
+            choice = copy_gate.choose(logits.detach(), model.cfg.sampler.copy_gate, has_prev)  # as `WorldModel.snap`
             for k, v in copy_gate.gate_counts(choice, correct).items():
                 counts[k] = counts.get(k, 0.0) + v
             with torch.no_grad():

@@ -35,7 +35,9 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
             snapped = torch.cat([tok.decode(tok.snap(z)) for z in tokens]).cpu().numpy()
     recon = recon.reshape(true[:, 1:].shape)  # [B, T, R, R, 3]
     snapped = None if snapped is None else snapped.reshape(recon.shape)
-    ceiling = np.where(alive, psnr(recon, true[:, 1:]), np.nan)
+    recon_psnr = psnr(recon, true[:, 1:])  # [B, T]
+    snapped_psnr = None if snapped is None else psnr(snapped, true[:, 1:])
+    ceiling = np.where(alive, recon_psnr, np.nan)
     out = {"psnr_by_horizon": {str(h): mean_or_none(p[:, h - 1]) for h in ev.horizons},
            "ssim_by_horizon": {str(h): mean_or_none(s[:, h - 1]) for h in ev.horizons},
            "fidelity_detail": {"policy": "explore (teacher, no hazard slips)",
@@ -43,7 +45,7 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
                                                                       for h in ev.horizons},
                                "tokenizer_psnr_heldout": mean_or_none(ceiling),
                                "tokenizer_psnr_snapped_heldout": None if snapped is None else mean_or_none(
-                                   np.where(alive, psnr(snapped, true[:, 1:]), np.nan)),
+                                   np.where(alive, snapped_psnr, np.nan)),
                                "worlds_per_horizon": {str(h): int(alive[:, h - 1].sum()) for h in ev.horizons},
                                "psnr_curve": [mean_or_none(p[:, t]) for t in range(T)],
                                "ssim_curve": [mean_or_none(s[:, t]) for t in range(T)]}}
@@ -63,21 +65,24 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
                         np.stack([e.actions[:tf_T] for e in eps]), seeds, steps)
     tf_alive = alive[:, :tf_T]
     target = true[:, 1:tf_T + 1]
+    tf_psnr = psnr(tf, target)  # [B, tf_T]
+    copy_psnr = psnr(true[:, :tf_T], target)  # the baseline a model must beat to have learned motion
     out["fidelity_detail"].update({
         "teacher_forced_frames": tf_T,
-        "teacher_forced_psnr": mean_or_none(np.where(tf_alive, psnr(tf, target), np.nan)),
+        "teacher_forced_psnr": mean_or_none(np.where(tf_alive, tf_psnr, np.nan)),
         "teacher_forced_ssim": mean_or_none(np.where(tf_alive, ssim(tf, target), np.nan)),
-        # the baseline a model must beat to have learned motion: copy the previous true frame
-        "copy_previous_psnr": mean_or_none(np.where(tf_alive, psnr(true[:, :tf_T], target), np.nan))})
+        "copy_previous_psnr": mean_or_none(np.where(tf_alive, copy_psnr, np.nan))})
     # Frames that changed (a move, not a NOOP or a wall): an unchanged frame scores the 100 dB cap
     # when copied, which swamps a mean in dB, so motion is judged on these alone.
-    moved = tf_alive & (psnr(true[:, :tf_T], target) < PSNR_CAP)
+    moved = tf_alive & (copy_psnr < PSNR_CAP)
     out["fidelity_detail"].update({
         "teacher_forced_moved_share": mean_or_none(np.where(tf_alive, moved, np.nan)),
-        "teacher_forced_psnr_moved": mean_or_none(np.where(moved, psnr(tf, target), np.nan)),
-        "copy_previous_psnr_moved": mean_or_none(np.where(moved, psnr(true[:, :tf_T], target), np.nan))})
+        "teacher_forced_psnr_moved": mean_or_none(np.where(moved, tf_psnr, np.nan)),
+        "copy_previous_psnr_moved": mean_or_none(np.where(moved, copy_psnr, np.nan))})
+    ceiling_psnr = recon_psnr if snapped_psnr is None else snapped_psnr
     out["fidelity_detail"].update(_teacher_forced_split(
-        eps, tf, true[:, :tf_T + 1], recon[:, :tf_T], None if snapped is None else snapped[:, :tf_T], tf_alive, game))
+        eps, tf, true[:, :tf_T + 1], recon[:, :tf_T], None if snapped is None else snapped[:, :tf_T], tf_alive, game,
+        (tf_psnr, ceiling_psnr[:, :tf_T])))
     thr = tile_threshold(game.resolution)["threshold_db"]
     tf_objects, true_objects = (np.stack([tile_census(f, e.positions[1:tf_T + 1], e.style, game.resolution,
                                                       game.motion, thr)[1] for f, e in zip(frames, eps)])
@@ -96,14 +101,16 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
 
 
 def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, recon: np.ndarray,
-                          snapped: np.ndarray | None, alive: np.ndarray, game: Game) -> dict:
+                          snapped: np.ndarray | None, alive: np.ndarray, game: Game,
+                          whole_psnr: tuple[np.ndarray, np.ndarray]) -> dict:
     """Teacher-forced PSNR over the pixels the previous true frame showed (a model can know them)
     and over the rest (the edge a move brings in: unknown world, unless the model remembers it),
     each beside the tokenizer's ceiling over the same pixels (snapped when the model snaps) and,
     over the shown pixels, the previous true frame moved with the camera (an exact copy: what
     changes in place, the falling rain and snow, is what it misses). tf, recon, snapped [B, T, R, R, 3],
     true [B, T + 1, R, R, 3]; the player's tile is left out of both. In the teacher's worlds
-    also the whole-frame teacher-forced PSNR and its ceiling per weather."""
+    also the whole-frame teacher-forced PSNR and its ceiling per weather, from whole_psnr (both
+    [B, T], already computed by the caller)."""
     T, R = tf.shape[1], game.resolution
     target = true[:, 1:]
     shown = np.stack([np.stack([shared_mask(e.positions[t + 1], e.positions[t], R, game.motion) for t in range(T)])
@@ -128,8 +135,8 @@ def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, 
         # rain and snow are a screen-space overlay that falls a fraction of a token a frame, over
         # the world that moves with the camera: the pixels least like a copy, apart per weather
         weather = np.array([e.style.weather for e in eps])
-        for key, frames in (("teacher_forced_psnr_by_weather", tf), ("tokenizer_psnr_by_weather", ceiling)):
-            score = np.where(alive, psnr(frames, target), np.nan)  # [B, T]
+        for key, frame_psnr in zip(("teacher_forced_psnr_by_weather", "tokenizer_psnr_by_weather"), whole_psnr):
+            score = np.where(alive, frame_psnr, np.nan)  # [B, T]
             out[key] = {w: mean_or_none(score[weather == w]) for w in sorted(set(weather))}
     return out
 
