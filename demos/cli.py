@@ -407,6 +407,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="denoising steps per frame (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the checkpoint's sampler.guidance; 1 = off)")
+    p.add_argument("--switch-guidance", type=float, default=None,
+                   help="guidance scale for the frames after a prompt switch (default: the checkpoint's "
+                   "sampler.switch_guidance, else --guidance)")
     p.add_argument("--stability-frames", type=int, default=None,
                    help="frames of the free random-action rollout (default 10000; --quick 200)")
     p.add_argument("--heads-worlds", type=int, default=None,
@@ -441,7 +444,8 @@ def _run_eval(args) -> int:
     given = {"seeds": args.seeds, "stability_frames": args.stability_frames, "heads_worlds": args.heads_worlds}
     ev = (EvalConfig.quick_config if args.quick else EvalConfig)(
         **{k: v for k, v in given.items() if v is not None},
-        steps=args.steps, guidance=args.guidance, proxy=args.proxy, skip=tuple(args.skip), text_encoder=args.text_encoder,
+        steps=args.steps, guidance=args.guidance, switch_guidance=args.switch_guidance, proxy=args.proxy,
+        skip=tuple(args.skip), text_encoder=args.text_encoder,
         cache_dir=str(args.cache_dir), progress=not args.no_progress)
     result, artifacts = run_eval(args.checkpoint, ev, args.compare_checkpoint)
     if args.json:

@@ -157,12 +157,12 @@ class GraphBackend:
         dev = state.frame.device
         ctx = self.run_context(state)  # once per frame, shared by every pass (as `model.prepare`)
         x = model._noise(state, (c, N, C)) * model.cfg.sampler.temperature  # [B, c, N, C]
-        ts, g = sampler.timesteps(steps).tolist(), cfg.sampler.guidance
+        ts, g = sampler.timesteps(steps).tolist(), model.guidance_scales(state)
         for t, t_next in zip(ts[:-1], ts[1:]):  # sampler.sample's Euler loop
             tt = torch.full((B, c), t, device=dev)
             out = self.run_step(x, tt, action, state, ctx)
             v, hidden = out[0], out[5] if len(out) > 5 else None  # hidden: a copy (dit.copy_gate)
-            if g != 1.0:  # classifier-free guidance (WorldModel.sample); the step's buffers are reused
+            if g is not None:  # classifier-free guidance (WorldModel.sample); the step's buffers are reused
                 v = sampler.guide(v.clone(), self.run_step(x, tt, action, state, ctx, uncond=True)[0], g)
             x = x + (t_next - t) * v
         x0 = model.snap(x, state, hidden)

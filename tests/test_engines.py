@@ -202,6 +202,43 @@ def test_guidance_is_the_same_on_every_backend_and_pulls_towards_the_prompt(prom
     assert max_diff(first_frame(3.0, None), first_frame(1.0, None)) < 1e-6  # the empty prompt: nothing to pull
 
 
+def test_switch_guidance_guides_the_switching_world_only_on_every_backend(tmp_path):
+    """sampler.switch_guidance: after world 1's prompt changes, world 1 is guided for snap_hold
+    frames, world 0 is drawn as without it; onnxruntime agrees with torch throughout."""
+    from world.text import PromptEmbedding
+
+    model = micro()
+    model.cfg.sampler.snap_hold = 3
+    g = torch.Generator().manual_seed(0)
+    prompts = [PromptEmbedding(torch.randn(384, generator=g), torch.randn(3, 384, generator=g),
+                               torch.ones(3, dtype=torch.bool)) for _ in range(3)]
+    ort_backend = make_backend("onnxruntime", model, 2, cache_dir=tmp_path / "onnx", warn=pytest.fail)
+    a = torch.tensor([1, 2])
+
+    def run(switch_guidance, backend):
+        model.cfg.sampler.switch_guidance = switch_guidance
+        try:
+            state, frames, scales = model.init_state(2, prompts[:2], seed=5), [], []
+            for i in range(6):
+                if i == 2:
+                    assert model.set_prompt(state, [prompts[0], prompts[2]]) == [1]
+                scales.append(model.guidance_scales(state))
+                frames.append(backend.step_latents(state, a)[0])
+            return torch.stack(frames), scales
+        finally:
+            model.cfg.sampler.switch_guidance = None
+
+    guided, scales = run(4.0, model)
+    plain, plain_scales = run(None, model)
+    assert all(s is None for s in plain_scales)  # guidance 1, no switch guidance: one pass a step
+    assert scales[0] is None and scales[1] is None and scales[5] is None  # before the switch; after snap_hold
+    assert [s.flatten().tolist() for s in scales[2:5]] == [[1.0, 4.0]] * 3
+    assert max_diff(guided[:, 0], plain[:, 0]) < 1e-5  # world 0 never switched
+    assert max_diff(guided[:2], plain[:2]) < 1e-6
+    assert max_diff(guided[2, 1], plain[2, 1]) > 1e-3  # world 1's switch frame is guided
+    assert max_diff(run(4.0, ort_backend)[0], guided) <= TOL
+
+
 def test_onnxruntime_prompts_and_snapshots(tmp_path):
     """The state stays a torch WorldState: snapshot/restore and prompt changes work as in eager."""
     from world.text import PromptEmbedding

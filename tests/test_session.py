@@ -348,6 +348,8 @@ def test_session_bench_reports_the_documented_names():
     assert r["budget_miss_rate"] is None  # not paced
     sw = r["switch"]
     assert sw["count"] == 3 and sw["recache_ms"]["p50"] > 0 and sw["frame_ms_p50"] > 0  # frames 5, 10, 15
+    assert sw["guided_frames"] == 8 and sw["guided_frame_ms_p50"] > 0  # tiny guides 8 frames after a switch
+    assert np.isfinite(sw["extra_ms_per_switch"]) and sw["over_budget_ms_per_switch"] >= 0
 
 
 def test_a_non_finite_world_in_a_batch_restarts_and_the_others_go_on(model):

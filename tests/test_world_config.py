@@ -42,6 +42,8 @@ def test_tiny_builds_and_tokenizer_shapes():
     ({"memory": {"window_frames": 5, "chunk_frames": 2}}, "memory.window_frames"),
     ({"memory": {"memory_tokens_per_frame": 10}}, "memory.memory_tokens_per_frame"),
     ({"sampler": {"context_noise": 1.5}}, "sampler.context_noise"),
+    ({"sampler": {"switch_guidance": 11}}, "sampler.switch_guidance"),
+    ({"sampler": {"switch_guidance": "4"}}, "sampler.switch_guidance"),
     ({"tokenizer": {"image_size": 62}}, "tokenizer.image_size"),
     ({"tokenizer": {"image_size": 60}}, "tokenizer.patch_size"),
     ({"dit": {"heads_": 4}}, "dit.heads_"),

@@ -430,8 +430,8 @@ class WorldModel(nn.Module):
         B = state.batch
         c, N, C = self.cfg.memory.chunk_frames, self.cfg.tokenizer.tokens_per_frame, self.cfg.tokenizer.token_dim
         prompt_ctx = self.dit.prompt_context(state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
-        prev, kind, g = self.prev_input(state, c), self.cfg.dit.prediction, self.cfg.sampler.guidance
-        if g != 1.0:  # the empty prompt: zeros, as the text encoder gives "" (caption dropout)
+        prev, kind, g = self.prev_input(state, c), self.cfg.dit.prediction, self.guidance_scales(state)
+        if g is not None:  # the empty prompt: zeros, as the text encoder gives "" (caption dropout)
             no_prompt = self.dit.prompt_context(*(torch.zeros_like(p) for p in (
                 state.prompt_pooled, state.prompt_tokens, state.prompt_mask)))
         last = {}
@@ -440,13 +440,28 @@ class WorldModel(nn.Module):
             tt = torch.full((B, c), t, device=x.device)
             pred, last["hidden"] = self.dit(x, tt, action, prompt_ctx, ctx, prev)
             v = sampler.to_velocity(pred, x, t, kind)
-            if g != 1.0:
+            if g is not None:
                 v = sampler.guide(v, sampler.to_velocity(self.dit(x, tt, action, no_prompt, ctx, prev)[0], x, t, kind), g)
             return v
 
         if noise is None:
             noise = self._noise(state, (c, N, C)) * self.cfg.sampler.temperature  # [B, c, N, C]
         return sampler.sample(v_fn, noise, steps), last["hidden"]
+
+    def guidance_scales(self, state: WorldState) -> torch.Tensor | None:
+        """Each world's classifier-free guidance scale [B, 1, 1, 1] (`sampler.switch_guidance`
+        within `sampler.snap_hold` frames of a prompt change, else `sampler.guidance`), or None
+        where no world is guided this frame: one DiT pass a step."""
+        s = self.cfg.sampler
+        switching = s.switch_guidance if s.switch_guidance is not None and s.snap_hold else s.guidance
+        if s.guidance == 1.0 and switching == 1.0:
+            return None
+        g = torch.full((state.batch,), s.guidance, device=state.frame.device)
+        if switching != s.guidance:
+            g = torch.where(state.frame - state.prompt_frame < s.snap_hold, switching, g)
+            if bool((g == 1.0).all()):  # host sync, once a frame, only with switch guidance on
+                return None
+        return g[:, None, None, None]
 
     def snap(self, x0: torch.Tensor, state: WorldState, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """A sampled chunk [B, c, N, C] as the world keeps it: every token snapped onto the

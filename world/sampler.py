@@ -49,7 +49,7 @@ def target(kind: str, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 def guide(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: the unconditional velocity pushed `scale` times along the
-    prompt's direction (scale 1 gives v_cond back)."""
+    prompt's direction (scale 1 gives v_cond back). scale: a float, or one per world [B, 1, 1, 1]."""
     return v_uncond + scale * (v_cond - v_uncond)
 
 

@@ -298,9 +298,7 @@ class Stage2Loss(nn.Module):
                         noise = torch.randn(target.shape, generator=gen, device=dev) * cfg.self_rollout_temperature
                         sample = model.sample(state, ctx, a, 2, noise)
                     context = torch.where(own[:, None, None, None], sample, target)
-            t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
-            noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
-            reward, done = model.commit(state, ctx, noised, a, level=t_c[:, 0], clean=context)
+            reward, done = self.commit_noised(state, ctx, context, a, gen)
             rew, end = head_losses(reward[:, 0], done[:, 0], reward_in[:, j], done_in[:, j], cfg.event_weight,
                                    self.classify)
             rew_sum, end_sum = rew_sum + rew, end_sum + end
@@ -314,6 +312,13 @@ class Stage2Loss(nn.Module):
         if shift is not None:
             out["shift"] = (shift_sum / L).detach()
         return out
+
+    def commit_noised(self, state, ctx, context: torch.Tensor, action: torch.Tensor, gen):
+        """Commit the frame the window keeps, context [B, 1, N, C], noised to a level drawn from
+        U(0, context_noise_max) as training augments it -> the heads' (reward, done)."""
+        t_c = torch.rand(context.shape[0], 1, generator=gen, device=context.device) * self.cfg.context_noise_max
+        noised = sampler.add_noise(context, torch.randn(context.shape, generator=gen, device=context.device), t_c)
+        return self.model.commit(state, ctx, noised, action, level=t_c[:, 0], clean=context)
 
     def gate_forward(self, x0: torch.Tensor, action_in, prompts, gen,
                      switches: dict[int, list] | None = None) -> dict[str, torch.Tensor]:
@@ -351,9 +356,7 @@ class Stage2Loss(nn.Module):
                 if j > 0 and bool(own.any()):
                     sample = model.snap(drawn, state, hidden)
                     context = torch.where(own[:, None, None, None], sample, target)
-                t_c = torch.rand(B, 1, generator=gen, device=dev) * cfg.context_noise_max
-                noised = sampler.add_noise(context, torch.randn(target.shape, generator=gen, device=dev), t_c)
-                model.commit(state, ctx, noised, a, level=t_c[:, 0], clean=context)
+                self.commit_noised(state, ctx, context, a, gen)
         n = counts["tokens"]
         # copy_only: tokens only a copy gets right (what the gate is for); copy_recall: the share of
         # them the gate gets right; copied / wrong_copies: tokens the gate copies, and copies wrong

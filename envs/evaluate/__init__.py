@@ -65,7 +65,7 @@ Sections (`--skip` any of SECTIONS):
 
 JSON (`--json`), stable top-level names:
   checkpoint               path of the checkpoint evaluated
-  model                    {preset, policy, rope, steps, guidance, text_encoder}
+  model                    {preset, policy, rope, steps, guidance, switch_guidance, text_encoder}
   eval_seeds               [int] teacher seeds used (fidelity/revisit/adherence: the first `seeds`)
   proxy_seeds              true when those are the proxy seeds (`--proxy`, 70_000 + i: for choosing
                            settings), false for the held-out eval seeds
@@ -193,10 +193,10 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
     t_start = time.perf_counter()
     ck = load_checkpoint(checkpoint, ev.text_encoder)
     cmp_ck = None if compare_checkpoint is None else load_checkpoint(compare_checkpoint, ev.text_encoder)
-    if ev.guidance is not None:
-        for c in (ck, cmp_ck):
-            if c is not None:
-                c.cfg = c.cfg.replace(sampler={"guidance": ev.guidance})
+    overrides = {k: v for k, v in (("guidance", ev.guidance), ("switch_guidance", ev.switch_guidance)) if v is not None}
+    for c in (ck, cmp_ck):
+        if c is not None and overrides:
+            c.cfg = c.cfg.replace(sampler=overrides)
     cfg = ck.cfg
     game = Game(cfg.tokenizer.image_size, cfg.game.motion)
     text = build_text_encoder(ck.text_encoder)
@@ -206,7 +206,8 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
     result: dict[str, Any] = {
         "checkpoint": str(ck.path),
         "model": {"preset": cfg.name, "policy": cfg.memory.policy, "rope": cfg.memory.rope, "steps": steps,
-                  "guidance": cfg.sampler.guidance, "text_encoder": ck.text_encoder},
+                  "guidance": cfg.sampler.guidance, "switch_guidance": cfg.sampler.switch_guidance,
+                  "text_encoder": ck.text_encoder},
         "eval_seeds": seeds, "proxy_seeds": ev.proxy, "window_frames": W,
         "psnr_by_horizon": None, "ssim_by_horizon": None, "fidelity_detail": None,
         "revisit_psnr": None, "revisit_detail": None,

@@ -94,6 +94,8 @@ class EvalConfig:
     """Denoising steps per frame (None: the checkpoint's sampler.steps)."""
     guidance: float | None = None
     """Classifier-free guidance scale (None: the checkpoint's sampler.guidance)."""
+    switch_guidance: float | None = None
+    """Guidance scale after a prompt switch (None: the checkpoint's sampler.switch_guidance)."""
     proxy: bool = False
     """Play the proxy seeds instead of the eval seeds: for choosing a setting (a guidance
     scale, a lever) without tuning on the eval seeds."""
@@ -132,6 +134,8 @@ class EvalConfig:
         need(self.stability_frames >= 8, f"--stability-frames must be >= 8, got {self.stability_frames}")
         need(self.steps is None or 1 <= self.steps <= 64, f"--steps must be in [1, 64], got {self.steps}")
         need(self.guidance is None or 0 <= self.guidance <= 10, f"--guidance must be in [0, 10], got {self.guidance}")
+        need(self.switch_guidance is None or 0 <= self.switch_guidance <= 10,
+             f"--switch-guidance must be in [0, 10], got {self.switch_guidance}")
         unknown = sorted(set(self.skip) - set(SECTIONS))
         need(not unknown, f"unknown section(s) to skip {unknown}; choose from {', '.join(SECTIONS)}")
         need(self.text_encoder in ("auto", "minilm", "hash"),
