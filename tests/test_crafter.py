@@ -166,6 +166,7 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     assert h["worlds"] == 2 and h["frames"] == 16 and set(h["free_running"]) == {"reward", "done"}
     det = result["fidelity_detail"]
     assert det["player_visible_true"] > 0.5 and 0 <= det["status_bar_kept_tokenizer"] <= 1
+    assert det["status_bar_kept_frozen_by_horizon"]["1"] in (0.0, 0.5, 1.0)  # 2 worlds' true bars, frame 0 vs 1
     assert set(result["psnr_by_horizon"]) == {"1", "4", "16"} and result["stability"]["frames"] == 16
     assert "status bar kept" in (tmp_path / "report" / "report.md").read_text()
     # "moved" is the camera's move (Crafter's daylight changes every frame, so every frame differs)

@@ -135,8 +135,9 @@ JSON (`--json`), stable top-level names:
   skipped                  [section] not run (their values are null)
   game, skipped_reason     (Crafter checkpoints only) "crafter", and why sections without ground truth
                            there are skipped; fidelity_detail then also has player_visible_true,
-                           status_bar_kept_by_horizon, status_bar_kept_tokenizer, status_bar_psnr_by_horizon
-                           and lacks the teacher's invented / tile / object keys (envs/evaluate/crafter.py)
+                           status_bar_kept_by_horizon, status_bar_kept_tokenizer, status_bar_psnr_by_horizon,
+                           status_bar_kept_frozen_by_horizon / status_bar_psnr_frozen_by_horizon (the start
+                           frame's bar held still: the baseline a bar that never changes scores) and lacks the teacher's invented / tile / object keys (envs/evaluate/crafter.py)
   settings                 the EvalConfig used
   section_seconds          {section: s}
   seconds                  wall time of the whole evaluation

@@ -158,7 +158,10 @@ def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) 
                "player_visible_true": mean_or_none(live(per_world(player_kept, true[:, 1:]))),
                "status_bar_kept_by_horizon": by_h(status_ok(gen[:, 1:])),
                "status_bar_kept_tokenizer": mean_or_none(live(status_ok(recon))),
-               "status_bar_psnr_by_horizon": by_h(psnr(gen[:, 1:, STATUS_Y:], true[:, 1:, STATUS_Y:]))}}
+               # the start frame's bar held still: how often the true counts have not changed yet
+               "status_bar_kept_frozen_by_horizon": by_h(status_ok(frozen)),
+               "status_bar_psnr_by_horizon": by_h(psnr(gen[:, 1:, STATUS_Y:], true[:, 1:, STATUS_Y:])),
+               "status_bar_psnr_frozen_by_horizon": by_h(psnr(frozen[:, :, STATUS_Y:], true[:, 1:, STATUS_Y:]))}}
     tf_T = min(ev.teacher_forced_frames, T)
     tf = teacher_forced(model, true[:, :tf_T + 1], prompts, actions[:, :tf_T], seeds, steps)
     target, prev = true[:, 1:tf_T + 1], true[:, :tf_T]
