@@ -92,7 +92,7 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
     if recache_ms:
         ok = np.isfinite(lat)
         s = session.cfg.sampler  # frames guided after a switch (WorldModel.guidance_scales)
-        hold = s.snap_hold if s.switch_guidance is not None and s.switch_guidance != s.guidance else 0
+        hold = s.snap_hold if s.switch_scale != s.guidance else 0
         period = switched.copy()  # the switch frame and the guided frames after it
         for i in np.flatnonzero(switched):
             period[i:i + hold] = True

@@ -19,9 +19,8 @@ the tokenizer ceiling with and without it).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .prev_frame import neighbourhood
+from .prev_frame import inside, neighbourhood
 
 CHUNK = 8_192  # tokens per distance block in `fit`: [CHUNK, K] floats stay ~128 MB at K = 4096
 SEED_SAMPLE = 65_536  # tokens the k-means++ seeding draws from (it is sequential in the codes)
@@ -49,10 +48,9 @@ def keep_neighbours(x: torch.Tensor, snapped: torch.Tensor, prev: torch.Tensor, 
     is within (1 + margin) x its squared distance to its nearest code, else its nearest code.
     One-token moves of the camera bring a neighbour's tile into place, so a token the model
     drew halfway between that tile and another keeps the tile the world already showed."""
-    B, N, C = x.shape
+    C = x.shape[-1]
     nb = neighbourhood(prev[:, None], grid)[:, 0]  # [B, N, 9, C], zeros beyond the edge
-    inside = F.unfold(x.new_ones(1, 1, grid, grid), 3, padding=1).view(1, 9, N).transpose(1, 2) > 0  # [1, N, 9]
-    d_nb = (x[:, :, None] - nb).pow(2).sum(-1).masked_fill(~inside, float("inf"))  # [B, N, 9]
+    d_nb = (x[:, :, None] - nb).pow(2).sum(-1).masked_fill(~inside(grid, x.device), float("inf"))  # [B, N, 9]
     d_min, j = d_nb.min(-1)  # [B, N]
     kept = nb.gather(2, j[:, :, None, None].expand(-1, -1, 1, C))[:, :, 0]  # [B, N, C]
     near = d_min <= (1.0 + margin) * (x - snapped).pow(2).sum(-1)  # [B, N]

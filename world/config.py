@@ -310,6 +310,11 @@ class SamplerConfig:
     token drawn and snapped). Worlds within snap_hold frames of a prompt change draw every
     token (the new look has to take)."""
 
+    @property
+    def switch_scale(self) -> float:
+        """The guidance scale of the `snap_hold` frames after a prompt change."""
+        return self.switch_guidance if self.switch_guidance is not None and self.snap_hold else self.guidance
+
     def validate(self) -> None:
         _check(1 <= self.steps <= 64, "sampler.steps", self.steps, "must be in [1, 64]")
         _check(0.0 <= self.guidance <= 10.0, "sampler.guidance", self.guidance, "must be in [0, 10]")

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .prev_frame import NEIGHBOURS, neighbourhood
+from .prev_frame import NEIGHBOURS, inside, neighbourhood
 
 DRAW = NEIGHBOURS  # the 10th choice: the DiT's own sample
 CHOICES = NEIGHBOURS + 1
@@ -41,12 +41,6 @@ CHOICES = NEIGHBOURS + 1
 # quantisation error: median 0.012, p90 0.065), so a smaller gap is a variant, not another tile.
 TIE_SLACK, TIE_ABS = 0.25, 0.05
 DECISIVE_WEIGHT = 10.0  # `gate_loss`'s weight on tokens where only a copy, or only the draw, is right
-
-
-def inside(grid: int, device=None) -> torch.Tensor:
-    """-> bool [N, 9]: which of each token's 3x3 neighbours lie inside the frame."""
-    ones = torch.ones(1, 1, grid, grid, device=device)
-    return F.unfold(ones, 3, padding=1).view(NEIGHBOURS, grid * grid).T > 0
 
 
 class CopyGate(nn.Module):

@@ -453,15 +453,18 @@ class WorldModel(nn.Module):
         within `sampler.snap_hold` frames of a prompt change, else `sampler.guidance`), or None
         where no world is guided this frame: one DiT pass a step."""
         s = self.cfg.sampler
-        switching = s.switch_guidance if s.switch_guidance is not None and s.snap_hold else s.guidance
-        if s.guidance == 1.0 and switching == 1.0:
+        if s.guidance == 1.0 and s.switch_scale == 1.0:
             return None
         g = torch.full((state.batch,), s.guidance, device=state.frame.device)
-        if switching != s.guidance:
-            g = torch.where(state.frame - state.prompt_frame < s.snap_hold, switching, g)
+        if s.switch_scale != s.guidance:
+            g = torch.where(self.switching(state), s.switch_scale, g)
             if bool((g == 1.0).all()):  # host sync, once a frame, only with switch guidance on
                 return None
         return g[:, None, None, None]
+
+    def switching(self, state: WorldState) -> torch.Tensor:
+        """bool [B]: worlds whose prompt changed fewer than `sampler.snap_hold` frames ago."""
+        return state.frame - state.prompt_frame < self.cfg.sampler.snap_hold
 
     def snap(self, x0: torch.Tensor, state: WorldState, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """A sampled chunk [B, c, N, C] as the world keeps it: every token snapped onto the
@@ -492,8 +495,7 @@ class WorldModel(nn.Module):
             snapped = copy_gate.apply(choice, snapped, prev, self.cfg.tokenizer.grid_size)
         if not s.snap_hold:
             return snapped
-        held = state.frame - state.prompt_frame < s.snap_hold  # [B]
-        return torch.where(held[:, None, None, None], x0, snapped)
+        return torch.where(self.switching(state)[:, None, None, None], x0, snapped)
 
     def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor,
                level: torch.Tensor | None = None, clean: torch.Tensor | None = None):

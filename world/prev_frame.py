@@ -46,6 +46,13 @@ def neighbourhood(prev: torch.Tensor, grid: int) -> torch.Tensor:
     return cols.view(B, Fr, C, NEIGHBOURS, N).permute(0, 1, 4, 3, 2)  # [B, F, N, 9, C]
 
 
+def inside(grid: int, device=None) -> torch.Tensor:
+    """-> bool [N, 9]: which of each token's 3x3 neighbours (as `neighbourhood` orders them) lie
+    inside the frame."""
+    ones = torch.ones(1, 1, grid, grid, device=device)
+    return F.unfold(ones, 3, padding=1).view(NEIGHBOURS, grid * grid).T > 0
+
+
 def shift_labels(positions: torch.Tensor, chunk: int, pixels_per_token: float) -> torch.Tensor:
     """[B, L, 2] teacher positions (x, y, base pixels) -> [B, L] int64: the neighbour index
     (0..8) every token of frame j copies from the frame it reads as previous (the last frame
