@@ -171,6 +171,8 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert set(r["revisit_psnr"]) == set(E.MEMORY_POLICIES)
     for scores in r["revisit_psnr"].values():
         assert set(scores) == {"16"} and 0 < scores["16"] < E.PSNR_CAP
+    departure = r["revisit_detail"]["departure_psnr"]  # the model's frame at the place left vs the truth
+    assert set(departure) == set(E.MEMORY_POLICIES) and all(0 < v["16"] < E.PSNR_CAP for v in departure.values())
     assert 0 <= r["prompt_adherence"] <= 1
     d = r["prompt_adherence_detail"]
     for k in ("start_heldout", "start_teacher", "start_generated", "switch_within", "switch_at",

@@ -303,12 +303,15 @@ class SamplerConfig:
     flipping to whichever code is a hair closer (issue 14's eleventh session, snap_keep 2:
     tile validity 0.87 -> 0.94 at h1, 0.77 -> 0.95 at h64 on the proxy seeds, PSNR level)."""
 
-    copy_gate: float = 0.5
+    copy_gate: float = 0.3
     """With dit.copy_gate: a token is copied from the previous neighbour the gate finds likeliest
     right where that probability is >= this and >= the drawn tile's (`copy_gate.choose`); 0:
     wherever the copy is at least as likely right as the draw. Above 1: the gate is off (every
     token drawn and snapped). Worlds within snap_hold frames of a prompt change draw every
-    token (the new look has to take)."""
+    token (the new look has to take). 0.3 (was 0.5): the copies the gate is 30-50% sure of are
+    mostly objects the snap would lose (24 proxy seeds: objects at h64 / h256 0.03 / 0.04 ->
+    0.08 / 0.08 for 0.1 dB; below 0.5 the comparison with the draw decides; docs/RESULTS.md,
+    twentieth session)."""
 
     @property
     def switch_scale(self) -> float:

@@ -107,7 +107,9 @@ JSON (`--json`), stable top-level names:
                             the teacher-forced frames and their true frames)}
   revisit_psnr             {policy: {"16": dB, ...}} keyed by away frames A
   revisit_detail           {away_frames, lead_in, return_frames, consistency_psnr, teacher_consistency_psnr,
-                            clean_share, trajectories}
+                            departure_psnr ({policy: {away: dB}} the model's frame at the place left vs
+                            the truth there: what a perfect memory of the model's own world scores on
+                            return), clean_share, trajectories}
   prompt_adherence         share in [0, 1]: (a) with train-wording captions (the main number)
   prompt_adherence_detail  {start_train, start_heldout, start_teacher, per_biome, start_generated,
                             per_biome_generated (no start frame: the world drawn from the train caption
@@ -239,9 +241,9 @@ def run_eval(checkpoint: str | Path, ev: EvalConfig | None = None,
     if run("revisit") or run("ablations"):
         plan = revisit_plan(ev, W, seeds, game)
     if run("revisit"):
-        scores, consistency, frames = revisit_section(ck, ev, text, plan, steps, MEMORY_POLICIES)
+        scores, details, frames = revisit_section(ck, ev, text, plan, steps, MEMORY_POLICIES)
         result["revisit_psnr"] = scores
-        result["revisit_detail"] = revisit_detail(ev, plan, consistency)
+        result["revisit_detail"] = revisit_detail(ev, plan, details)
         art["revisit"] = (plan, frames)
         lap("revisit")
     if run("adherence"):

@@ -56,8 +56,12 @@ def revisit_trajectory(seed: int, away: int, ev: EvalConfig, game: Game | int) -
 
 def eval_revisit(model, ev: EvalConfig, text, trajectories: dict[int, list[Revisit]], steps,
                  tag: str) -> tuple[dict, dict, dict]:
-    """-> ({away: dB}, {away: consistency dB}, {away: generated frames [B, T + 1, ...]})."""
-    scores, consistency, frames = {}, {}, {}
+    """-> ({away: dB}, {"consistency": {away: dB}, "departure": {away: dB}}, {away: generated
+    frames [B, T + 1, ...]}). consistency: the return vs the model's own frame at the place left;
+    departure: that frame vs the truth, what a perfect memory of the model's own world scores on
+    return (a world faded to bare ground by then can score more: PSNR prefers ground to a
+    misplaced tree)."""
+    scores, detail, frames = {}, {"consistency": {}, "departure": {}}, {}
     for away, trs in trajectories.items():
         true = np.stack([r.episode.frames for r in trs])  # [B, T + 1, R, R, 3]
         acts = np.stack([r.episode.actions for r in trs])
@@ -66,10 +70,12 @@ def eval_revisit(model, ev: EvalConfig, text, trajectories: dict[int, list[Revis
                             progress=ev.progress)
         ret = slice(-ev.return_frames, None)
         ok = np.array([r.quality >= 0 for r in trs])  # a run that died has no true frames to return to
+        left = gen[ok, ev.lead_in][:, None]  # [B, 1, ...] the model's frame at the place left
         scores[str(away)] = mean_or_none(psnr(gen[ok, ret], true[ok, ret]))
-        consistency[str(away)] = mean_or_none(psnr(gen[ok, ret], gen[ok, ev.lead_in][:, None]))
+        detail["consistency"][str(away)] = mean_or_none(psnr(gen[ok, ret], left))
+        detail["departure"][str(away)] = mean_or_none(psnr(left, true[ok, ev.lead_in][:, None]))
         frames[away] = gen
-    return scores, consistency, frames
+    return scores, detail, frames
 
 
 def revisit_plan(ev: EvalConfig, window: int, seeds: list[int], game: Game) -> dict[int, list[Revisit]]:
@@ -79,26 +85,30 @@ def revisit_plan(ev: EvalConfig, window: int, seeds: list[int], game: Game) -> d
 
 def revisit_section(ck: Checkpoint, ev: EvalConfig, text, plan, steps, policies: Sequence[str],
                     **memory) -> tuple[dict, dict, dict]:
-    """Every policy on the same weights; one whose memory weights the checkpoint lacks scores None."""
-    scores, consistency, frames = {}, {}, {}
+    """Every policy on the same weights; one whose memory weights the checkpoint lacks scores None.
+    -> ({policy: {away: dB}}, {policy: `eval_revisit`'s detail}, {policy: frames})."""
+    scores, details, frames = {}, {}, {}
     for policy in policies:
         try:
             model = ck.model(policy=policy, **memory)
         except ValueError:  # e.g. evolving on a checkpoint trained without evolving memory
-            scores[policy] = consistency[policy] = None
+            scores[policy] = details[policy] = None
             continue
-        scores[policy], consistency[policy], frames[policy] = eval_revisit(model, ev, text, plan, steps, policy)
-    return scores, consistency, frames
+        scores[policy], details[policy], frames[policy] = eval_revisit(model, ev, text, plan, steps, policy)
+    return scores, details, frames
 
 
-def revisit_detail(ev: EvalConfig, plan: dict[int, list[Revisit]], consistency: dict) -> dict:
+def revisit_detail(ev: EvalConfig, plan: dict[int, list[Revisit]], details: dict) -> dict:
     teacher = {}
     for away, trs in plan.items():
         true = np.stack([r.episode.frames for r in trs if r.quality >= 0])
         teacher[str(away)] = mean_or_none(psnr(true[:, -ev.return_frames:], true[:, ev.lead_in][:, None]))
     every = [r for trs in plan.values() for r in trs]
+    per_policy = {key: {p: None if d is None else d[key] for p, d in details.items()}
+                  for key in ("consistency", "departure")}
     return {"away_frames": [int(a) for a in plan], "lead_in": ev.lead_in, "return_frames": ev.return_frames,
-            "consistency_psnr": consistency, "teacher_consistency_psnr": teacher,
+            "consistency_psnr": per_policy["consistency"], "teacher_consistency_psnr": teacher,
+            "departure_psnr": per_policy["departure"],
             "clean_share": float(np.mean([r.quality == 2 for r in every])),
             "trajectories": [{"seed": r.episode.seed, "away": int(a), "lead": r.lead, "out": r.out,
                               "quality": ["died", "alive", "returned", "clean"][r.quality + 1]}
