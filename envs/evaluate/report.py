@@ -114,13 +114,12 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
         lines += ["", "Consistency (return frames vs the model's own frame at departure, dB): " +
                   "; ".join(f"{p}: " + ", ".join(fmt((v or {}).get(a)) for a in aways)
                             for p, v in det["consistency_psnr"].items())
-                  + "; teacher: " + ", ".join(fmt(det["teacher_consistency_psnr"][a]) for a in aways), ""]
-        if "departure_psnr" in det:  # evals before the twentieth session lack it
-            lines += ["The model's frame at the place left vs the truth there (dB; what a perfect memory "
-                      "of the model's own world scores on return): " +
-                      "; ".join(f"{p}: " + ", ".join(fmt((v or {}).get(a)) for a in aways)
-                                for p, v in det["departure_psnr"].items()), ""]
-        lines += ["![revisit](revisit.png)", "", "![revisit strip](revisit_strip.png)", ""]
+                  + "; teacher: " + ", ".join(fmt(det["teacher_consistency_psnr"][a]) for a in aways), "",
+                  "The model's frame at the place left vs the truth there (dB; what a perfect memory "
+                  "of the model's own world scores on return): " +
+                  "; ".join(f"{p}: " + ", ".join(fmt((v or {}).get(a)) for a in aways)
+                            for p, v in det["departure_psnr"].items()), "",
+                  "![revisit](revisit.png)", "", "![revisit strip](revisit_strip.png)", ""]
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for p, v in rp.items():
             if v is not None:
