@@ -199,6 +199,7 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert 0 < fd["teacher_forced_edge_share"] < 0.5  # explore moves: a row or column comes in most frames
     from envs.style import WEATHERS
     assert set(fd["teacher_forced_psnr_by_weather"]) == set(fd["tokenizer_psnr_by_weather"]) <= set(WEATHERS)
+    assert 0 <= fd["teacher_forced_camera_judged_share"] <= 1 and 0 <= fd["teacher_forced_blocked_share"] <= 1
     for key in ("seen_psnr_by_horizon", "seen_share_by_horizon", "tile_valid_by_horizon",
                 "invented_share_by_horizon"):
         assert set(fd[key]) == {"1", "4"}
@@ -328,6 +329,33 @@ def test_teacher_forced_split_scores_what_the_previous_frame_showed_apart_from_t
     assert 0 < out["teacher_forced_edge_share"] < 0.3
     w = ep.style.weather  # the whole frame, per weather: wrong on the edge, exact for the ceiling
     assert out["tokenizer_psnr_by_weather"] == {w: E.PSNR_CAP} and out["teacher_forced_psnr_by_weather"][w] < 40
+
+
+def test_camera_agreement_tells_a_model_that_moves_from_one_that_stands_or_follows_the_key():
+    """The true next frame agrees with the teacher's camera everywhere; a model that never moves
+    agrees only on blocked moves (and standing still); one that moves the view whenever a move key
+    is pressed, obstacle or not, agrees where the player walked and never where it was blocked."""
+    from envs.evaluate.content import reproject
+    from envs.evaluate.fidelity import _camera_follows
+    from envs.tiles import BASE_TILE
+    from world.actions import DOWN, LEFT, RIGHT, UP
+
+    game = E.Game(64, "tile")
+    eps = [E.teacher_run(s, 32, game) for s in (90_502, 90_503, 90_504)]
+    true = np.stack([e.frames for e in eps])
+    alive = np.ones((len(eps), 32), bool)
+    exact = _camera_follows(eps, true[:, 1:], true, alive, game)
+    assert exact["teacher_forced_camera_agrees"] == 1.0 and exact["teacher_forced_blocked_share"] > 0
+    assert 0.3 < exact["teacher_forced_camera_judged_share"] <= 1
+    still = _camera_follows(eps, true[:, :-1], true, alive, game)
+    assert still["teacher_forced_camera_agrees_walked"] == 0 and still["teacher_forced_camera_agrees_blocked"] == 1
+    assert still["teacher_forced_camera_blocked_frames"] > 0
+    key = {UP: (0, -1), DOWN: (0, 1), LEFT: (-1, 0), RIGHT: (1, 0)}
+    follows = np.stack([np.stack([reproject(e.frames[t], e.positions[t], tuple(
+        p + BASE_TILE * d for p, d in zip(e.positions[t], key.get(int(e.actions[t]), (0, 0)))), 64, "tile")
+        for t in range(32)]) for e in eps])
+    moved = _camera_follows(eps, follows, true, alive, game)
+    assert moved["teacher_forced_camera_agrees_walked"] > 0.9 and moved["teacher_forced_camera_agrees_blocked"] == 0
 
 
 def test_object_share_tells_objects_from_bare_ground():

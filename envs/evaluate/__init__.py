@@ -94,6 +94,13 @@ JSON (`--json`), stable top-level names:
                             teacher_forced_psnr_by_weather, tokenizer_psnr_by_weather (whole-frame
                             teacher-forced PSNR and its ceiling per weather of the worlds; rain and snow
                             fall in screen space over the moving world; teacher only),
+                            teacher_forced_camera_agrees, _agrees_walked, _agrees_blocked,
+                            teacher_forced_camera_judged_share, teacher_forced_blocked_share,
+                            teacher_forced_camera_blocked_frames (whether
+                            the model's teacher-forced frame is the previous true frame moved as the
+                            teacher's camera moved, over the frames whose true frame decides it; walked
+                            and blocked: a move that moved the view / one an obstacle stopped; teacher,
+                            tile motion only),
                             seen_psnr_by_horizon, seen_share_by_horizon, seen_psnr_tokenizer_by_horizon
                             (PSNR over the pixels whose world position the start frame showed),
                             invented_psnr_by_horizon, invented_psnr_teacher_by_horizon,

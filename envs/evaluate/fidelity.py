@@ -79,6 +79,8 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
         "teacher_forced_moved_share": mean_or_none(np.where(tf_alive, moved, np.nan)),
         "teacher_forced_psnr_moved": mean_or_none(np.where(moved, tf_psnr, np.nan)),
         "copy_previous_psnr_moved": mean_or_none(np.where(moved, copy_psnr, np.nan))})
+    if game.motion == "tile":
+        out["fidelity_detail"].update(_camera_follows(eps, tf, true[:, :tf_T + 1], tf_alive, game))
     ceiling_psnr = recon_psnr if snapped_psnr is None else snapped_psnr
     out["fidelity_detail"].update(_teacher_forced_split(
         eps, tf, true[:, :tf_T + 1], recon[:, :tf_T], None if snapped is None else snapped[:, :tf_T], tf_alive, game,
@@ -98,6 +100,49 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
     art = {"strip_true": true[:2, cols], "strip_gen": gen[:2, cols], "strip_cols": cols,
            "strip_tf": tf[:2, :min(tf_T, 8)]}
     return out, art
+
+
+def _camera_follows(eps: list[Episode], tf: np.ndarray, true: np.ndarray, alive: np.ndarray, game: Game) -> dict:
+    """Does the model move the view as the teacher's camera did, given the true past? Each
+    teacher-forced frame is explained by the one-tile move (or none) of the previous true frame
+    that fits it best (pixel error over what the moved frame covers, the player's tile left out),
+    the model's frame as the true one. Judged only where the true frame says which move it was
+    (its own best fit is the teacher's move and every other move fits at least twice as badly: a
+    uniform field fits every move alike): the share of frames where the model's move agrees, over
+    the frames where the player walked, and over the blocked ones (a move into an obstacle: the
+    teacher's view stays; a model that only follows the key moves it anyway).
+    tf [B, T, R, R, 3], true [B, T + 1, R, R, 3]."""
+    from envs.tiles import BASE_TILE
+    from world.actions import MOVES
+
+    T, R = tf.shape[1], game.resolution
+    py, px, ts = player_box(R, game.motion)
+    steps = [(dx * BASE_TILE, dy * BASE_TILE) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    judged, agree, walked, blocked = (np.zeros(alive.shape, bool) for _ in range(4))
+    for b, e in enumerate(eps):
+        for t in range(T):
+            (x, y), nxt = tuple(e.positions[t]), tuple(e.positions[t + 1])
+            fit_model, fit_true = [], []
+            for dx, dy in steps:
+                moved = reproject(true[b, t].astype(np.float32) + 1, (x, y), (x + dx, y + dy), R, game.motion)
+                mask = moved.min(-1) > 0  # what the moved previous frame covers (+1: zeros are outside)
+                mask[py:py + ts, px:px + ts] = False
+                fit_model.append(((tf[b, t].astype(np.float32) + 1 - moved) ** 2)[mask].mean())
+                fit_true.append(((true[b, t + 1].astype(np.float32) + 1 - moved) ** 2)[mask].mean())
+            move = (nxt[0] - x, nxt[1] - y)
+            k = steps.index(move) if move in steps else -1  # -1: not a one-tile move (a restart)
+            judged[b, t] = k >= 0 and fit_true[k] * 2 + 1 <= np.delete(np.array(fit_true), k).min()
+            agree[b, t] = int(np.argmin(fit_model)) == k
+            walked[b, t] = nxt != (x, y)
+            blocked[b, t] = not walked[b, t] and int(e.actions[t]) in MOVES
+    live = alive & judged
+    share = lambda where: mean_or_none(np.where(live & where, agree, np.nan))  # noqa: E731
+    return {"teacher_forced_camera_agrees": share(np.ones_like(live)),
+            "teacher_forced_camera_agrees_walked": share(walked),
+            "teacher_forced_camera_agrees_blocked": share(blocked),
+            "teacher_forced_camera_blocked_frames": int((live & blocked).sum()),  # what that share rests on
+            "teacher_forced_camera_judged_share": mean_or_none(np.where(alive, judged, np.nan)),
+            "teacher_forced_blocked_share": mean_or_none(np.where(alive, blocked, np.nan))}
 
 
 def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, recon: np.ndarray,

@@ -78,7 +78,15 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                      + (" By weather: " + "; ".join(
                          f"{w} {fmt(v)} dB (ceiling {fmt(det['tokenizer_psnr_by_weather'][w])})"
                          for w, v in det["teacher_forced_psnr_by_weather"].items()) + "."
-                        if "teacher_forced_psnr_by_weather" in det else "")), "",
+                        if "teacher_forced_psnr_by_weather" in det else "")
+                     + (f" The camera: the model's frame is the teacher's move in "
+                        f"{fmt(det['teacher_forced_camera_agrees'], 2)} of the frames whose true frame "
+                        f"says which move it was ({fmt(det['teacher_forced_camera_judged_share'], 2)}), "
+                        f"{fmt(det['teacher_forced_camera_agrees_walked'], 2)} where the player walked, "
+                        f"{fmt(det['teacher_forced_camera_agrees_blocked'], 2)} of the "
+                        f"{det['teacher_forced_camera_blocked_frames']} judged frames where an obstacle blocked a "
+                        f"move ({fmt(det['teacher_forced_blocked_share'], 2)} of all frames were blocked)."
+                        if "teacher_forced_camera_agrees" in det else "")), "",
                   "![fidelity](fidelity.png)", "", "![strip](strip.png)", ""]
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         x = np.arange(1, len(det["psnr_curve"]) + 1)
