@@ -122,13 +122,15 @@ def _camera_follows(eps: list[Episode], tf: np.ndarray, true: np.ndarray, alive:
     for b, e in enumerate(eps):
         for t in range(T):
             (x, y), nxt = tuple(e.positions[t]), tuple(e.positions[t + 1])
+            # +1 on every frame: reproject fills what the moved frame does not cover with zeros
+            prev, model_next, true_next = (f.astype(np.float32) + 1 for f in (true[b, t], tf[b, t], true[b, t + 1]))
             fit_model, fit_true = [], []
             for dx, dy in steps:
-                moved = reproject(true[b, t].astype(np.float32) + 1, (x, y), (x + dx, y + dy), R, game.motion)
-                mask = moved.min(-1) > 0  # what the moved previous frame covers (+1: zeros are outside)
+                moved = reproject(prev, (x, y), (x + dx, y + dy), R, game.motion)
+                mask = moved.min(-1) > 0  # what the moved previous frame covers
                 mask[py:py + ts, px:px + ts] = False
-                fit_model.append(((tf[b, t].astype(np.float32) + 1 - moved) ** 2)[mask].mean())
-                fit_true.append(((true[b, t + 1].astype(np.float32) + 1 - moved) ** 2)[mask].mean())
+                fit_model.append(((model_next - moved) ** 2)[mask].mean())
+                fit_true.append(((true_next - moved) ** 2)[mask].mean())
             move = (nxt[0] - x, nxt[1] - y)
             k = steps.index(move) if move in steps else -1  # -1: not a one-tile move (a restart)
             judged[b, t] = k >= 0 and fit_true[k] * 2 + 1 <= np.delete(np.array(fit_true), k).min()
