@@ -100,7 +100,7 @@ class GraphBackend:
     # -- the three graphs (subclasses) -------------------------------------------------
 
     def run_context(self, state: WorldState) -> tuple[torch.Tensor, ...]:
-        """-> (ctx_k, ctx_v, mask, q_cos, q_sin), valid until the next call."""
+        """-> DiTContext's outputs (graphs.context_output_names), valid until the next call."""
         raise NotImplementedError
 
     def run_step(self, x, t, action, state: WorldState, ctx: tuple[torch.Tensor, ...], uncond: bool = False):

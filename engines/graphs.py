@@ -68,7 +68,8 @@ def context_input_names(model: WorldModel) -> list[str]:
 def context_output_names(model: WorldModel) -> list[str]:
     """Per-layer tensors (ctx_k.0, ...): one stacked [L, ...] tensor costs a split copy per pass."""
     L = model.cfg.dit.depth
-    return [f"ctx_k.{i}" for i in range(L)] + [f"ctx_v.{i}" for i in range(L)] + ["mask", "q_cos", "q_sin"]
+    clock = ["clock"] if model.dit.clock is not None else []
+    return [f"ctx_k.{i}" for i in range(L)] + [f"ctx_v.{i}" for i in range(L)] + ["mask", "q_cos", "q_sin", *clock]
 
 
 def step_input_names(model: WorldModel) -> list[str]:
@@ -107,7 +108,8 @@ class DiTContext(nn.Module):
 
     (frame [B] int64, slot_frame [B,slots] int64, cache_k/v [L,B,H,slots,N,Dh], memory...) ->
     ctx_k.0..L-1, ctx_v.0..L-1 [B,H,Kc,Dh] ([cache keys rotated with the recipe's ids | memory K/V],
-    Kc = slots*N + M), mask [B,1,1,Kc+cN] additive, q_cos/q_sin [B,cN,Dh] (the chunk's rotation).
+    Kc = slots*N + M), mask [B,1,1,Kc+cN] additive, q_cos/q_sin [B,cN,Dh] (the chunk's rotation)
+    [, clock [B,c] int64, the chunk's frame indices, with dit.clock].
     """
 
     def __init__(self, model: WorldModel):
@@ -124,13 +126,17 @@ class DiTContext(nn.Module):
                            prev_latent=None, prev_level=None, prev_clean=None, prompt_frame=None,
                            generators=[])  # read by the step only
         ctx = StreamContext(m, state, in_place=False)
-        return (*ctx.k, *ctx.v, ctx.mask, ctx.q_cos, ctx.q_sin)
+        clock = (ctx.clock,) if m.dit.clock is not None else ()
+        return (*ctx.k, *ctx.v, ctx.mask, ctx.q_cos, ctx.q_sin, *clock)
 
 
-def stream_context(*tensors: torch.Tensor) -> StreamContext:
-    """A `StreamContext` around DiTContext's outputs (its own `attend`, concatenating mode)."""
-    L = (len(tensors) - 3) // 2
+def stream_context(*tensors: torch.Tensor, clock: bool = False) -> StreamContext:
+    """A `StreamContext` around DiTContext's outputs (its own `attend`, concatenating mode);
+    clock: the last tensor is the chunk's frame indices (dit.clock)."""
     ctx = StreamContext.__new__(StreamContext)  # the tensors are given: skip building them
+    ctx.clock = tensors[-1] if clock else None
+    tensors = tensors[:-1] if clock else tensors
+    L = (len(tensors) - 3) // 2
     ctx.k, ctx.v = list(tensors[:L]), list(tensors[L:2 * L])
     ctx.mask, ctx.q_cos, ctx.q_sin = tensors[2 * L:]
     ctx.in_place, ctx.n_ctx = False, ctx.k[0].shape[2]
@@ -168,7 +174,7 @@ class DiTStep(nn.Module):
         state = WorldState(frame=None, cache=None, memory={}, prompt_pooled=pooled, prompt_tokens=tokens,
                            prompt_mask=mask, prev_latent=prev_latent, prev_level=prev_level,
                            prev_clean=prev_clean, prompt_frame=None, generators=[])
-        ctx = stream_context(*rest[n_prompt:])
+        ctx = stream_context(*rest[n_prompt:], clock=m.dit.clock is not None)
         v, hidden = m.velocity(state, ctx, x, t, action)  # the eager pass: prompt, prev frame, to_velocity
         reward, done = m.dit.heads(hidden)
         L, (B, H, _, Dh) = len(ctx.k), ctx.k[0].shape

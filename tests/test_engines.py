@@ -168,9 +168,10 @@ def test_onnxruntime_parity_50_frames(prev_frame, tiny_model, tiny_onnx, tmp_pat
     dict(policy="evolving", chunk=2, context_noise=0.1, prev_frame=False),
     dict(policy="compress", prompt_mode="cross_attention", prev_frame=False),
     dict(policy="evolving", context_noise=0.1, dit={"prev_copy_clean": True, "prev_shift": True}),
+    dict(policy="evolving", chunk=2, dit={"clock": True}),
 ], ids=["compress", "sink", "window", "chunk2", "cross_attention+context_noise", "no_updates",
         "chunk2+context_noise", "no_prev_frame+chunk2+context_noise", "no_prev_frame+compress+cross_attention",
-        "clean_copy+shift_head+context_noise"])
+        "clean_copy+shift_head+context_noise", "clock+chunk2"])
 def test_onnxruntime_parity_settings(case, tmp_path):
     model = micro(**case)
     ort_backend = make_backend("onnxruntime", model, 2, cache_dir=tmp_path / "onnx", warn=pytest.fail)

@@ -14,7 +14,7 @@ from world.config import from_preset
 from world.model import WorldModel
 from world.prev_frame import copyable
 from world.train import (RARITY_CAP, TrainConfig, Trainer, calibrate_latent_scale, flatten_optimizer,
-                         free_run_mask, head_losses, load_optimizer, rarity_weights, revisit_weights, shift_actions,
+                         fixed_change_weights, free_run_mask, head_losses, load_optimizer, rarity_weights, revisit_weights, shift_actions,
                          shift_head_loss)
 
 # A model small enough to train a few steps per second on CPU, on real 64x64 teacher frames.
@@ -536,3 +536,20 @@ def test_shift_head_learns_the_camera_moves_in_both_stages(tmp_path):
     assert all("shift" in r for r in rows(out) if r.get("stage") == "stage2" and "loss" in r)
     trained = WorldModel.load(out).dit.prev
     assert abs(trained.keep_head.bias.item() + 2.0) > 1e-3  # the gate's bias trained (at 100x the LR)
+
+
+def test_fixed_change_weights_lift_the_fixed_tokens_that_change():
+    codes = torch.eye(4)  # [K=4, C=4]
+    idx = torch.tensor([[[0, 1, 2], [0, 1, 3], [3, 1, 3]]])  # [B=1, L=3, N=3]: token 2 fixed
+    w = fixed_change_weights(codes[idx] + 0.01, codes, [2], 50.0)
+    assert torch.equal(w, torch.tensor([[[1.0, 1, 1], [1, 1, 50], [1, 1, 1]]]))  # token 0 changed but is not fixed
+
+
+def test_the_clock_trains_and_clock_lr_mult_speeds_it(tmp_path, dataset):
+    moved = {}
+    for k in (1.0, 10.0):
+        cfg = small_config(tmp_path / f"c{k:g}", tok_steps=1, s1_steps=3, s2_steps=2, clock_lr_mult=k,
+                           fixed_change_weight=5.0, model={**MICRO, "dit": {**MICRO.get("dit", {}), "clock": True}})
+        model = WorldModel.load(Trainer(cfg, batches_for(dataset), progress=False).run())
+        moved[k] = model.dit.clock.phase.weight.abs().max().item()  # zero-initialised
+    assert moved[10.0] > 5 * moved[1.0] > 0

@@ -422,3 +422,52 @@ def test_stage1_loss_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_clock_reads_each_frames_index_since_reset_in_training_and_streaming():
+    """dit.clock: a training clip that starts at frame s of its episode sees the clock a world
+    streamed from reset shows at that frame (parallel path = stream path with the clip's
+    offset), the clock changes the prediction, and a zero clock leaves a model as it was."""
+    from world.train import clip_context
+
+    torch.manual_seed(0)
+    model = micro(dit={"clock": True})
+    with torch.no_grad():
+        model.dit.clock.phase.weight.normal_(std=0.1)
+    tk = model.cfg.tokenizer
+    B, T, N, C = 2, 5, tk.tokens_per_frame, tk.token_dim
+    x_noisy, x_ctx, t = torch.randn(B, T, N, C), torch.randn(B, T, N, C), torch.rand(B, T)
+    action = torch.randint(0, model.cfg.dit.num_actions, (B, T))
+    start = torch.tensor([0, 37])
+    with torch.no_grad():
+        par = model.forward_parallel(x_noisy, t, action, x_ctx, 0.0, start=start)[0]
+        from_zero = model.forward_parallel(x_noisy, t, action, x_ctx, 0.0)[0]
+        state, out = model.init_state(B), []
+        for f in range(T):
+            ctx = clip_context(model, state, start)
+            out.append(model.denoise(state, ctx, x_noisy[:, f:f + 1], t[:, f:f + 1], action[:, f:f + 1])[0])
+            model.commit(state, ctx, x_ctx[:, f:f + 1], action[:, f:f + 1], level=torch.zeros(B))
+    assert (par - torch.cat(out, 1)).abs().max().item() <= 1e-4
+    assert torch.equal(par[0], from_zero[0]) and (par[1] - from_zero[1]).abs().max().item() > 1e-3
+
+    without = micro()
+    with torch.no_grad():
+        for p in model.dit.clock.parameters():
+            p.zero_()
+        without.load_state_dict(model.state_dict(), strict=False)
+        assert torch.equal(without.forward_parallel(x_noisy, t, action, x_ctx, 0.0)[0],
+                           model.forward_parallel(x_noisy, t, action, x_ctx, 0.0, start=start)[0])
+
+
+def test_clock_embedding_reads_a_26_step_tick_exactly_at_any_length():
+    from world.dit import ClockEmbedder
+
+    clock = ClockEmbedder(4)
+    with torch.no_grad():
+        clock.phase.weight[int(clock.offsets[26 - 2])] = 1.0  # period 26, phase 0: "the counter ticks now"
+    s = torch.arange(10**9 - 60, 10**9 + 60)  # a world that has run for years at 20 fps
+    ticks = clock(s)[:, 0] > 0
+    assert torch.equal(ticks, s % 26 == 0) and ticks.sum() >= 4
+    with torch.no_grad():
+        clock.long_proj.bias.fill_(1.0)
+    assert torch.isfinite(clock(s)).all()

@@ -148,6 +148,13 @@ class DiTConfig:
     (world/copy_gate.py; `sampler.copy_gate` sets its threshold). The snap alone reads a
     copy that drifted off its code as another tile, and the objects fade frame by frame
     (issue 14). Needs a codebook and sampler.snap; trained by `train --s2-train gate`."""
+    clock: bool = False
+    """Each frame's index since its world began (reset) enters the adaLN condition
+    (`dit.ClockEmbedder`): what a game's fixed-step counters need, which no window can
+    count (Crafter's food, water and energy drop every 26, 21 and 31 steps and its daylight
+    turns every 300; without it the status bar is held still and wrong by horizon 64,
+    issue 18). Training clips read it from where they start in their episode. Zero-initialised:
+    a checkpoint warm-started with it draws what it drew before."""
     prediction: str = "velocity"
     """What the DiT outputs: 'velocity' (eps - x0, rectified flow) or 'x0' (the clean latent;
     the sampler turns it into a velocity). prev_frame needs 'x0' (its copy path is an x0)."""

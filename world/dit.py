@@ -53,6 +53,34 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(torch.cat([args.cos(), args.sin()], -1))
 
 
+class ClockEmbedder(nn.Module):
+    """A frame's index since its world began, int64 [...] -> [..., D] (`dit.clock`).
+
+    One learned vector per phase of every period 2..`periods`, summed ("a counter ticks every
+    26 steps" is one row, read at every 26th frame however long the world runs; a sum, not a
+    mean, so that one row moves the condition as fast as any other weight learns), plus
+    sin/cos of a few longer periods through a linear map (a day's slow light). Both start at
+    zero, so a warm-started checkpoint is unchanged until it learns."""
+
+    LONG = (128, 256, 512, 1024, 2048)
+
+    def __init__(self, dim: int, periods: int = 64):
+        super().__init__()
+        p = torch.arange(2, periods + 1)
+        self.register_buffer("periods", p, persistent=False)
+        self.register_buffer("offsets", torch.cumsum(p, 0) - p, persistent=False)  # first row of each period
+        self.register_buffer("long", torch.tensor(self.LONG), persistent=False)
+        self.phase = nn.Embedding(int(p.sum()), dim)
+        self.long_proj = nn.Linear(2 * len(self.LONG), dim)
+        for w in (self.phase.weight, self.long_proj.weight, self.long_proj.bias):
+            nn.init.zeros_(w)
+
+    def forward(self, clock: torch.Tensor) -> torch.Tensor:
+        rows = self.offsets + clock[..., None] % self.periods  # [..., P]
+        angle = (clock[..., None] % self.long).float() * (2 * math.pi / self.long)  # exact at any length
+        return self.phase(rows).sum(-2) + self.long_proj(torch.cat([angle.cos(), angle.sin()], -1))
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -147,6 +175,7 @@ class DiT(nn.Module):
             self.prev_level = TimestepEmbedder(D)  # noise level of the previous frame
             self.pos_embed = nn.Parameter(torch.randn(tk.tokens_per_frame, D) * 0.02)  # [N, D]
         self.copy_gate = CopyGate(tk.grid_size, tk.token_dim, D) if d.copy_gate else None
+        self.clock = ClockEmbedder(D) if d.clock else None
 
     def prompt_context(self, pooled: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
         """Project the prompt once per step. pooled [B, P]; tokens [B, L, P]; mask [B, L]."""
@@ -165,11 +194,15 @@ class DiT(nn.Module):
         same latent before its noise [B, F, N, token_dim]), needed with dit.prev_frame;
         shift: with dit.prev_shift, the camera's true move per frame (int64 [B, F], -1:
         unknown; training), else the shift head's argmax is copied
+        ctx: the attention context; with dit.clock its `clock` (int64 [B, F], each frame's
+        index since its world began) is read too
         -> (prediction [B, F, N, token_dim] (velocity or x0, per
         dit.prediction), hidden [B, F, N, D]); with_copy adds the copy path's own x0
         [B, F, N, token_dim] and the mix's logits [B, F, N, 9] or shift head's [B, F, 9] (None without
         dit.prev_frame / dit.prev_shift), for their auxiliary losses."""
         c = self.t_embed(t) + self.a_embed(action)  # [B, F, D]
+        if self.clock is not None:
+            c = c + self.clock(ctx.clock)
         nb = None
         if self.prev is not None:
             if prev is None:
@@ -227,9 +260,12 @@ class ParallelContext:
     """
 
     def __init__(self, rotary: Rotary3D, memory: MemoryRead | None, frames: int, tokens: int,
-                 chunk: int, batch: int, device=None, streams: int = 2):
+                 chunk: int, batch: int, device=None, streams: int = 2, start: torch.Tensor | None = None):
+        """start [B] int64: each clip's first frame's index since its world began (None: 0)."""
         if streams not in (1, 2):
             raise ValueError(f"streams must be 1 or 2, got {streams}")
+        first = torch.zeros(batch, dtype=torch.long, device=device) if start is None else start
+        self.clock = (first[:, None] + torch.arange(frames, device=device)).repeat(1, streams)  # [B, streams*T]
         recipe = rotary.recipe
         T, N, c = frames, tokens, chunk
         nc = T // c

@@ -97,6 +97,7 @@ class StreamContext:
         self.mask = torch.zeros(valid_keys.shape, device=valid_keys.device).masked_fill_(~valid_keys, float("-inf"))
         cur = state.frame[:, None] + torch.arange(c, device=state.frame.device)  # [B, c]
         self.q_cos, self.q_sin = rotary.cos_sin(recipe.frame_ids(f_last, cur))  # [B, c*N, Dh]
+        self.clock = cur  # the chunk's frame indices (dit.clock)
         self.record = False
         self.new_k: list[torch.Tensor] = []
         self.new_v: list[torch.Tensor] = []
@@ -132,6 +133,7 @@ class RecacheContext:
         rotary, recipe = model.rotary, model.rotary.recipe
         valid = frames >= 0
         f = frames.clamp(min=0)
+        self.clock = f  # each cached frame's index (dit.clock)
         last = (f // c) * c + c - 1  # newest frame of each frame's chunk [B, s]
         e = last.reshape(B * s, 1)
         j = torch.minimum(f[:, None, :].expand(B, s, s).reshape(B * s, s), e)  # later frames: masked, ids in range
@@ -569,8 +571,10 @@ class WorldModel(nn.Module):
     def forward_parallel(self, x_noisy: torch.Tensor, t: torch.Tensor, action: torch.Tensor,
                          x_ctx: torch.Tensor | None, t_ctx: torch.Tensor | float = 0.0, prompt: PromptLike = None,
                          with_copy: bool = False, x_clean: torch.Tensor | None = None,
-                         shift: torch.Tensor | None = None):
-        """A clip at once, block-causal: x_noisy [B, T, N, C]; t, action [B, T].
+                         shift: torch.Tensor | None = None, start: torch.Tensor | None = None):
+        """A clip at once, block-causal: x_noisy [B, T, N, C]; t, action [B, T]; start [B] int64:
+        where each clip begins in its episode (the frames' index since reset, read with dit.clock;
+        None: 0).
 
         With x_ctx [B, T, N, C] (teacher forcing): chunk b is denoised from x_noisy
         given the context frames x_ctx of earlier chunks (what streaming would have
@@ -604,7 +608,7 @@ class WorldModel(nn.Module):
         if x_ctx is None:
             x_ctx, t_ctx = x_noisy, t  # the clip is its own context
         mem = self.policy.read(self.policy.init_state(B, x_noisy.device))
-        ctx = ParallelContext(self.rotary, mem, T, N, c, B, x_noisy.device, streams=streams)
+        ctx = ParallelContext(self.rotary, mem, T, N, c, B, x_noisy.device, streams=streams, start=start)
         pooled, tokens, mask = self._prompt_tensors(prompt, B)
         prompt_ctx = self.dit.prompt_context(pooled, tokens, mask)
         prev = None

@@ -69,6 +69,16 @@ class TokenizerLoss(nn.Module):
         return {"loss": loss, "psnr": 10 * torch.log10(4.0 / loss.detach().clamp_min(1e-10))}
 
 
+def clip_context(model: WorldModel, state, start: torch.Tensor | None):
+    """The stream context of a training clip's next frame. A clip's world state counts frames
+    from the clip's start (its sink holds the clip's first frame, as at play time), while
+    dit.clock reads the frame's index in its episode: start [B] moves the clock there."""
+    ctx = model.prepare(state)
+    if start is not None:
+        ctx.clock = ctx.clock + start[:, None]
+    return ctx
+
+
 def shift_actions(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-frame conditioning: frame j is caused by action j-1 (frame 0 by NOOP, as at reset).
 
@@ -92,9 +102,10 @@ class Stage1Loss(nn.Module):
         self.copy_ok = copy_mask(model)
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, gen,
-                shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                shift: torch.Tensor | None = None, start: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x0 [B, T, N, C] clean latent tokens; prompts: list of B PromptEmbedding;
-        shift [B, T] the camera's true moves (`shift_labels`; models with dit.prev_shift)."""
+        shift [B, T] the camera's true moves (`shift_labels`; models with dit.prev_shift);
+        start [B] where each clip begins in its episode (models with dit.clock)."""
         B, T = x0.shape[:2]
         dev, cfg = x0.device, self.cfg
         t = torch.rand(B, T, generator=gen, device=dev)  # [B, T] independent per frame
@@ -108,7 +119,7 @@ class Stage1Loss(nn.Module):
             x_ctx = sampler.add_noise(x0, torch.randn(x0.shape, generator=gen, device=dev), t_ctx)
         pred, reward, done, copy, shift_logits = self.model.forward_parallel(
             sampler.add_noise(x0, eps, t), t, action_in, x_ctx, 0.0 if t_ctx is None else t_ctx, prompts,
-            with_copy=True, x_clean=x0, shift=shift)
+            with_copy=True, x_clean=x0, shift=shift, start=start)
         flow = F.mse_loss(pred, sampler.target(self.model.cfg.dit.prediction, x0, eps))
         rew, end = head_losses(reward, done, reward_in, done_in, cfg.event_weight, self.classify)
         loss = flow + self.cfg.reward_weight * rew + self.cfg.done_weight * end
@@ -248,6 +259,17 @@ def rarity_weights(x0: torch.Tensor, codes: torch.Tensor, power: float) -> torch
     return w / w.mean()
 
 
+def fixed_change_weights(x0: torch.Tensor, codes: torch.Tensor, fixed: list[int], weight: float) -> torch.Tensor:
+    """x0 [B, L, N, C] clean tokens -> [B, L, N] loss weights: `weight` on the fixed tokens whose
+    nearest code differs from the frame before's (`TrainConfig.fixed_change_weight`), else 1."""
+    idx = codebook.nearest(x0, codes)  # [B, L, N]
+    changed = torch.zeros_like(idx, dtype=torch.bool)
+    changed[:, 1:] = idx[:, 1:] != idx[:, :-1]
+    is_fixed = torch.zeros(idx.shape[-1], dtype=torch.bool, device=idx.device)
+    is_fixed[fixed] = True
+    return torch.where(changed & is_fixed, weight, 1.0)
+
+
 class Stage2Loss(nn.Module):
     """A clip streamed frame by frame through the inference code path, memory included."""
 
@@ -258,14 +280,16 @@ class Stage2Loss(nn.Module):
         self.copy_ok = copy_mask(model)
 
     def forward(self, x0: torch.Tensor, action_in, reward_in, done_in, prompts, weights, gen,
-                switches: dict[int, list] | None = None, shift: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                switches: dict[int, list] | None = None, shift: torch.Tensor | None = None,
+                start: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x0 [B, L, N, C]; weights [B, L, N] per-token loss weights (revisit weight x free_run_mask);
         prompts: B PromptEmbedding in force at frame 0; switches: {frame j: B PromptEmbedding in
         force from j on}, for the frames where some world's caption changes; shift [B, L] the
-        camera's true moves (models with dit.prev_shift)."""
+        camera's true moves (models with dit.prev_shift); start [B] where each clip begins in its
+        episode (models with dit.clock)."""
         model, cfg = self.model, self.cfg
         if cfg.s2_train == "gate":
-            return self.gate_forward(x0, action_in, prompts, gen, switches)
+            return self.gate_forward(x0, action_in, prompts, gen, switches, start)
         B, L = x0.shape[:2]
         dev = x0.device
         free_start = L - cfg.s2_free_frames  # frames from here on keep the model's own sample
@@ -277,7 +301,7 @@ class Stage2Loss(nn.Module):
                 for name in ("prompt_pooled", "prompt_tokens", "prompt_mask"):  # earlier frames' graphs keep theirs
                     setattr(state, name, getattr(state, name).clone())
                 model.set_prompt(state, switches[j])
-            ctx = model.prepare(state)
+            ctx = clip_context(model, state, start)
             a = action_in[:, j : j + 1]  # [B, 1]
             target = x0[:, j : j + 1]  # [B, 1, N, C]
             t = torch.rand(B, 1, generator=gen, device=dev)
@@ -321,7 +345,7 @@ class Stage2Loss(nn.Module):
         return self.model.commit(state, ctx, noised, action, level=t_c[:, 0], clean=context)
 
     def gate_forward(self, x0: torch.Tensor, action_in, prompts, gen,
-                     switches: dict[int, list] | None = None) -> dict[str, torch.Tensor]:
+                     switches: dict[int, list] | None = None, start: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`s2_train` 'gate': the copy gate learns, the world model frozen. Every frame is sampled
         as at play time (the sampler's steps, noise x self_rollout_temperature); the gate reads
         that pass and learns which of its 10 choices land nearest the recorded frame
@@ -337,7 +361,7 @@ class Stage2Loss(nn.Module):
             with torch.no_grad():
                 if switches and j in switches:
                     model.set_prompt(state, switches[j])
-                ctx = model.prepare(state)
+                ctx = clip_context(model, state, start)
                 a = action_in[:, j : j + 1]  # [B, 1]
                 target = x0[:, j : j + 1]  # [B, 1, N, C]
                 noise = torch.randn(target.shape, generator=gen, device=dev) * cfg.self_rollout_temperature
@@ -527,7 +551,8 @@ class Trainer:
     def _param_groups(self, params: list) -> list[dict]:
         """AdamW groups: the copy path's mix logits (the per-token mix bias, or with dit.prev_shift
         the keep gate's bias) and the player-surroundings map at `mix_lr_mult` x the LR, the
-        prompt's projection at `prompt_lr_mult` x, the rest at 1x."""
+        prompt's projection at `prompt_lr_mult` x, the clock embedding at `clock_lr_mult` x, the
+        rest at 1x."""
         dit, cfg = self.model.dit, self.cfg
         prev = dit.prev
         special = []  # (parameters, lr_mult, weight decay)
@@ -538,6 +563,8 @@ class Trainer:
         if cfg.prompt_lr_mult != 1.0:
             prompt = [*dit.prompt_proj.parameters(), getattr(dit, "prompt_null", None)]
             special.append(([p for p in prompt if p is not None], cfg.prompt_lr_mult, 0.01))
+        if cfg.clock_lr_mult != 1.0 and dit.clock is not None:
+            special.append((list(dit.clock.parameters()), cfg.clock_lr_mult, 0.0))
         wanted = {id(p) for p in params}
         taken: set[int] = set()
         groups = []
@@ -672,10 +699,13 @@ class Trainer:
             loss_module, lr, total, batch = Stage1Loss(model, cfg), cfg.s1_lr, cfg.s1_steps, cfg.s1_batch
         else:
             clip, loss_module, lr, total, batch = cfg.s2_clip, Stage2Loss(model, cfg), cfg.s2_lr, cfg.s2_steps, cfg.s2_batch
-            if cfg.s2_rare_power and not model.cfg.tokenizer.codebook_size:
-                raise ValueError("train config s2_rare_power weighs tokens by their codebook code: "
-                                 "the model has no codebook (tokenizer.codebook_size 0)")
+            if (cfg.s2_rare_power or cfg.fixed_change_weight != 1.0) and not model.cfg.tokenizer.codebook_size:
+                raise ValueError("train config s2_rare_power and fixed_change_weight read each token's codebook "
+                                 "code: the model has no codebook (tokenizer.codebook_size 0)")
         follow = stage == "stage2" and cfg.s2_switch_clips > 0
+        if follow and model.dit.clock is not None:  # its re-cache pass would count from the clip's start
+            raise ValueError("train config s2_switch_clips with dit.clock is not supported: the prompt "
+                             "switch's re-cache pass reads frame indices from the clip's start, not the episode's")
 
         def make_inputs(b: dict) -> tuple:
             # without frame keys the cache encodes the batch as it comes
@@ -686,13 +716,17 @@ class Trainer:
             tk = model.cfg.tokenizer
             px = model.cfg.game.view_pixels / tk.grid_size  # base pixels a token spans
             shift = shift_labels(positions, m.chunk_frames, px) if move_labels_needed(model, cfg) else None
+            start = b["start"].to(self.device) if model.dit.clock is not None else None
             if stage == "stage1":
-                return x0, action_in, reward_in, done_in, prompts, self.gen, shift
+                return x0, action_in, reward_in, done_in, prompts, self.gen, shift, start
             weights = revisit_weights(positions, m.window_frames, cfg.revisit_weight)[:, :, None] * free_run_mask(
                 positions, clip - cfg.s2_free_frames, tk.grid_size, px)
             if cfg.s2_rare_power:
                 weights = weights * rarity_weights(x0, model.tokenizer.codebook, cfg.s2_rare_power)
-            return x0, action_in, reward_in, done_in, prompts, weights, self.gen, switches, shift
+            if cfg.fixed_change_weight != 1.0:
+                weights = weights * fixed_change_weights(x0, model.tokenizer.codebook,
+                                                         model.cfg.game.fixed_tokens(tk.grid_size), cfg.fixed_change_weight)
+            return x0, action_in, reward_in, done_in, prompts, weights, self.gen, switches, shift, start
 
         self._loop(stage, loss_module, params, lr, total, make_inputs, clip, batch, meta,
                    switch_clips=cfg.s2_switch_clips if follow else 0)

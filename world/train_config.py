@@ -85,6 +85,12 @@ class TrainConfig:
     nearest codebook code (world.train.rarity_weights; models with a codebook). Bare ground
     is most of every frame, so an unweighted loss is cheapest when the trees, rocks and lava
     fade into ground (issue 14). 0: off, every token weighs the same."""
+    fixed_change_weight: float = 1.0
+    """Stage-2 loss weight of the fixed tokens (`GameConfig.fixed_tokens`: the player's tile,
+    Crafter's status bar) on the frames where their code changes from the recorded frame before:
+    a count ticking down, an item picked up, the player turning. On Crafter they are ~0.2% of
+    the tokens, and given the true past the model held the old bar on 99% of the frames where
+    the bar changed (issue 18, docs/RESULTS.md). 1: every token weighs the same."""
     s2_lr: float = 2e-4
     s2_cpu_minutes: float = 0.0
     mix_lr_mult: float = 1.0
@@ -96,6 +102,10 @@ class TrainConfig:
     recipe `make train` runs; 100 with copy_loss_weight 1 won the learn bench (docs/RESULTS.md).
     The zero-initialised player-surroundings map (`dit.surround`) is in the same group: at the
     base LR a warm start moved it by at most 0.01 in 28 CPU-minutes."""
+    clock_lr_mult: float = 1.0
+    """Learning-rate multiplier of the clock embedding (`dit.clock`, zero-initialised): one of
+    its rows is read only at its phase of its period, and at the base LR Adam moves it ~1e-4 a
+    step (issue 18, docs/RESULTS.md)."""
     prompt_lr_mult: float = 1.0
     """Learning-rate multiplier of the prompt's projection into the DiT (`dit.prompt_proj`, and
     `dit.prompt_null` with cross-attention prompts). The context shows the biome in every frame
