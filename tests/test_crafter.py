@@ -139,6 +139,34 @@ def test_seen_mask_follows_the_player():
     assert not seen_mask((256 + 8 * 8, 256), (256, 256)).any()
 
 
+def test_teacher_forced_split_on_the_real_frames():
+    """The previous real frame moved with the camera is the next frame over the shown pixels (in
+    the first frames' daylight only the few moving creatures differ); the split's ceiling is exact
+    when the frames themselves are scored, and a move brings in one row or column of tiles."""
+    from envs.evaluate.crafter import STATUS_Y, crafter_run, reproject_view, seen_mask, teacher_forced_split
+
+    ep = crafter_run(90_000, 24)
+    true = ep.frames[None]  # [1, 25, 64, 64, 3]
+    pos = np.array(ep.positions)
+    moved = np.flatnonzero((pos[1:] != pos[:-1]).any(-1))
+    assert len(moved) >= 4
+    for t in moved:
+        copy = reproject_view(true[0, t], ep.positions[t], ep.positions[t + 1])
+        assert (copy[STATUS_Y:] == true[0, t, STATUS_Y:]).all()
+        shown = seen_mask(ep.positions[t + 1], ep.positions[t])
+        err = lambda frame: np.abs(frame.astype(int) - true[0, t + 1])[shown].mean()  # noqa: E731
+        assert err(copy) < 0.5 * err(true[0, t])  # the copy follows the camera, the plain one does not
+    still = reproject_view(true[0, 0], ep.positions[0], ep.positions[0])
+    assert (still == true[0, 0]).all()
+    alive = np.ones((1, 24), bool)
+    out = teacher_forced_split([ep], true[:, 1:], true, true[:, 1:], alive)
+    assert out["teacher_forced_psnr_shown"] == out["tokenizer_psnr_shown"] == 100.0  # the PSNR cap
+    assert out["copy_moved_psnr_shown"] > 30
+    # a move brings in a column of 6 tiles or a row of 8, and the tile the player left is not shown
+    tiles = [(6 if pos[t + 1, 0] != pos[t, 0] else 8) + 1 for t in moved]
+    assert out["teacher_forced_edge_share"] == pytest.approx(sum(tiles) * 64 / 4096 / 24)
+
+
 @pytest.mark.timeout(300)
 def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     """Record, train every stage for a few steps, and run the Crafter eval (quick) on it (a 2-world tile
@@ -168,11 +196,14 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     assert det["player_visible_true"] > 0.5 and 0 <= det["status_bar_kept_tokenizer"] <= 1
     assert det["status_bar_kept_frozen_by_horizon"]["1"] in (0.0, 0.5, 1.0)  # 2 worlds' true bars, frame 0 vs 1
     assert set(result["psnr_by_horizon"]) == {"1", "4", "16"} and result["stability"]["frames"] == 16
-    assert "status bar kept" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "status bar kept" in report and "Over the pixels the previous true frame showed" in report
     # "moved" is the camera's move (Crafter's daylight changes every frame, so every frame differs)
     ep = C.crafter_run(eval_seeds(1)[0], 16)
     pos = np.array(ep.positions[:det["teacher_forced_frames"] + 1])
     assert det["teacher_forced_moved_share"] == pytest.approx((pos[1:] != pos[:-1]).any(-1).mean())
+    assert {"teacher_forced_psnr_shown", "teacher_forced_psnr_edge", "tokenizer_psnr_shown",
+            "copy_moved_psnr_shown", "teacher_forced_edge_share"} <= set(det)
     C.tile_library.cache_clear()
 
 

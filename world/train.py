@@ -249,20 +249,18 @@ RARITY_CAP = 10.0
 common code, so a code seen once in a batch cannot take the whole loss."""
 
 
-def rarity_weights(x0: torch.Tensor, codes: torch.Tensor, power: float) -> torch.Tensor:
-    """x0 [B, L, N, C] clean tokens, codes [K, C] -> [B, L, N] loss weights, mean 1, each token's
-    ~ p^-power with p the share of the batch's tokens on its nearest code, at most RARITY_CAP
-    times the most common code's: objects, a few tokens a frame, weigh more than the ground."""
-    idx = codebook.nearest(x0, codes)  # [B, L, N]
-    share = torch.bincount(idx.flatten(), minlength=len(codes)).float() / idx.numel()  # [K]
+def rarity_weights(idx: torch.Tensor, num_codes: int, power: float) -> torch.Tensor:
+    """idx [B, L, N] each clean token's nearest code -> [B, L, N] loss weights, mean 1, each token's
+    ~ p^-power with p the share of the batch's tokens on its code, at most RARITY_CAP times the
+    most common code's: objects, a few tokens a frame, weigh more than the ground."""
+    share = torch.bincount(idx.flatten(), minlength=num_codes).float() / idx.numel()  # [K]
     w = (share[idx] / share.max()).pow(-power).clamp(max=RARITY_CAP)  # 1 on the most common code
     return w / w.mean()
 
 
-def fixed_change_weights(x0: torch.Tensor, codes: torch.Tensor, fixed: list[int], weight: float) -> torch.Tensor:
-    """x0 [B, L, N, C] clean tokens -> [B, L, N] loss weights: `weight` on the fixed tokens whose
-    nearest code differs from the frame before's (`TrainConfig.fixed_change_weight`), else 1."""
-    idx = codebook.nearest(x0, codes)  # [B, L, N]
+def fixed_change_weights(idx: torch.Tensor, fixed: list[int], weight: float) -> torch.Tensor:
+    """idx [B, L, N] each clean token's nearest code -> [B, L, N] loss weights: `weight` on the
+    fixed tokens whose code differs from the frame before's (`TrainConfig.fixed_change_weight`), else 1."""
     changed = torch.zeros_like(idx, dtype=torch.bool)
     changed[:, 1:] = idx[:, 1:] != idx[:, :-1]
     is_fixed = torch.zeros(idx.shape[-1], dtype=torch.bool, device=idx.device)
@@ -721,11 +719,14 @@ class Trainer:
                 return x0, action_in, reward_in, done_in, prompts, self.gen, shift, start
             weights = revisit_weights(positions, m.window_frames, cfg.revisit_weight)[:, :, None] * free_run_mask(
                 positions, clip - cfg.s2_free_frames, tk.grid_size, px)
-            if cfg.s2_rare_power:
-                weights = weights * rarity_weights(x0, model.tokenizer.codebook, cfg.s2_rare_power)
-            if cfg.fixed_change_weight != 1.0:
-                weights = weights * fixed_change_weights(x0, model.tokenizer.codebook,
-                                                         model.cfg.game.fixed_tokens(tk.grid_size), cfg.fixed_change_weight)
+            if cfg.s2_rare_power or cfg.fixed_change_weight != 1.0:
+                codes = model.tokenizer.codebook
+                idx = codebook.nearest(x0, codes)  # [B, L, N]
+                if cfg.s2_rare_power:
+                    weights = weights * rarity_weights(idx, len(codes), cfg.s2_rare_power)
+                if cfg.fixed_change_weight != 1.0:
+                    weights = weights * fixed_change_weights(idx, model.cfg.game.fixed_tokens(tk.grid_size),
+                                                             cfg.fixed_change_weight)
             return x0, action_in, reward_in, done_in, prompts, weights, self.gen, switches, shift, start
 
         self._loop(stage, loss_module, params, lr, total, make_inputs, clip, batch, meta,

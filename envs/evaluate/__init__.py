@@ -146,7 +146,10 @@ JSON (`--json`), stable top-level names:
                            there are skipped; fidelity_detail then also has player_visible_true,
                            status_bar_kept_by_horizon, status_bar_kept_tokenizer, status_bar_psnr_by_horizon,
                            status_bar_kept_frozen_by_horizon / status_bar_psnr_frozen_by_horizon (the start
-                           frame's bar held still: the baseline a bar that never changes scores) and lacks the teacher's invented / tile / object keys (envs/evaluate/crafter.py)
+                           frame's bar held still: the baseline a bar that never changes scores); the
+                           teacher-forced shown / edge split keys as the teacher's, over the world view (the
+                           status bar and both player tiles left out); it lacks the teacher's invented /
+                           tile / object keys (envs/evaluate/crafter.py)
   settings                 the EvalConfig used
   section_seconds          {section: s}
   seconds                  wall time of the whole evaluation

@@ -33,7 +33,9 @@ import functools
 
 import numpy as np
 
-PSNR_CAP = 100.0
+from .config import PSNR_CAP
+from .metrics import mean_or_none
+
 TRIM = 0.1
 """Tile matching drops the worst 10% of a cell's pixels: weather particles fall anywhere."""
 
@@ -82,6 +84,25 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
         out = np.minimum(10 * np.log10(255.0**2 / mse), PSNR_CAP)
     return np.where(n > 0, out, np.nan)
+
+
+def shown_edge_psnr(tf: np.ndarray, ceiling: np.ndarray, moved: np.ndarray, target: np.ndarray,
+                    shown: np.ndarray, edge: np.ndarray, alive: np.ndarray) -> dict:
+    """The teacher-forced split's scores: tf, ceiling (the tokenizer's round trip), moved (the
+    previous true frame moved with the camera), target uint8 [B, T, R, R, 3]; shown, edge bool
+    [B, T, R, R]; alive bool [B, T] -> teacher_forced_psnr_shown / _edge, tokenizer_psnr_shown /
+    _edge, copy_moved_psnr_shown and teacher_forced_edge_share (frames with no such pixel left out)."""
+    out = {}
+    for name, mask in (("shown", shown), ("edge", edge)):
+        live = alive & mask.any(axis=(2, 3))
+        score = lambda frames: mean_or_none(np.where(live, np.stack(  # noqa: E731
+            [masked_psnr(f, t, m) for f, t, m in zip(frames, target, mask)]), np.nan))
+        out[f"teacher_forced_psnr_{name}"] = score(tf)
+        out[f"tokenizer_psnr_{name}"] = score(ceiling)
+        if name == "shown":
+            out["copy_moved_psnr_shown"] = score(moved)
+    out["teacher_forced_edge_share"] = mean_or_none(np.where(alive, edge.mean(axis=(2, 3)), np.nan))
+    return out
 
 
 def seen_and_invented(gen: np.ndarray, true: np.ndarray, positions, resolution: int, motion: str,

@@ -7,7 +7,8 @@ have ground truth and reports the others (revisit, adherence, ablations, heads) 
   explore policy, hazards avoided; Crafter's night zombies still end episodes, so
   `worlds_per_horizon` says how many worlds a horizon averages), with the frozen start frame,
   the tokenizer's round trip (the ceiling), one-step teacher-forced predictions and the
-  copy-previous baseline (also over the frames where the camera moved), seen content kept
+  copy-previous baseline (also over the frames where the camera moved; and split into the
+  world view's pixels the previous true frame showed and the edge a move brings in), seen content kept
   (PSNR over the pixels whose world tile the start frame showed), the player sprite kept and
   the status bar kept by horizon;
 - stability: one long free rollout of random actions: no NaN, every frame's mean/std within
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from .config import RANGE_SEED_BASE, EvalConfig, Game
-from .content import masked_psnr
+from .content import masked_psnr, shown_edge_psnr
 from .metrics import mean_or_none, psnr, ssim
 from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
 
@@ -112,6 +113,41 @@ def seen_mask(pos_t, pos_0) -> np.ndarray:
     return np.repeat(np.repeat(mask, TILE, 0), TILE, 1)
 
 
+def reproject_view(frame: np.ndarray, pos_from, pos_to) -> np.ndarray:
+    """uint8 [64, 64, 3] seen from `pos_from` -> the same world as seen from `pos_to` (pixel
+    positions, tile x 8): the view's tiles moved with the camera, tiles it did not show left 0,
+    the status bar as it was. What copying the previous frame exactly gives after a move."""
+    dx, dy = ((b - a) // TILE for a, b in zip(pos_from, pos_to))  # tiles the camera moved
+    out = frame.copy()
+    out[:STATUS_Y] = 0
+    if abs(dy) < VIEW_ROWS and abs(dx) < COLS:
+        rows, cols = VIEW_ROWS - abs(dy), COLS - abs(dx)  # tiles both views show
+        (ty, sy), (tx, sx) = (max(0, -dy), max(0, dy)), (max(0, -dx), max(0, dx))  # first target / source tile
+        out[ty * TILE:(ty + rows) * TILE, tx * TILE:(tx + cols) * TILE] = \
+            frame[sy * TILE:(sy + rows) * TILE, sx * TILE:(sx + cols) * TILE]
+    return out
+
+
+def teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, ceiling: np.ndarray,
+                         alive: np.ndarray) -> dict:
+    """Teacher-forced PSNR over the world view's pixels the previous true frame showed (a model
+    can know them) and over the edge a move brings in (unknown world unless remembered), each
+    beside the tokenizer's ceiling over the same pixels, and over the shown pixels the previous
+    true frame moved with the camera. The names and meaning of the teacher's split
+    (`fidelity._teacher_forced_split`); both player tiles and the status bar are left out.
+    tf, ceiling [B, T, 64, 64, 3], true [B, T + 1, 64, 64, 3], alive bool [B, T]."""
+    T = tf.shape[1]
+    target = true[:, 1:]
+    shown = np.stack([np.stack([seen_mask(e.positions[t + 1], e.positions[t]) for t in range(T)]) for e in eps])
+    moved = np.stack([np.stack([reproject_view(f[t], e.positions[t], e.positions[t + 1]) for t in range(T)])
+                      for f, e in zip(true, eps)])
+    edge = ~shown
+    edge[:, :, STATUS_Y:] = False
+    y, x = PLAYER[0] * TILE, PLAYER[1] * TILE
+    edge[:, :, y:y + TILE, x:x + TILE] = False
+    return shown_edge_psnr(tf, ceiling, moved, target, shown, edge, alive)
+
+
 def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) -> tuple[dict, dict]:
     """The fidelity section for a Crafter checkpoint (names as in the teacher's where they match)."""
     T = max(ev.horizons)
@@ -178,7 +214,9 @@ def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) 
         "teacher_forced_moved_share": tf_live(moved),
         "teacher_forced_psnr_moved": tf_live(psnr(tf, target), moved),
         "copy_previous_psnr_moved": tf_live(psnr(prev, target), moved),
-        "teacher_forced_player_visible": tf_live(per_world(player_kept, tf))})
+        "teacher_forced_player_visible": tf_live(per_world(player_kept, tf)),
+        **teacher_forced_split(eps, tf, true[:, :tf_T + 1], (recon if snapped is None else snapped)[:, :tf_T],
+                               tf_alive)})
     cols = [0, *ev.horizons]
     art = {"strip_true": true[:2, cols], "strip_gen": gen[:2, cols], "strip_cols": cols,
            "strip_tf": tf[:2, :min(tf_T, 8)]}

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from .config import EvalConfig, Game, PSNR_CAP
-from .content import masked_psnr, player_box, reproject, seen_and_invented, shared_mask, tile_census, tile_threshold
+from .content import (player_box, reproject, seen_and_invented, shared_mask, shown_edge_psnr, tile_census,
+                      tile_threshold)
 from .metrics import mean_or_none, psnr, ssim
 from .reference import player_psnr
 from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
@@ -105,7 +106,8 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
 def _camera_follows(eps: list[Episode], tf: np.ndarray, true: np.ndarray, alive: np.ndarray, game: Game) -> dict:
     """Does the model move the view as the teacher's camera did, given the true past? Each
     teacher-forced frame is explained by the one-tile move (or none) of the previous true frame
-    that fits it best (pixel error over what the moved frame covers, the player's tile left out),
+    that fits it best (pixel error over what the moved frame covers, both frames' player tiles
+    left out: `content.shared_mask`),
     the model's frame as the true one. Judged only where the true frame says which move it was
     (its own best fit is the teacher's move and every other move fits at least twice as badly: a
     uniform field fits every move alike): the share of frames where the model's move agrees, over
@@ -116,19 +118,16 @@ def _camera_follows(eps: list[Episode], tf: np.ndarray, true: np.ndarray, alive:
     from world.actions import MOVES
 
     T, R = tf.shape[1], game.resolution
-    py, px, ts = player_box(R, game.motion)
     steps = [(dx * BASE_TILE, dy * BASE_TILE) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     judged, agree, walked, blocked = (np.zeros(alive.shape, bool) for _ in range(4))
     for b, e in enumerate(eps):
         for t in range(T):
             (x, y), nxt = tuple(e.positions[t]), tuple(e.positions[t + 1])
-            # +1 on every frame: reproject fills what the moved frame does not cover with zeros
-            prev, model_next, true_next = (f.astype(np.float32) + 1 for f in (true[b, t], tf[b, t], true[b, t + 1]))
+            prev, model_next, true_next = (f.astype(np.float32) for f in (true[b, t], tf[b, t], true[b, t + 1]))
             fit_model, fit_true = [], []
             for dx, dy in steps:
                 moved = reproject(prev, (x, y), (x + dx, y + dy), R, game.motion)
-                mask = moved.min(-1) > 0  # what the moved previous frame covers
-                mask[py:py + ts, px:px + ts] = False
+                mask = shared_mask((x + dx, y + dy), (x, y), R, game.motion)  # what the moved frame covers
                 fit_model.append(((model_next - moved) ** 2)[mask].mean())
                 fit_true.append(((true_next - moved) ** 2)[mask].mean())
             move = (nxt[0] - x, nxt[1] - y)
@@ -168,16 +167,7 @@ def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, 
     py, px, ts = player_box(R, game.motion)
     edge[:, :, py:py + ts, px:px + ts] = False
     ceiling = recon if snapped is None else snapped
-    out = {}
-    for name, mask in (("shown", shown), ("edge", edge)):
-        live = alive & mask.any(axis=(2, 3))
-        score = lambda frames: mean_or_none(np.where(live, np.stack(  # noqa: E731
-            [masked_psnr(f, t, m) for f, t, m in zip(frames, target, mask)]), np.nan))
-        out[f"teacher_forced_psnr_{name}"] = score(tf)
-        out[f"tokenizer_psnr_{name}"] = score(ceiling)
-        if name == "shown":
-            out["copy_moved_psnr_shown"] = score(moved)
-    out["teacher_forced_edge_share"] = mean_or_none(np.where(alive, edge.mean(axis=(2, 3)), np.nan))
+    out = shown_edge_psnr(tf, ceiling, moved, target, shown, edge, alive)
     if all(getattr(e.style, "weather", None) for e in eps):
         # rain and snow are a screen-space overlay that falls a fraction of a token a frame, over
         # the world that moves with the camera: the pixels least like a copy, apart per weather

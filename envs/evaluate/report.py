@@ -68,8 +68,8 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"{fmt(det['copy_previous_psnr_moved'])} dB for copying the previous true frame"
                   + ("." if crafter else "; object tiles drawn in "
                      f"{fmt(det.get('teacher_forced_object_share'), 2)} of the cells (the true "
-                     f"frames: {fmt(det.get('teacher_forced_object_share_true'), 2)})."
-                     + (f" Over the pixels the previous true frame showed: {fmt(det['teacher_forced_psnr_shown'])} dB "
+                     f"frames: {fmt(det.get('teacher_forced_object_share_true'), 2)}).")
+                  + ((f" Over the pixels the previous true frame showed: {fmt(det['teacher_forced_psnr_shown'])} dB "
                         f"(the ceiling there {fmt(det['tokenizer_psnr_shown'])}, the previous true frame moved with "
                         f"the camera {fmt(det['copy_moved_psnr_shown'])}); over the edge a move brings in "
                         f"({fmt(det['teacher_forced_edge_share'], 2)} of the pixels): "
