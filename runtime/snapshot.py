@@ -23,9 +23,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from world import tile_map
 from world.state import NEVER
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 """1: the first format. 2: the world state holds the previous frame ("prev.latent" [B, N, C],
 "prev.level" [B]) that the DiT's direct path reads (world/prev_frame.py). 3: the cache also
 keeps what each slot's context pass read ("cache.latent", "cache.level", "cache.action"),
@@ -33,7 +34,11 @@ so a prompt switch can re-cache the window (WorldModel.recache). 4: the previous
 every slot also keep their clean latent ("prev.clean", "cache.clean"), which the direct
 path's copy reads with dit.prev_copy_clean. 5: the frame at which each world's prompt last
 changed ("prompt.frame" [B]; `sampler.snap_hold`); a format-4 file loads as "not changed since
-the start", which is what it was written without."""
+the start", which is what it was written without. 6: the tile map ("tile_map.codes",
+"tile_map.where", "tile_map.origin"; world/tile_map.py); a format-5 file loads with an empty
+map, which is what a world without `sampler.tile_map` keeps."""
+OLDEST_READABLE = 4
+"""Formats 4 and 5 load with what the later ones added filled in as it was (see FORMAT_VERSION)."""
 _HEADER_KEY = "echo_infinity"
 
 
@@ -108,7 +113,7 @@ def load_snapshot(path: str | Path, checkpoint_hash: str,
             f"{path} was written by a newer echo-infinity (snapshot format {version}, "
             f"this one reads up to {FORMAT_VERSION}); upgrade to load it"
         )
-    if version < FORMAT_VERSION - 1:
+    if version < OLDEST_READABLE:
         raise SnapshotError(
             f"{path} was written by an older echo-infinity (snapshot format {version}, this one reads "
             f"format {FORMAT_VERSION}, whose world state also holds the cached frames' latents): it cannot be "
@@ -127,6 +132,8 @@ def load_snapshot(path: str | Path, checkpoint_hash: str,
         raise SnapshotError(f"{path} was modified after it was written (content hash mismatch)")
     if version == 4 and "frame" in tensors:  # format 5 only added "prompt.frame"
         tensors["prompt.frame"] = torch.full_like(tensors["frame"], NEVER)
+    if version <= 5 and "frame" in tensors:  # format 6 only added the tile map
+        tensors.update({f"tile_map.{k}": v for k, v in tile_map.empty(len(tensors["frame"])).items()})
     if expected is not None:
         missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
         if missing or extra:

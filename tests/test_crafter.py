@@ -162,6 +162,11 @@ def test_teacher_forced_split_on_the_real_frames():
     out = teacher_forced_split([ep], true[:, 1:], true, true[:, 1:], alive)
     assert out["teacher_forced_psnr_shown"] == out["tokenizer_psnr_shown"] == 100.0  # the PSNR cap
     assert out["copy_moved_psnr_shown"] > 30
+    assert out["teacher_forced_psnr_known"] == out["teacher_forced_psnr_known_exact"] == 100.0
+    half = true[:, 1:].copy()
+    half[..., :32, :] = 0  # wrong on the top half of every frame: the edge's share of it is what stays
+    part = teacher_forced_split([ep], half, true, true[:, 1:], alive)
+    assert part["teacher_forced_psnr_known"] < part["teacher_forced_psnr_known_exact"] < 100.0
     # a move brings in a column of 6 tiles or a row of 8, and the tile the player left is not shown
     tiles = [(6 if pos[t + 1, 0] != pos[t, 0] else 8) + 1 for t in moved]
     assert out["teacher_forced_edge_share"] == pytest.approx(sum(tiles) * 64 / 4096 / 24)
@@ -203,7 +208,8 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     pos = np.array(ep.positions[:det["teacher_forced_frames"] + 1])
     assert det["teacher_forced_moved_share"] == pytest.approx((pos[1:] != pos[:-1]).any(-1).mean())
     assert {"teacher_forced_psnr_shown", "teacher_forced_psnr_edge", "tokenizer_psnr_shown",
-            "copy_moved_psnr_shown", "teacher_forced_edge_share"} <= set(det)
+            "copy_moved_psnr_shown", "teacher_forced_edge_share", "teacher_forced_psnr_known",
+            "tokenizer_psnr_known", "teacher_forced_psnr_known_exact", "tokenizer_psnr_teacher_forced"} <= set(det)
     C.tile_library.cache_clear()
 
 

@@ -327,6 +327,10 @@ def test_teacher_forced_split_scores_what_the_previous_frame_showed_apart_from_t
     assert out["teacher_forced_psnr_shown"] == E.PSNR_CAP == out["tokenizer_psnr_shown"] == out["copy_moved_psnr_shown"]
     assert out["teacher_forced_psnr_edge"] < 20 and out["tokenizer_psnr_edge"] == E.PSNR_CAP
     assert 0 < out["teacher_forced_edge_share"] < 0.3
+    # every pixel but the edge is what a model can know; made exact there, only the edge's error stays
+    assert out["tokenizer_psnr_known"] == E.PSNR_CAP and out["teacher_forced_psnr_edge"] < out["teacher_forced_psnr_known"]
+    assert E.psnr(pred[None], target).mean() <= out["teacher_forced_psnr_known_exact"] < 40
+    assert out["tokenizer_psnr_teacher_forced"] == E.PSNR_CAP
     w = ep.style.weather  # the whole frame, per weather: wrong on the edge, exact for the ceiling
     assert out["tokenizer_psnr_by_weather"] == {w: E.PSNR_CAP} and out["teacher_forced_psnr_by_weather"][w] < 40
 

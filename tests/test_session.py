@@ -179,19 +179,23 @@ def test_older_format_snapshot_is_refused_clearly(model, tmp_path):
     assert all(torch.equal(v, s.snapshot()[k]) for k, v in before.items())  # nothing changed
 
 
-def test_format_4_snapshot_loads_as_a_world_whose_prompt_never_changed(model, tmp_path):
-    """Format 5 only added "prompt.frame": a format-4 file still loads and continues the same."""
+@pytest.mark.parametrize("version", [4, 5])
+def test_older_format_snapshots_load_with_what_they_lacked(model, tmp_path, version):
+    """Format 5 added "prompt.frame" (a format-4 world's prompt never changed), format 6 the tile map
+    (empty in an older world): such files still load and continue the same."""
     s = make(model)
     s.reset(seed=3, prompt="forest")
     run(s, ACTIONS[:5])
-    v4 = {k: v for k, v in s.snapshot().items() if k != "prompt.frame"}
-    path = save_snapshot(tmp_path / "v4.safetensors", v4, s.checkpoint_hash, s.frame_index, "forest")
-    path.write_bytes(_with_format_version(path.read_bytes(), 4))
+    lacked = ("tile_map.", "prompt.frame") if version == 4 else ("tile_map.",)
+    old = {k: v for k, v in s.snapshot().items() if not k.startswith(lacked)}
+    path = save_snapshot(tmp_path / "old.safetensors", old, s.checkpoint_hash, s.frame_index, "forest")
+    path.write_bytes(_with_format_version(path.read_bytes(), version))
     expected = run(s, ACTIONS[:6])
     s2 = make(model)
     s2.reset(seed=0)
     s2.load(path)
-    assert int(s2.snapshot()["prompt.frame"][0]) == NEVER
+    loaded = s2.snapshot()
+    assert int(loaded["prompt.frame"][0]) == NEVER and (loaded["tile_map.codes"] == -1).all()
     np.testing.assert_array_equal(run(s2, ACTIONS[:6]), expected)
 
 

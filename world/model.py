@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import codebook, copy_gate, sampler
+from . import codebook, copy_gate, sampler, tile_map
 from .cache import KVCache
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_tensors, read_config, read_safetensors
 from .config import ModelConfig
@@ -223,7 +223,7 @@ class WorldModel(nn.Module):
                            prev_level=torch.ones(batch, device=dev),
                            prev_clean=torch.zeros(batch, tk.tokens_per_frame, tk.token_dim, device=dev),
                            prompt_frame=torch.full((batch,), NEVER, dtype=torch.long, device=dev),
-                           generators=gens)
+                           tile_map=tile_map.empty(batch, dev), generators=gens)
         if first_frame is not None:
             if cfg.memory.chunk_frames != 1:
                 raise ValueError("first_frame needs chunk_frames == 1")
@@ -495,9 +495,27 @@ class WorldModel(nn.Module):
             choice = copy_gate.choose(self.dit.copy_gate(hidden, x0, prev, nearest), s.copy_gate,
                                       state.prev_level < 1)  # [B, c, N]
             snapped = copy_gate.apply(choice, snapped, prev, self.cfg.tokenizer.grid_size)
+            if s.tile_map:
+                snapped = self._recall(state, snapped, choice, prev)
         if not s.snap_hold:
             return snapped
         return torch.where(self.switching(state)[:, None, None, None], x0, snapped)
+
+    def _recall(self, state: WorldState, snapped: torch.Tensor, choice: torch.Tensor,
+                prev: torch.Tensor) -> torch.Tensor:
+        """`sampler.tile_map`: the tokens each frame of the chunk [B, c, N, C] brings into view take
+        the code the world showed at their place (world/tile_map.py). choice [B, c, N] the copy
+        gate's; prev [B, N, C] the previous frame's codes."""
+        grid, book = self.cfg.tokenizer.grid_size, self.tokenizer.codebook
+        fixed = self.cfg.game.fixed_tokens(grid)
+        fresh = (state.prev_level >= 1) | self.switching(state)  # [B] no previous frame / a new prompt
+        prev_idx, frames = codebook.nearest(prev, book), []
+        for i in range(snapped.shape[1]):
+            held = tile_map.update(state.tile_map, prev_idx, choice[:, i], fresh, grid, fixed)  # [B, N]
+            frames.append(torch.where((held >= 0)[..., None], book[held.clamp(min=0)], snapped[:, i]))
+            if i + 1 < snapped.shape[1]:  # the chunk's next frame reads this one as its previous
+                prev_idx, fresh = codebook.nearest(frames[-1], book), torch.zeros_like(fresh)
+        return torch.stack(frames, 1)
 
     def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor,
                level: torch.Tensor | None = None, clean: torch.Tensor | None = None):

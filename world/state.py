@@ -31,6 +31,8 @@ class WorldState:
     prev_clean: torch.Tensor  # [B, N, C] the same frame before its context noise (dit.prev_copy_clean)
     prompt_frame: torch.Tensor  # [B] int64 frame index at which the prompt last changed (NEVER: not since the start)
     generators: list[torch.Generator]  # one per world: noise is independent of the batch
+    # world/tile_map.py: codes [B, S, S], where [B, S, S, 2], origin [B, 2] int64 (empty in the graphs' partial states)
+    tile_map: dict[str, torch.Tensor] = field(default_factory=dict)
     updates_since_detach: int = field(default=0)  # truncated BPTT bookkeeping (training only)
 
     @property
@@ -47,6 +49,7 @@ class WorldState:
                "prev.latent": self.prev_latent, "prev.level": self.prev_level, "prev.clean": self.prev_clean,
                "prompt.frame": self.prompt_frame}
         out.update({f"memory.{k}": v for k, v in self.memory.items()})
+        out.update({f"tile_map.{k}": v for k, v in self.tile_map.items()})
         return out
 
     def copy_world(self, w: int, src: "WorldState", i: int, memory_layer_major: tuple[str, ...] = ()) -> None:
@@ -79,10 +82,11 @@ class WorldState:
         cache = KVCache(s["cache.k"], s["cache.v"], s["cache.slot_frame"], sink_frames, chunk_frames,
                         s["cache.latent"], s["cache.level"], s["cache.action"], s["cache.clean"])
         memory = {k[len("memory."):]: v for k, v in s.items() if k.startswith("memory.")}
+        tile_map = {k[len("tile_map."):]: v for k, v in s.items() if k.startswith("tile_map.")}
         return cls(frame=s["frame"], cache=cache, memory=memory, prompt_pooled=s["prompt.pooled"],
                    prompt_tokens=s["prompt.tokens"], prompt_mask=s["prompt.mask"],
                    prev_latent=s["prev.latent"], prev_level=s["prev.level"], prev_clean=s["prev.clean"],
-                   prompt_frame=s["prompt.frame"], generators=gens)
+                   prompt_frame=s["prompt.frame"], tile_map=tile_map, generators=gens)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.tensors().items()}

@@ -90,7 +90,15 @@ JSON (`--json`), stable top-level names:
                             (teacher-forced PSNR over the pixels the previous true frame showed / over the
                             rest, the incoming edge, each beside the tokenizer's ceiling over the same
                             pixels; over the shown ones also the previous true frame moved with the
-                            camera, an exact copy; teacher only),
+                            camera, an exact copy),
+                            teacher_forced_psnr_known, tokenizer_psnr_known (the same over every pixel
+                            but the edge: the part of the frame a model can know),
+                            tokenizer_psnr_teacher_forced (the ceiling over the teacher-forced frames:
+                            the figure teacher_forced_psnr is held to; tokenizer_psnr_*_heldout spans
+                            every frame of the rollout),
+                            teacher_forced_psnr_known_exact (the whole frame with the known pixels at
+                            the ceiling and the edge as the model drew it: what the known pixels alone
+                            can still add),
                             teacher_forced_psnr_by_weather, tokenizer_psnr_by_weather (whole-frame
                             teacher-forced PSNR and its ceiling per weather of the worlds; rain and snow
                             fall in screen space over the moving world; teacher only),

@@ -75,6 +75,13 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                         f"({fmt(det['teacher_forced_edge_share'], 2)} of the pixels): "
                         f"{fmt(det['teacher_forced_psnr_edge'])} dB (ceiling {fmt(det['tokenizer_psnr_edge'])})."
                         if "teacher_forced_psnr_shown" in det else "")
+                     + (f" The tokenizer's ceiling over these frames: {fmt(det['tokenizer_psnr_teacher_forced'])} dB."
+                        if "tokenizer_psnr_teacher_forced" in det else "")
+                     + (f" Over every pixel but that edge (what a model can know): "
+                        f"{fmt(det['teacher_forced_psnr_known'])} dB (ceiling {fmt(det['tokenizer_psnr_known'])}); "
+                        f"those pixels exact to the ceiling, the edge as drawn, would score the whole frame "
+                        f"{fmt(det['teacher_forced_psnr_known_exact'])} dB."
+                        if "teacher_forced_psnr_known" in det else "")
                      + (" By weather: " + "; ".join(
                          f"{w} {fmt(v)} dB (ceiling {fmt(det['tokenizer_psnr_by_weather'][w])})"
                          for w, v in det["teacher_forced_psnr_by_weather"].items()) + "."

@@ -1,0 +1,107 @@
+"""The tile map: what the world has shown, kept at its place in the world (`sampler.tile_map`).
+
+A move brings a row or column of tiles into view that the DiT has to draw. When the
+player walks back to where it was a few frames ago, that edge is world the model has
+already drawn, but the copy gate only reads the previous frame, and the DiT draws the
+edge as the mean of what could be there (bare ground): the place the player left is gone
+when it returns (issue 14). The tile map keeps every code the world showed at its world
+position, and a token coming into view takes the code the map holds for its place.
+
+Positions come from the copy gate, not the game: each frame, the move most of the gate's
+per-token choices take (its vote) is the camera's move as the model drew it, so the map
+follows the model's own world even where it walked differently from the real game. The
+map has a fixed size (`SIDE` x `SIDE` tokens, indexed modulo SIDE) and each cell keeps the
+world position it was written for, so a cell read for another place (the walk went
+further than SIDE tokens) counts as unknown: constant memory, nothing recalled wrongly.
+The player's tile and Crafter's status bar (`GameConfig.fixed_tokens`) are neither written
+nor filled. A world with no previous frame, or within `sampler.snap_hold` frames of a
+prompt change, starts an empty map.
+
+State (world/state.py, part of every snapshot): `tile_map.codes` [B, SIDE, SIDE] int64
+code indices (-1 unknown), `tile_map.where` [B, SIDE, SIDE, 2] int64 the world position
+(y, x) each cell was written for, `tile_map.origin` [B, 2] int64 the world position of
+the view's top-left token.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .prev_frame import NEIGHBOURS, inside
+
+SIDE = 32
+"""Map side in tokens: four 8-token views each way around where the world began."""
+
+
+def empty(batch: int, device=None) -> dict[str, torch.Tensor]:
+    """A batch of empty maps (the state's `tile_map.*` tensors)."""
+    return {"codes": torch.full((batch, SIDE, SIDE), -1, dtype=torch.long, device=device),
+            "where": torch.zeros(batch, SIDE, SIDE, 2, dtype=torch.long, device=device),
+            "origin": torch.zeros(batch, 2, dtype=torch.long, device=device)}
+
+
+def camera_move(choice: torch.Tensor) -> torch.Tensor:
+    """choice int64 [B, N] (copy_gate.choose: neighbour 0..8 or DRAW) -> [B] the neighbour index
+    most tokens copy from: the frame's move as the model drew it (4 = in place)."""
+    votes = torch.zeros(choice.shape[0], NEIGHBOURS + 1, dtype=torch.long, device=choice.device)
+    votes.scatter_add_(1, choice, torch.ones_like(choice))
+    return votes[:, :NEIGHBOURS].argmax(1)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (row, column) of each token int64 [N, 2], and which of its 3x3 neighbours lie in the frame
+    bool [9, N] (prev_frame.inside, transposed)."""
+    ar = torch.arange(grid, device=device)
+    rc = torch.stack(torch.meshgrid(ar, ar, indexing="ij"), -1).view(grid * grid, 2)
+    return rc, inside(grid, device).T.contiguous()
+
+
+def _cells(where: torch.Tensor) -> torch.Tensor:
+    """world positions [..., 2] -> flat cell index [...] into a SIDE x SIDE map."""
+    w = where % SIDE
+    return w[..., 0] * SIDE + w[..., 1]
+
+
+def update(maps: dict[str, torch.Tensor], prev_codes: torch.Tensor, choice: torch.Tensor, fresh: torch.Tensor,
+           grid: int, fixed: list[int]) -> torch.Tensor:
+    """Write the previous frame into the map, move the view with the gate's vote, and recall the
+    tokens that come into view. In place on `maps`.
+    prev_codes int64 [B, N] the previous frame's code indices; choice int64 [B, N] the gate's
+    choices for the new frame; fresh bool [B] worlds that start an empty map (nothing is written
+    or recalled); fixed: token indices never written or filled.
+    -> int64 [B, N]: the map's code for each token that came into view where the map knows its
+    place, else -1."""
+    B, N = prev_codes.shape
+    dev = prev_codes.device
+    codes, where, origin = maps["codes"], maps["where"], maps["origin"]
+    codes[fresh] = -1
+    origin[fresh] = 0
+    rc, has_neighbour = _grid(grid, dev)  # [N, 2], [9, N]
+    movable = torch.ones(N, dtype=torch.bool, device=dev)
+    movable[fixed] = False
+    # 1. the previous frame at its place
+    pos = origin[:, None] + rc  # [B, N, 2]
+    write = movable[None] & ~fresh[:, None]  # [B, N]
+    b_idx = torch.arange(B, device=dev)[:, None].expand(B, N)[write]
+    cell = _cells(pos)[write]
+    codes.view(B, -1)[b_idx, cell] = prev_codes[write]
+    where.view(B, -1, 2)[b_idx, cell] = pos[write]
+    # 2. the camera's move: token (r, c) copies the previous frame's (r + dy, c + dx)
+    k = camera_move(choice)  # [B]
+    step = torch.stack([k // 3 - 1, k % 3 - 1], -1)  # [B, 2] (dy, dx)
+    origin += torch.where(fresh[:, None], torch.zeros_like(step), step)
+    # 3. the tokens whose source lies outside the view (or under a fixed token) came into view
+    source_ok = has_neighbour[k]  # [B, N]: the token has its k-th neighbour in the frame
+    src = (rc[None] + step[:, None]).clamp(0, grid - 1)  # [B, N, 2]
+    source_ok &= movable[src[..., 0] * grid + src[..., 1]]
+    came_in = ~source_ok & movable[None] & ~fresh[:, None] & (k != NEIGHBOURS // 2)[:, None]  # [B, N]
+    pos = origin[:, None] + rc  # [B, N, 2] the new frame's world positions
+    cell = _cells(pos)  # [B, N]
+    held = codes.view(B, -1).gather(1, cell)  # [B, N]
+    at = where.view(B, -1, 2).gather(1, cell[..., None].expand(B, N, 2))  # [B, N, 2]
+    known = came_in & (held >= 0) & (at == pos).all(-1)
+    return torch.where(known, held, torch.full_like(held, -1))
+
