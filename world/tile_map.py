@@ -56,7 +56,8 @@ def camera_move(choice: torch.Tensor, prev: torch.Tensor, grid: int, key_move: t
     frame's codes (vectors: two look-alike variants of grass, `copy_gate.TIE_ABS` apart, tell nothing)."""
     B, N = choice.shape
     nb = neighbourhood(prev[:, None], grid)[:, 0]  # [B, N, 9, C]
-    apart = (nb[:, :, [1, 3, 5, 7]] - nb[:, :, CENTRE, None]).pow(2).mean(-1) > TIE_ABS  # [B, N, 4] one-token moves
+    inside_cross = _grid(grid, choice.device)[1][[1, 3, 5, 7]].T  # [N, 4] the neighbour lies in the frame
+    apart = ((nb[:, :, [1, 3, 5, 7]] - nb[:, :, CENTRE, None]).pow(2).mean(-1) > TIE_ABS) & inside_cross  # [B, N, 4]
     pinned = torch.zeros(1, 1, N, 1, device=choice.device)
     pinned[0, 0, list(fixed)] = 1.0
     clear = neighbourhood(pinned, grid)[0, 0, :, :, 0].sum(-1) == 0  # [N] no fixed token in its 3x3
