@@ -165,7 +165,7 @@ class GraphBackend:
             if g is not None:  # classifier-free guidance (WorldModel.sample); the step's buffers are reused
                 v = sampler.guide(v.clone(), self.run_step(x, tt, action, state, ctx, uncond=True)[0], g)
             x = x + (t_next - t) * v
-        x0 = model.snap(x, state, hidden)
+        x0 = model.snap(x, state, hidden, action)
         # commit: context pass, evictions into memory, in-place cache write, the previous frame
         t_c = cfg.sampler.context_noise
         level = torch.full((B,), t_c, device=dev)  # [B]

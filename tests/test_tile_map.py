@@ -3,6 +3,7 @@ import torch
 
 from world import tile_map
 from world.config import from_preset
+from world.copy_gate import DRAW
 from world.tile_map import SIDE
 
 from .test_copy_gate import gated
@@ -16,12 +17,22 @@ def moves(k, batch=1):
     return torch.full((batch, G * G), k, dtype=torch.long)
 
 
+def vec(codes):
+    """Code indices [B, N] as 1-channel code vectors [B, N, 1] (distinct codes lie >= 1 apart)."""
+    return codes[..., None].float()
+
+
+def no_key(batch=1):
+    """The key's move for each world: none (4), so the gate's vote decides."""
+    return torch.full((batch,), IN_PLACE, dtype=torch.long)
+
+
 def walk(maps, frames, ks, fresh=None, fixed=()):
     """Feed frames [B, N] (codes) with the gate's move before each next one -> the recalls."""
     out = []
     for prev, k in zip(frames, ks):
         f = torch.zeros(prev.shape[0], dtype=torch.bool) if fresh is None else fresh
-        out.append(tile_map.update(maps, prev, moves(k, prev.shape[0]), f, G, list(fixed)))
+        out.append(tile_map.update(maps, vec(prev), prev, moves(k, prev.shape[0]), no_key(prev.shape[0]), f, G, list(fixed)))
         fresh = None
     return out
 
@@ -38,6 +49,23 @@ def test_a_column_the_camera_left_comes_back_when_it_returns():
     assert (back[:, 1:] == -1).all()  # everything else is the copy gate's
 
 
+def test_the_camera_follows_the_gate_where_the_frame_tells_and_the_key_where_it_does_not():
+    textured = torch.arange(G * G)[None]
+    uniform = torch.zeros(1, G * G, dtype=torch.long)  # a field of one tile: every move looks alike
+    right, key_left = moves(RIGHT), torch.tensor([LEFT])
+    assert tile_map.camera_move(right, vec(textured), G, key_left).tolist() == [RIGHT]  # the drawn frame decides
+    assert tile_map.camera_move(right, vec(uniform), G, key_left).tolist() == [LEFT]  # nothing tells: the key
+    assert tile_map.camera_move(moves(DRAW), vec(textured), G, key_left).tolist() == [LEFT]  # every token drawn
+    # a player drawn in place on a uniform field is no evidence that the camera stood still
+    player = uniform.clone()
+    centre = (G // 2) * G + G // 2
+    player[0, centre] = 7
+    still = moves(RIGHT)
+    still[0, centre - G - 1:centre - G + 2] = still[0, centre - 1:centre + 2] = still[0, centre + G - 1:centre + G + 2] = 4
+    assert tile_map.camera_move(still, vec(player), G, key_left, [centre]).tolist() == [LEFT]
+    assert tile_map.camera_move(still, vec(player), G, key_left).tolist() == [IN_PLACE]  # had it counted
+
+
 def test_the_player_is_never_kept_and_a_still_camera_recalls_nothing():
     maps = tile_map.empty(1)
     f0 = torch.arange(G * G)[None]
@@ -52,8 +80,8 @@ def test_worlds_keep_their_own_maps_and_a_fresh_one_starts_empty():
     maps = tile_map.empty(2)
     f0 = torch.stack([torch.arange(G * G), torch.arange(G * G) + 100])
     f1 = torch.roll(f0.view(2, G, G), -1, 2).reshape(2, -1)
-    tile_map.update(maps, f0, moves(RIGHT, 2), torch.zeros(2, dtype=torch.bool), G, [])
-    back = tile_map.update(maps, f1, moves(LEFT, 2), torch.tensor([False, True]), G, [])
+    tile_map.update(maps, vec(f0), f0, moves(RIGHT, 2), no_key(2), torch.zeros(2, dtype=torch.bool), G, [])
+    back = tile_map.update(maps, vec(f1), f1, moves(LEFT, 2), no_key(2), torch.tensor([False, True]), G, [])
     assert torch.equal(back[0].view(G, G)[:, 0], f0[0].view(G, G)[:, 0])
     assert (back[1] == -1).all() and (maps["codes"][1] == -1).all() and maps["origin"][1].tolist() == [0, 0]
 
@@ -62,9 +90,9 @@ def test_a_cell_written_for_another_place_is_not_recalled():
     """The map is SIDE tokens wide, modulo: after a walk of SIDE tokens a cell holds another place."""
     maps = tile_map.empty(1)
     f0 = torch.arange(G * G)[None]
-    tile_map.update(maps, f0, moves(IN_PLACE), torch.zeros(1, dtype=torch.bool), G, [])  # f0 at x 0..7
+    tile_map.update(maps, vec(f0), f0, moves(IN_PLACE), no_key(), torch.zeros(1, dtype=torch.bool), G, [])  # f0 at x 0..7
     maps["origin"][0, 1] = SIDE + 1  # walked SIDE + 1 tokens right
-    back = tile_map.update(maps, f0, moves(LEFT), torch.zeros(1, dtype=torch.bool), G, [])
+    back = tile_map.update(maps, vec(f0), f0, moves(LEFT), no_key(), torch.zeros(1, dtype=torch.bool), G, [])
     assert maps["origin"][0].tolist() == [0, SIDE]  # column 0 is world x = SIDE: cell 0, written for x = 0
     assert (back == -1).all()
 

@@ -22,3 +22,11 @@ def game_actions(game: str) -> tuple[str, ...]:
     if game not in GAME_ACTIONS:
         raise ValueError(f"unknown game {game!r}; valid: {', '.join(GAME_ACTIONS)}")
     return GAME_ACTIONS[game]
+
+
+def move_neighbours(game: str) -> list[int]:
+    """Per action of `game`, the 3x3 neighbour (row-major, 4 = in place) each token of the next frame
+    copies when the camera makes the move the action asks for: UP -> 1 (the tile above), DOWN -> 7,
+    LEFT -> 3, RIGHT -> 5, every other action 4."""
+    step = {"UP": 1, "DOWN": 7, "LEFT": 3, "RIGHT": 5}
+    return [step.get(name, 4) for name in game_actions(game)]

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import codebook, copy_gate, sampler, tile_map
+from .actions import move_neighbours
 from .cache import KVCache
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_tensors, read_config, read_safetensors
 from .config import ModelConfig
@@ -420,7 +421,7 @@ class WorldModel(nn.Module):
         `commit` then makes it part of the world (or, teacher-forced, the true frame is
         committed instead)."""
         x0, hidden = self.denoise_chunk(state, ctx, action, steps, noise)
-        return self.snap(x0, state, hidden)
+        return self.snap(x0, state, hidden, action)
 
     def denoise_chunk(self, state: WorldState, ctx: StreamContext, action: torch.Tensor, steps: int | None = None,
                       noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -468,7 +469,8 @@ class WorldModel(nn.Module):
         """bool [B]: worlds whose prompt changed fewer than `sampler.snap_hold` frames ago."""
         return state.frame - state.prompt_frame < self.cfg.sampler.snap_hold
 
-    def snap(self, x0: torch.Tensor, state: WorldState, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    def snap(self, x0: torch.Tensor, state: WorldState, hidden: torch.Tensor | None = None,
+             action: torch.Tensor | None = None) -> torch.Tensor:
         """A sampled chunk [B, c, N, C] as the world keeps it: every token snapped onto the
         tokenizer's codebook with `sampler.snap` (world/codebook.py), else as it is; with
         `sampler.snap_keep`, onto a code its neighbourhood showed the frame before where that
@@ -496,25 +498,30 @@ class WorldModel(nn.Module):
                                       state.prev_level < 1)  # [B, c, N]
             snapped = copy_gate.apply(choice, snapped, prev, self.cfg.tokenizer.grid_size)
             if s.tile_map:
-                snapped = self._recall(state, snapped, choice, prev)
+                snapped = self._recall(state, snapped, choice, prev, action)
         if not s.snap_hold:
             return snapped
         return torch.where(self.switching(state)[:, None, None, None], x0, snapped)
 
     def _recall(self, state: WorldState, snapped: torch.Tensor, choice: torch.Tensor,
-                prev: torch.Tensor) -> torch.Tensor:
+                prev: torch.Tensor, action: torch.Tensor | None) -> torch.Tensor:
         """`sampler.tile_map`: the tokens each frame of the chunk [B, c, N, C] brings into view take
         the code the world showed at their place (world/tile_map.py). choice [B, c, N] the copy
-        gate's; prev [B, N, C] the previous frame's codes."""
+        gate's; prev [B, N, C] the previous frame's codes; action int64 [B, c] (None: no move asked)."""
         grid, book = self.cfg.tokenizer.grid_size, self.tokenizer.codebook
         fixed = self.cfg.game.fixed_tokens(grid)
         fresh = (state.prev_level >= 1) | self.switching(state)  # [B] no previous frame / a new prompt
+        B, c = choice.shape[:2]
+        key_move = torch.full((B, c), 4, dtype=torch.long, device=choice.device)
+        if action is not None:
+            key_move = torch.tensor(move_neighbours(self.cfg.game.env), device=choice.device)[action]
         prev_idx, frames = codebook.nearest(prev, book), []
         for i in range(snapped.shape[1]):
-            held = tile_map.update(state.tile_map, prev_idx, choice[:, i], fresh, grid, fixed)  # [B, N]
+            held = tile_map.update(state.tile_map, prev, prev_idx, choice[:, i], key_move[:, i], fresh, grid, fixed)
             frames.append(torch.where((held >= 0)[..., None], book[held.clamp(min=0)], snapped[:, i]))
             if i + 1 < snapped.shape[1]:  # the chunk's next frame reads this one as its previous
-                prev_idx, fresh = codebook.nearest(frames[-1], book), torch.zeros_like(fresh)
+                prev, fresh = frames[-1], torch.zeros_like(fresh)
+                prev_idx = codebook.nearest(prev, book)
         return torch.stack(frames, 1)
 
     def commit(self, state: WorldState, ctx: StreamContext, x0: torch.Tensor, action: torch.Tensor,

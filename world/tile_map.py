@@ -8,8 +8,10 @@ when it returns (issue 14). The tile map keeps every code the world showed at it
 position, and a token coming into view takes the code the map holds for its place.
 
 Positions come from the copy gate, not the game: each frame, the move most of the gate's
-per-token choices take (its vote) is the camera's move as the model drew it, so the map
-follows the model's own world even where it walked differently from the real game. The
+per-token choices take (its vote, over the tokens whose neighbours differ) is the camera's move
+as the model drew it, so the map follows the model's own world even where it walked differently
+from the real game; only where nothing in the frame tells (a uniform field) does the key's
+move count. The
 map has a fixed size (`SIDE` x `SIDE` tokens, indexed modulo SIDE) and each cell keeps the
 world position it was written for, so a cell read for another place (the walk went
 further than SIDE tokens) counts as unknown: constant memory, nothing recalled wrongly.
@@ -29,7 +31,8 @@ import functools
 
 import torch
 
-from .prev_frame import NEIGHBOURS, inside
+from .copy_gate import TIE_ABS
+from .prev_frame import CENTRE, NEIGHBOURS, inside, neighbourhood
 
 SIDE = 32
 """Map side in tokens: four 8-token views each way around where the world began."""
@@ -42,12 +45,26 @@ def empty(batch: int, device=None) -> dict[str, torch.Tensor]:
             "origin": torch.zeros(batch, 2, dtype=torch.long, device=device)}
 
 
-def camera_move(choice: torch.Tensor) -> torch.Tensor:
-    """choice int64 [B, N] (copy_gate.choose: neighbour 0..8 or DRAW) -> [B] the neighbour index
-    most tokens copy from: the frame's move as the model drew it (4 = in place)."""
-    votes = torch.zeros(choice.shape[0], NEIGHBOURS + 1, dtype=torch.long, device=choice.device)
-    votes.scatter_add_(1, choice, torch.ones_like(choice))
-    return votes[:, :NEIGHBOURS].argmax(1)
+def camera_move(choice: torch.Tensor, prev: torch.Tensor, grid: int, key_move: torch.Tensor,
+                fixed: list[int] = ()) -> torch.Tensor:
+    """The frame's move as the model drew it -> [B] neighbour index (4 = in place): the move most
+    tokens copy from, counting only tokens whose one-token moves show different tiles (in a
+    uniform field every neighbour is the same grass, and the gate's pick among them says nothing)
+    and that neither are nor border a token drawn in place whatever the camera does (`fixed`: the
+    player, Crafter's status bar); where no token tells, the move the key asks for (key_move [B]).
+    choice int64 [B, N] (copy_gate.choose: neighbour 0..8 or DRAW); prev [B, N, C] the previous
+    frame's codes (vectors: two look-alike variants of grass, `copy_gate.TIE_ABS` apart, tell nothing)."""
+    B, N = choice.shape
+    nb = neighbourhood(prev[:, None], grid)[:, 0]  # [B, N, 9, C]
+    inside_cross = _grid(grid, choice.device)[1][[1, 3, 5, 7]].T  # [N, 4] the neighbour lies in the frame
+    apart = ((nb[:, :, [1, 3, 5, 7]] - nb[:, :, CENTRE, None]).pow(2).mean(-1) > TIE_ABS) & inside_cross  # [B, N, 4]
+    pinned = torch.zeros(1, 1, N, 1, device=choice.device)
+    pinned[0, 0, list(fixed)] = 1.0
+    clear = neighbourhood(pinned, grid)[0, 0, :, :, 0].sum(-1) == 0  # [N] no fixed token in its 3x3
+    telling = apart.any(-1) & (choice < NEIGHBOURS) & clear  # [B, N]
+    votes = torch.zeros(B, NEIGHBOURS + 1, dtype=torch.long, device=choice.device)
+    votes.scatter_add_(1, torch.where(telling, choice, NEIGHBOURS), torch.ones_like(choice))
+    return torch.where(votes[:, :NEIGHBOURS].sum(1) > 0, votes[:, :NEIGHBOURS].argmax(1), key_move)
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,12 +82,13 @@ def _cells(where: torch.Tensor) -> torch.Tensor:
     return w[..., 0] * SIDE + w[..., 1]
 
 
-def update(maps: dict[str, torch.Tensor], prev_codes: torch.Tensor, choice: torch.Tensor, fresh: torch.Tensor,
-           grid: int, fixed: list[int]) -> torch.Tensor:
+def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.Tensor, choice: torch.Tensor,
+           key_move: torch.Tensor, fresh: torch.Tensor, grid: int, fixed: list[int]) -> torch.Tensor:
     """Write the previous frame into the map, move the view with the gate's vote, and recall the
     tokens that come into view. In place on `maps`.
-    prev_codes int64 [B, N] the previous frame's code indices; choice int64 [B, N] the gate's
-    choices for the new frame; fresh bool [B] worlds that start an empty map (nothing is written
+    prev [B, N, C] the previous frame's codes, prev_codes int64 [B, N] their indices; choice int64 [B, N] the gate's
+    choices for the new frame; key_move int64 [B] the neighbour index of the move the action asks
+    for (4: none; `camera_move`); fresh bool [B] worlds that start an empty map (nothing is written
     or recalled); fixed: token indices never written or filled.
     -> int64 [B, N]: the map's code for each token that came into view where the map knows its
     place, else -1."""
@@ -90,7 +108,7 @@ def update(maps: dict[str, torch.Tensor], prev_codes: torch.Tensor, choice: torc
     codes.view(B, -1)[b_idx, cell] = prev_codes[write]
     where.view(B, -1, 2)[b_idx, cell] = pos[write]
     # 2. the camera's move: token (r, c) copies the previous frame's (r + dy, c + dx)
-    k = camera_move(choice)  # [B]
+    k = camera_move(choice, prev, grid, key_move, fixed)  # [B]
     step = torch.stack([k // 3 - 1, k % 3 - 1], -1)  # [B, 2] (dy, dx)
     origin += torch.where(fresh[:, None], torch.zeros_like(step), step)
     # 3. the tokens whose source lies outside the view (or under a fixed token) came into view

@@ -376,7 +376,7 @@ class Stage2Loss(nn.Module):
                 context = target
                 own = torch.rand(B, generator=gen, device=dev) < cfg.self_rollout  # [B]
                 if j > 0 and bool(own.any()):
-                    sample = model.snap(drawn, state, hidden)
+                    sample = model.snap(drawn, state, hidden, a)
                     context = torch.where(own[:, None, None, None], sample, target)
                 self.commit_noised(state, ctx, context, a, gen)
         n = counts["tokens"]
