@@ -506,8 +506,8 @@ PRESETS: dict[str, dict[str, Any]] = {
              # the learn bench but its full run drifted by h64: off until stage 2 holds it, RESULTS.md)
              "dit": {"prev_frame": True, "prediction": "x0"}, "game": {"motion": "tile"}},
     # issue 18: Crafter at 64x64, one 8-px tile per token (envs.crafter), its 17 actions
-    # sampler.tile_map: held-out teacher forcing 33.09 -> 33.21 dB (the edge 27.85 -> 28.53), every other
-    # figure level; on `tiny` it is off (its free-running heads pay on what the map keeps, RESULTS.md)
+    # sampler.tile_map: a walk back in the play window finds what it left; held-out figures level
+    # (teacher forcing 33.09 -> 33.06 dB, h64 17.23 -> 17.27); off on `tiny` (its heads, RESULTS.md)
     "crafter-tiny": {"tokenizer": {"codebook_size": 4096},
                      "sampler": {"temperature": 0.25, "max_steps": 2, "context_noise": 0.1, "snap": True,
                                  "snap_hold": 32, "tile_map": True},

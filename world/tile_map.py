@@ -10,10 +10,9 @@ position, and a token coming into view takes the code the map holds for its plac
 Positions come from the copy gate, not the game: each frame, the move most of the gate's
 per-token choices take (its vote, over the tokens whose neighbours differ) is the camera's move
 as the model drew it, so the map follows the model's own world even where it walked differently
-from the real game; only where nothing in the frame tells (a uniform field) does the key's
-move count. The
-map has a fixed size (`SIDE` x `SIDE` tokens, indexed modulo SIDE) and each cell keeps the
-world position it was written for, so a cell read for another place (the walk went
+from the real game; only where nothing in the frame tells (a uniform field) does the key's move
+count. The map has a fixed size (`SIDE` x `SIDE` tokens, indexed modulo SIDE) and each cell
+keeps the world position it was written for, so a cell read for another place (the walk went
 further than SIDE tokens) counts as unknown: constant memory, nothing recalled wrongly.
 The player's tile and Crafter's status bar (`GameConfig.fixed_tokens`) are neither written
 nor filled. A world with no previous frame, or within `sampler.snap_hold` frames of a
@@ -45,6 +44,15 @@ def empty(batch: int, device=None) -> dict[str, torch.Tensor]:
             "origin": torch.zeros(batch, 2, dtype=torch.long, device=device)}
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (row, column) of each token int64 [N, 2], and which of its 3x3 neighbours lie in the frame
+    bool [9, N] (prev_frame.inside, transposed)."""
+    ar = torch.arange(grid, device=device)
+    rc = torch.stack(torch.meshgrid(ar, ar, indexing="ij"), -1).view(grid * grid, 2)
+    return rc, inside(grid, device).T.contiguous()
+
+
 def camera_move(choice: torch.Tensor, prev: torch.Tensor, grid: int, key_move: torch.Tensor,
                 fixed: list[int] = ()) -> torch.Tensor:
     """The frame's move as the model drew it -> [B] neighbour index (4 = in place): the move most
@@ -65,15 +73,6 @@ def camera_move(choice: torch.Tensor, prev: torch.Tensor, grid: int, key_move: t
     votes = torch.zeros(B, NEIGHBOURS + 1, dtype=torch.long, device=choice.device)
     votes.scatter_add_(1, torch.where(telling, choice, NEIGHBOURS), torch.ones_like(choice))
     return torch.where(votes[:, :NEIGHBOURS].sum(1) > 0, votes[:, :NEIGHBOURS].argmax(1), key_move)
-
-
-@functools.lru_cache(maxsize=8)
-def _grid(grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (row, column) of each token int64 [N, 2], and which of its 3x3 neighbours lie in the frame
-    bool [9, N] (prev_frame.inside, transposed)."""
-    ar = torch.arange(grid, device=device)
-    rc = torch.stack(torch.meshgrid(ar, ar, indexing="ij"), -1).view(grid * grid, 2)
-    return rc, inside(grid, device).T.contiguous()
 
 
 def _cells(where: torch.Tensor) -> torch.Tensor:
