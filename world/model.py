@@ -476,7 +476,9 @@ class WorldModel(nn.Module):
         `sampler.snap_keep`, onto a code its neighbourhood showed the frame before where that
         is nearly as close (codebook.keep_neighbours); with dit.copy_gate and the sampling
         pass's hidden states [B, c, N, D], the tokens the gate copies are their neighbour's
-        previous code exactly (world/copy_gate.py).
+        previous code exactly (world/copy_gate.py); with it and `sampler.tile_map`, the tokens a
+        move brings into view take the code the world showed at their place (world/tile_map.py;
+        action int64 [B, c], the keys, says the move where the frame cannot).
 
         A world whose prompt changed fewer than `sampler.snap_hold` frames ago is kept
         unsnapped and uncopied: the snap would pull each frame's small step towards the new
