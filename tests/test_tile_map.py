@@ -107,7 +107,8 @@ def test_a_world_with_the_tile_map_walks_back_into_what_it_left():
         book, g = model.tokenizer.codebook, model.cfg.tokenizer.grid_size
         last = model.dit.copy_gate.net[-1]
         state = model.init_state(1, seed=5)
-        first = model.step_latents(state, torch.tensor([0]))[0][0, 0]  # [N, C], drawn
+        # drawn; the model's last action slot (beyond the game's 6 names) is a valid key here too
+        first = model.step_latents(state, torch.tensor([model.cfg.dit.num_actions - 1]))[0][0, 0]  # [N, C]
         drawn = torch.cdist(book, first).min(1).values  # each code's distance to the frame's codes
         mark = book[drawn.argmax()]
         left = torch.arange(0, g * g, g)  # column 0

@@ -24,9 +24,11 @@ def game_actions(game: str) -> tuple[str, ...]:
     return GAME_ACTIONS[game]
 
 
-def move_neighbours(game: str) -> list[int]:
-    """Per action of `game`, the 3x3 neighbour (row-major, 4 = in place) each token of the next frame
-    copies when the camera makes the move the action asks for: UP -> 1 (the tile above), DOWN -> 7,
-    LEFT -> 3, RIGHT -> 5, every other action 4."""
+def move_neighbours(game: str, slots: int) -> list[int]:
+    """Per action slot of a model of `game` (`dit.num_actions`, which may exceed the game's actions),
+    the 3x3 neighbour (row-major, 4 = in place) each token of the next frame copies when the camera
+    makes the move the action asks for: UP -> 1 (the tile above), DOWN -> 7, LEFT -> 3, RIGHT -> 5,
+    every other action and unnamed slot 4."""
     step = {"UP": 1, "DOWN": 7, "LEFT": 3, "RIGHT": 5}
-    return [step.get(name, 4) for name in game_actions(game)]
+    names = game_actions(game)
+    return [step.get(names[a], 4) if a < len(names) else 4 for a in range(slots)]

@@ -516,7 +516,8 @@ class WorldModel(nn.Module):
         B, c = choice.shape[:2]
         key_move = torch.full((B, c), 4, dtype=torch.long, device=choice.device)
         if action is not None:
-            key_move = torch.tensor(move_neighbours(self.cfg.game.env), device=choice.device)[action]
+            moves = move_neighbours(self.cfg.game.env, self.cfg.dit.num_actions)
+            key_move = torch.tensor(moves, device=choice.device)[action]
         prev_idx, frames = codebook.nearest(prev, book), []
         for i in range(snapped.shape[1]):
             held = tile_map.update(state.tile_map, prev, prev_idx, choice[:, i], key_move[:, i], fresh, grid, fixed)
