@@ -488,7 +488,9 @@ class WorldModel(nn.Module):
             return x0
         nearest = snapped = self.tokenizer.snap(x0)
         gate = hidden is not None and self.dit.copy_gate is not None and s.copy_gate <= 1.0
-        prev = self.tokenizer.snap(state.prev_clean) if s.snap_keep or gate else None  # their codes
+        book = self.tokenizer.codebook
+        prev_idx = codebook.nearest(state.prev_clean, book) if s.snap_keep or gate else None
+        prev = None if prev_idx is None else book[prev_idx]  # their codes
         if s.snap_keep:  # frame by frame: each keeps codes of the one before (the state's, then its own)
             grid, kept, last = self.cfg.tokenizer.grid_size, [], prev
             for i in range(x0.shape[1]):
@@ -500,16 +502,17 @@ class WorldModel(nn.Module):
                                       state.prev_level < 1)  # [B, c, N]
             snapped = copy_gate.apply(choice, snapped, prev, self.cfg.tokenizer.grid_size)
             if s.tile_map:
-                snapped = self._recall(state, snapped, choice, prev, action)
+                snapped = self._recall(state, snapped, choice, prev, prev_idx, action)
         if not s.snap_hold:
             return snapped
         return torch.where(self.switching(state)[:, None, None, None], x0, snapped)
 
-    def _recall(self, state: WorldState, snapped: torch.Tensor, choice: torch.Tensor,
-                prev: torch.Tensor, action: torch.Tensor | None) -> torch.Tensor:
+    def _recall(self, state: WorldState, snapped: torch.Tensor, choice: torch.Tensor, prev: torch.Tensor,
+                prev_idx: torch.Tensor, action: torch.Tensor | None) -> torch.Tensor:
         """`sampler.tile_map`: the tokens each frame of the chunk [B, c, N, C] brings into view take
         the code the world showed at their place (world/tile_map.py). choice [B, c, N] the copy
-        gate's; prev [B, N, C] the previous frame's codes; action int64 [B, c] (None: no move asked)."""
+        gate's; prev [B, N, C] the previous frame's codes, prev_idx [B, N] their indices; action
+        int64 [B, c] (None: no move asked)."""
         grid, book = self.cfg.tokenizer.grid_size, self.tokenizer.codebook
         fixed = self.cfg.game.fixed_tokens(grid)
         fresh = (state.prev_level >= 1) | self.switching(state)  # [B] no previous frame / a new prompt
@@ -518,7 +521,7 @@ class WorldModel(nn.Module):
         if action is not None:
             moves = move_neighbours(self.cfg.game.env, self.cfg.dit.num_actions)
             key_move = torch.tensor(moves, device=choice.device)[action]
-        prev_idx, frames = codebook.nearest(prev, book), []
+        frames = []
         for i in range(snapped.shape[1]):
             held = tile_map.update(state.tile_map, prev, prev_idx, choice[:, i], key_move[:, i], fresh, grid, fixed)
             frames.append(torch.where((held >= 0)[..., None], book[held.clamp(min=0)], snapped[:, i]))

@@ -45,12 +45,18 @@ def empty(batch: int, device=None) -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(grid: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (row, column) of each token int64 [N, 2], and which of its 3x3 neighbours lie in the frame
-    bool [9, N] (prev_frame.inside, transposed)."""
+def _layout(grid: int, device: torch.device, fixed: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """What the frame's layout alone decides, once per grid and fixed tokens: (row, column) of each
+    token int64 [N, 2]; which of its 3x3 neighbours lie in the frame bool [9, N]
+    (prev_frame.inside, transposed); movable bool [N] (not a fixed token); clear bool [N] (no fixed
+    token in its 3x3)."""
     ar = torch.arange(grid, device=device)
     rc = torch.stack(torch.meshgrid(ar, ar, indexing="ij"), -1).view(grid * grid, 2)
-    return rc, inside(grid, device).T.contiguous()
+    movable = torch.ones(grid * grid, dtype=torch.bool, device=device)
+    movable[list(fixed)] = False
+    pinned = (~movable).float().view(1, 1, -1, 1)
+    clear = neighbourhood(pinned, grid)[0, 0, :, :, 0].sum(-1) == 0
+    return rc, inside(grid, device).T.contiguous(), movable, clear
 
 
 def camera_move(choice: torch.Tensor, prev: torch.Tensor, grid: int, key_move: torch.Tensor,
@@ -62,13 +68,11 @@ def camera_move(choice: torch.Tensor, prev: torch.Tensor, grid: int, key_move: t
     player, Crafter's status bar); where no token tells, the move the key asks for (key_move [B]).
     choice int64 [B, N] (copy_gate.choose: neighbour 0..8 or DRAW); prev [B, N, C] the previous
     frame's codes (vectors: two look-alike variants of grass, `copy_gate.TIE_ABS` apart, tell nothing)."""
-    B, N = choice.shape
+    B = choice.shape[0]
+    _, has_neighbour, _, clear = _layout(grid, choice.device, tuple(fixed))
     nb = neighbourhood(prev[:, None], grid)[:, 0]  # [B, N, 9, C]
-    inside_cross = _grid(grid, choice.device)[1][[1, 3, 5, 7]].T  # [N, 4] the neighbour lies in the frame
-    apart = ((nb[:, :, [1, 3, 5, 7]] - nb[:, :, CENTRE, None]).pow(2).mean(-1) > TIE_ABS) & inside_cross  # [B, N, 4]
-    pinned = torch.zeros(1, 1, N, 1, device=choice.device)
-    pinned[0, 0, list(fixed)] = 1.0
-    clear = neighbourhood(pinned, grid)[0, 0, :, :, 0].sum(-1) == 0  # [N] no fixed token in its 3x3
+    cross = [1, 3, 5, 7]  # the four one-token moves
+    apart = ((nb[:, :, cross] - nb[:, :, CENTRE, None]).pow(2).mean(-1) > TIE_ABS) & has_neighbour[cross].T  # [B, N, 4]
     telling = apart.any(-1) & (choice < NEIGHBOURS) & clear  # [B, N]
     votes = torch.zeros(B, NEIGHBOURS + 1, dtype=torch.long, device=choice.device)
     votes.scatter_add_(1, torch.where(telling, choice, NEIGHBOURS), torch.ones_like(choice))
@@ -96,9 +100,7 @@ def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.
     codes, where, origin = maps["codes"], maps["where"], maps["origin"]
     codes[fresh] = -1
     origin[fresh] = 0
-    rc, has_neighbour = _grid(grid, dev)  # [N, 2], [9, N]
-    movable = torch.ones(N, dtype=torch.bool, device=dev)
-    movable[fixed] = False
+    rc, has_neighbour, movable, _ = _layout(grid, dev, tuple(fixed))  # [N, 2], [9, N], [N]
     # 1. the previous frame at its place
     pos = origin[:, None] + rc  # [B, N, 2]
     write = movable[None] & ~fresh[:, None]  # [B, N]

@@ -99,21 +99,20 @@ def shown_edge_psnr(tf: np.ndarray, ceiling: np.ndarray, moved: np.ndarray, targ
     what a model can be held to. `_known_exact` is the whole-frame figure with every known pixel
     at the ceiling and the edge as the model drew it: how far the whole frame can rise by the
     known pixels alone, while the edge stays a guess."""
+    def score(frames: np.ndarray, mask: np.ndarray) -> float | None:  # mean over live frames with such pixels
+        per_frame = np.stack([masked_psnr(f, t, m) for f, t, m in zip(frames, target, mask)])  # [B, T]
+        return mean_or_none(np.where(alive & mask.any(axis=(2, 3)), per_frame, np.nan))
+
     out = {}
     for name, mask in (("shown", shown), ("edge", edge), ("known", ~edge)):
-        live = alive & mask.any(axis=(2, 3))
-        score = lambda frames: mean_or_none(np.where(live, np.stack(  # noqa: E731
-            [masked_psnr(f, t, m) for f, t, m in zip(frames, target, mask)]), np.nan))
-        out[f"teacher_forced_psnr_{name}"] = score(tf)
-        out[f"tokenizer_psnr_{name}"] = score(ceiling)
+        out[f"teacher_forced_psnr_{name}"] = score(tf, mask)
+        out[f"tokenizer_psnr_{name}"] = score(ceiling, mask)
         if name == "shown":
-            out["copy_moved_psnr_shown"] = score(moved)
+            out["copy_moved_psnr_shown"] = score(moved, mask)
     out["teacher_forced_edge_share"] = mean_or_none(np.where(alive, edge.mean(axis=(2, 3)), np.nan))
-    whole = np.ones(edge.shape[1:], bool)
-    score = lambda frames: mean_or_none(np.where(alive, np.stack(  # noqa: E731
-        [masked_psnr(f, t, whole) for f, t in zip(frames, target)]), np.nan))
-    out["tokenizer_psnr_teacher_forced"] = score(ceiling)
-    out["teacher_forced_psnr_known_exact"] = score(np.where(edge[..., None], tf, ceiling))
+    whole = np.ones_like(edge)
+    out["tokenizer_psnr_teacher_forced"] = score(ceiling, whole)
+    out["teacher_forced_psnr_known_exact"] = score(np.where(edge[..., None], tf, ceiling), whole)
     return out
 
 
