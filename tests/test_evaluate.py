@@ -214,8 +214,11 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert abl["rope"]["stability"]["frames"] == 16 and 0 <= abl["rope"]["stability"]["player_visible_share"] <= 1
     h = r["heads"]
     assert h["worlds"] == 2 and h["frames"] == 16 and 0 < h["live_frames"] <= 32
+    assert set(h["teacher_forced"]) == {"reward", "done"}
+    assert set(h["free_running"]) == {"reward", "done", "reward_shown_share", "done_shown_share"}
     for run in ("teacher_forced", "free_running"):
-        assert set(h[run]) == {"reward", "done"} and h[run]["reward"]["reward_mass"] >= 0
+        assert h[run]["reward"]["reward_mass"] >= 0
+    assert set(h["teacher_shown"]) == {"reward_shown_share", "done_shown_share"}
 
     E.write_report(result, art, tmp_path / "report")
     for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png", "rope.png",
@@ -379,6 +382,29 @@ def test_object_share_tells_objects_from_bare_ground():
                      for vy, vx in (view_origin(p, "tile") for p in ep.positions)])
     valid, objects = tile_census(bare, ep.positions, ep.style, 64, "tile", thr)
     assert valid.mean() > 0.9 and objects.max() == 0
+
+
+def test_shown_share_finds_the_gems_and_hazards_the_teacher_walked_onto():
+    """On the teacher's own frames every gem pickup and hazard end comes where the frame showed a
+    gem / hazard on the tile walked onto; a dream drawn all ground showed none of them."""
+    from envs.evaluate.content import stepped_onto
+    from envs.evaluate.heads import shown_share
+    from envs.tiles import GEM, HAZARD
+
+    eps = [E.teacher_run(E.EVAL_SEED_BASE + i, 120, E.Game(64, "tile"), slip_prob=0.3) for i in range(6)]
+    onto = np.stack([stepped_onto(e.frames, e.actions, e.style, 64, "tile") for e in eps])
+    alive = np.array([e.alive for e in eps])[:, None] > np.arange(120)[None]
+    paid = np.stack([e.rewards for e in eps]) > 0.5
+    ends = np.zeros_like(paid)
+    for b, e in enumerate(eps):
+        ends[b, e.alive - 1] = e.terminated
+    assert paid.sum() >= 2 and ends.sum() >= 1
+    assert shown_share(paid, onto, GEM, alive) == 1.0 and shown_share(ends, onto, HAZARD, alive) == 1.0
+    assert shown_share(np.zeros_like(paid), onto, GEM, alive) is None
+    still = np.stack([stepped_onto(np.repeat(e.frames[:1], 121, 0), e.actions, e.style, 64, "tile") for e in eps])
+    assert shown_share(paid, still, GEM, alive) < 0.5  # a world that never changes shows no gems where they were
+    with pytest.raises(ValueError, match="tile-step"):
+        stepped_onto(eps[0].frames, eps[0].actions, eps[0].style, 64, "smooth")
 
 
 def test_player_check_follows_the_tile_mode_sprite():

@@ -148,7 +148,9 @@ JSON (`--json`), stable top-level names:
   heads                    {worlds, frames, slip_prob, match_frames, live_frames, teacher_forced, free_running:
                             {reward: {precision, recall, model_events, teacher_events, reward_mass,
                             teacher_reward, unearned_share}, done: {precision, recall, model_events,
-                            teacher_events}}}
+                            teacher_events}}; tile-step teacher worlds: free_running.reward_shown_share /
+                            done_shown_share (the dream's events where its own frame showed a gem / hazard
+                            on the tile walked onto) and teacher_shown (the same on the teacher's frames)}
   skipped                  [section] not run (their values are null)
   game, skipped_reason     (Crafter checkpoints only) "crafter", and why sections without ground truth
                            there are skipped; fidelity_detail then also has player_visible_true,

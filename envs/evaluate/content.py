@@ -207,12 +207,45 @@ def cell_match_psnr(cells: np.ndarray, tiles: np.ndarray) -> np.ndarray:
 def atlas_tiles(style, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [K, ts, ts, 3] the atlas's distinct tiles for `style` (variant slots repeat
     sprites), bool [K] which are objects, i.e. not one of the ground's variants)."""
+    from envs.tiles import GROUND
+
+    distinct, cls = atlas_classes(style, resolution)
+    return distinct, cls != GROUND
+
+
+def atlas_classes(style, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [K, ts, ts, 3] the atlas's distinct tiles for `style`, int [K] each one's class,
+    `envs.tiles.GROUND` .. `STUMP`)."""
     from envs.teacher import VIEW
-    from envs.tiles import BASE_TILE, GROUND, N_VARIANTS, Atlas
+    from envs.tiles import BASE_TILE, N_VARIANTS, Atlas
 
     tiles = Atlas(style, BASE_TILE * (resolution // VIEW)).tiles
     distinct, first = np.unique(tiles, axis=0, return_index=True)
-    return distinct, first // N_VARIANTS != GROUND
+    return distinct, first // N_VARIANTS
+
+
+def stepped_onto(frames: np.ndarray, actions: np.ndarray, style, resolution: int, motion: str) -> np.ndarray:
+    """A teacher world's frames uint8 [T + 1, R, R, 3] and actions [T] (tile-step motion) -> int [T]: the
+    class (`envs.tiles.GROUND` .. `STUMP`) of the atlas tile nearest to the cell that action t
+    walks the player onto, as frame t draws it; -1 where the action does not move the player.
+    What a world showed where its reward or done head then fired (`envs.evaluate.heads`)."""
+    from world.actions import move_neighbours
+    from world.prev_frame import CENTRE
+
+    if motion != "tile":
+        raise ValueError("stepped_onto needs tile-step motion: a smooth move does not land on a cell")
+    py, px, ts = player_box(resolution, motion)
+    moves = move_neighbours("teacher", int(actions.max()) + 1)
+    tiles, cls = atlas_classes(style, resolution)
+    out = np.full(len(actions), -1)
+    for t, a in enumerate(actions):
+        k = moves[int(a)]
+        if k == CENTRE:
+            continue
+        y, x = py + (k // 3 - 1) * ts, px + (k % 3 - 1) * ts
+        cell = frames[t, y:y + ts, x:x + ts].astype(np.float32)
+        out[t] = cls[cell_match(cell[None], tiles)[1][0]]
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -20,6 +20,14 @@ reward mass (the sum of its positive head values, what an agent collects) paid w
 teacher pays nothing within the match window (beyond that frame's own true reward):
 `unearned_share`, the figure issue 17 bounds.
 
+A free run drifts from the teacher's world, so a free-running event the teacher does not share
+may still be one the dream drew: `shown_share` asks the dream itself, the share of its events
+where its own frame showed a gem (reward) or a hazard (done) on the tile the action walked the
+player onto (within `MATCH_FRAMES` steps; `content.stepped_onto`, tile-step worlds of the
+teacher). An agent in World-v0 that is paid where it saw a gem learns to walk to gems; one paid
+where it saw none learns the head. The same check on the teacher's own frames and events
+(`teacher_shown`) is the check's own ceiling.
+
 On a Crafter checkpoint the game is Crafter itself under its explore policy (no slips: it has
 no hazard guard to slip from; zombies, arrows and hunger end episodes), the reward events are
 achievements (reward 1, so > 0.5; Crafter's +-0.1 for health are not events) and the ends are
@@ -31,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import EvalConfig, Game
+from .content import stepped_onto
 from .rollouts import model_rollout, teacher_forced, teacher_run
 
 MATCH_FRAMES = 1
@@ -71,6 +80,13 @@ def head_scores(reward: np.ndarray, done: np.ndarray, true_reward: np.ndarray, t
             "done": event_scores(done > EVENT_THRESHOLD, true_end, alive)}
 
 
+def shown_share(events: np.ndarray, onto: np.ndarray, cls: int, alive: np.ndarray) -> float | None:
+    """events bool [B, T], onto int [B, T] (`content.stepped_onto`) -> the share of the events
+    with a step onto a tile of class `cls` within MATCH_FRAMES steps (None: no events)."""
+    events = events & alive
+    return None if not events.any() else float(events[_near(onto == cls, alive)].sum() / events.sum())
+
+
 def eval_heads(model, ev: EvalConfig, text, seeds: list[int], steps, game: Game) -> dict:
     T = ev.heads_frames
     eps = [teacher_run(s, T, game, slip_prob=ev.heads_slip) for s in seeds]
@@ -84,9 +100,21 @@ def eval_heads(model, ev: EvalConfig, text, seeds: list[int], steps, game: Game)
         if e.terminated:
             true_end[b, e.alive - 1] = True
     _, tf_reward, tf_done = teacher_forced(model, true, prompts, actions, seeds, steps, heads=True)
-    _, free_reward, free_done = model_rollout(model, true[:, 0], prompts, actions, seeds, steps, desc="heads",
-                                              progress=ev.progress, heads=True)
-    return {"worlds": len(seeds), "frames": T, "slip_prob": ev.heads_slip, "match_frames": MATCH_FRAMES,
-            "live_frames": int(alive.sum()),
-            "teacher_forced": head_scores(tf_reward, tf_done, true_reward, true_end, alive),
-            "free_running": head_scores(free_reward, free_done, true_reward, true_end, alive)}
+    free, free_reward, free_done = model_rollout(model, true[:, 0], prompts, actions, seeds, steps, desc="heads",
+                                                 progress=ev.progress, heads=True)
+    result = {"worlds": len(seeds), "frames": T, "slip_prob": ev.heads_slip, "match_frames": MATCH_FRAMES,
+              "live_frames": int(alive.sum()),
+              "teacher_forced": head_scores(tf_reward, tf_done, true_reward, true_end, alive),
+              "free_running": head_scores(free_reward, free_done, true_reward, true_end, alive)}
+    if game.env == "teacher" and game.motion == "tile":
+        from envs.tiles import GEM, HAZARD
+
+        def shown(frames, reward, done):
+            onto = np.stack([stepped_onto(f, a, e.style, game.resolution, game.motion)
+                             for f, a, e in zip(frames, actions, eps)])
+            return {"reward_shown_share": shown_share(reward > EVENT_THRESHOLD, onto, GEM, alive),
+                    "done_shown_share": shown_share(done > EVENT_THRESHOLD, onto, HAZARD, alive)}
+
+        result["free_running"].update(shown(free, free_reward, free_done))
+        result["teacher_shown"] = shown(true, true_reward, true_end.astype(np.float32))
+    return result

@@ -219,6 +219,12 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                          f"{r['model_events']} / {r['teacher_events']} | {pct(r['unearned_share'])} | "
                          f"{pct(e['precision'])} | {pct(e['recall'])} | {e['model_events']} / {e['teacher_events']} |")
         lines.append("")
+        if "teacher_shown" in h:
+            f, t = h["free_running"], h["teacher_shown"]
+            lines += [f"Free-running, asked of the dream itself: {pct(f['reward_shown_share'])} of its rewards "
+                      f"and {pct(f['done_shown_share'])} of its ends came where its own frame showed a gem / "
+                      f"hazard on the tile the action walked onto (the teacher's own events: "
+                      f"{pct(t['reward_shown_share'])} / {pct(t['done_shown_share'])}).", ""]
 
     if result["ablations"]:
         lines += ["## Ablations", ""]
