@@ -36,7 +36,9 @@ test-all: $(STAMP)
 # (two runs, 28 + 90; fifteenth session), which trained the done head away; so two heads-only steps
 # end it (the rest frozen: all recordings + slips at event weight 10, then slips at weight 3, which
 # keeps false ends rare; seventeenth session). Last, the copy gate (world/copy_gate.py) learns on the
-# frozen world (25 CPU-minutes; eighteenth session). About 495 CPU-minutes in all. Re-running resumes
+# frozen world (25 CPU-minutes; eighteenth session), and the passability table is counted from the
+# recordings (which tiles stop a move; world/passability.py, twenty-fifth session; ~4 CPU-minutes).
+# About 500 CPU-minutes in all. Re-running resumes
 # (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
@@ -79,12 +81,14 @@ train: $(STAMP)
 	$(VENV)/bin/echo-infinity train --data $(TRAIN_DATA) data/styles --init-from $(TRAIN_OUT)-h2 --out $(TRAIN_OUT)-gate \
 		--model '{"dit": {"copy_gate": true}}' --s2-train gate --s2-lr 1e-3 --threads 1 --s2-steps 3000 \
 		--s2-cpu-minutes 25 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
-	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-gate/model.safetensors $(TRAIN_OUT)-gate/config.json checkpoints/tiny/
+	$(VENV)/bin/echo-infinity passability --checkpoint $(TRAIN_OUT)-gate --data $(TRAIN_DATA) data/slips \
+		--out $(TRAIN_OUT)-pass
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-pass/model.safetensors $(TRAIN_OUT)-pass/config.json checkpoints/tiny/
 
 # Issue 18: a world model of Crafter (envs/crafter.py: 64x64, one 8-px tile per token, 17 actions).
 # Records 300 explore + 200 revisit episodes (Crafter's night zombies end them at ~180 steps), then
 # trains every stage on one thread within fixed CPU budgets (about 2 hours), then the copy gate on the
-# frozen world (20 CPU-minutes), and copies the weights to
+# frozen world (20 CPU-minutes), counts which tiles stop a move (world/passability.py), and copies the weights to
 # checkpoints/crafter-tiny. Resumes like `make train`. Measure it: echo-infinity eval --checkpoint checkpoints/crafter-tiny
 CRAFTER_DATA := data/crafter_explore data/crafter_revisit
 CRAFTER_OUT  ?= runs/crafter-tiny
@@ -98,7 +102,8 @@ train-crafter: $(STAMP)
 	$(VENV)/bin/echo-infinity train --data $(CRAFTER_DATA) --init-from $(CRAFTER_OUT) --out $(CRAFTER_OUT)-gate \
 		--model '{"dit": {"copy_gate": true}}' --s2-train gate --s2-lr 1e-3 --threads 1 --s2-steps 3000 \
 		--s2-cpu-minutes 20 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
-	mkdir -p checkpoints/crafter-tiny && cp $(CRAFTER_OUT)-gate/model.safetensors $(CRAFTER_OUT)-gate/config.json checkpoints/crafter-tiny/
+	$(VENV)/bin/echo-infinity passability --checkpoint $(CRAFTER_OUT)-gate --data $(CRAFTER_DATA) --out $(CRAFTER_OUT)-pass
+	mkdir -p checkpoints/crafter-tiny && cp $(CRAFTER_OUT)-pass/model.safetensors $(CRAFTER_OUT)-pass/config.json checkpoints/crafter-tiny/
 
 bench: $(STAMP)
 	$(VENV)/bin/echo-infinity bench --target teacher --frames 20000 --json runs/bench/teacher_64.json

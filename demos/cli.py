@@ -91,7 +91,7 @@ def _add_train(sub) -> None:
 def _run_train(args) -> int:
     import torch
 
-    from envs.dataset import clip_batches, list_shards, load_episode
+    from envs.dataset import clip_batches, list_shards, load_episode, whole_episodes
     from world.train import TrainConfig, Trainer, init_distributed
 
     values = _read_json_object(args.config) if args.config else {}
@@ -109,7 +109,7 @@ def _run_train(args) -> int:
     rank, world_size = init_distributed()
 
     out = Trainer(cfg, clip_batches(shards, cfg.seed, rank, world_size), rank=rank, world_size=world_size,
-                  progress=not args.no_progress).run()
+                  progress=not args.no_progress, recordings=lambda: whole_episodes(shards)).run()
     if rank == 0:
         print(f"trained: {out}/model.safetensors + config.json; metrics in {out}/metrics.jsonl")
     return 0
@@ -188,6 +188,49 @@ def _run_codebook(args) -> int:
                      args.seed, progress=not args.no_progress, detail_weight=args.decoder_detail_weight)
         print(f"decoder tuned for {args.decoder_steps} steps; round trip {psnr(tok, frames)} dB, "
               f"through the codebook {psnr(tok, frames, snap=True)} dB")
+    model.save(args.out)
+    print(f"-> {args.out}")
+    return 0
+
+
+def _add_passability(sub) -> None:
+    p = sub.add_parser(
+        "passability",
+        help="count which tiles stop a move from recordings and give the checkpoint that table",
+        description="For every recorded move step, the code the frame shows on the tile the move walks onto "
+        "and whether the player's position changed; P(blocked | code), pooled over each code's nearest "
+        "codes, becomes a table of the checkpoint (world/passability.py) and game.passability is set: a move "
+        "key whose target tile blocks keeps the camera where the DiT would slide the view. Every episode of "
+        "--data is read once. `train` fills the table itself when the model has game.passability; this "
+        "adds one to a trained checkpoint (or counts it again). Needs a codebook and tile-step motion.",
+    )
+    p.add_argument("--checkpoint", required=True, help="trained checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--data", nargs="+", type=Path, required=True,
+                   help="dataset directories (from `record`, the checkpoint's game and motion)")
+    p.add_argument("--out", type=Path, required=True, help="where the checkpoint with its table is written")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_passability)
+
+
+def _run_passability(args) -> int:
+    from tqdm import tqdm
+
+    from envs.dataset import list_shards, whole_episodes
+    from world.model import WorldModel
+    from world.train import fit_passability
+    from world.train_config import TrainConfig
+
+    # CheckpointError / FileNotFoundError / ValueError (no codebook, smooth motion): one line each
+    model, _, _ = WorldModel.warm_start(args.checkpoint, {"game": {"passability": True}})
+    _check_motion(TrainConfig(init_from=args.checkpoint), args.data)
+    shards = [str(p) for d in args.data for p in list_shards(d)]
+    episodes = tqdm(whole_episodes(shards), total=len(shards), desc="episodes", disable=args.no_progress)
+    counted = fit_passability(model.eval(), episodes)
+    if not counted["move_steps"]:
+        raise UserError(f"no move steps in {' '.join(map(str, args.data))}: nothing to count")
+    print(f"passability counted over {counted['move_steps']} move steps of {len(shards)} episodes "
+          f"({counted['blocked_share']:.1%} blocked): {counted['codes_blocked']} of "
+          f"{len(model.passability.blocked)} codes stop a move")
     model.save(args.out)
     print(f"-> {args.out}")
     return 0
@@ -544,8 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         "transformer with evolving memory. Run a subcommand with --help for its options.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_play, _add_kiosk, _add_record, _add_train, _add_codebook, _add_bench, _add_eval, _add_export,
-                _add_doctor):
+    for add in (_add_play, _add_kiosk, _add_record, _add_train, _add_codebook, _add_passability, _add_bench,
+                _add_eval, _add_export, _add_doctor):
         add(sub)
     return parser
 

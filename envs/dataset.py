@@ -176,6 +176,17 @@ def collate_clips(items: list[dict]) -> dict:
     return out
 
 
+def whole_episodes(shards: Sequence[str]) -> Iterator[dict]:
+    """Every recorded episode once, as a batch of one clip (frames uint8 [1, T + 1, R, R, 3],
+    actions / terminated [1, T + 1] with the missing step out of the last frame NOOP, positions
+    [1, T + 1, 2]): what a count over all the recordings reads (world/passability.py)."""
+    for path in shards:
+        ep = load_episode(path)  # in memory, one episode at a time
+        pad = lambda x: torch.from_numpy(np.concatenate([x, np.zeros(1, x.dtype)]))[None]  # noqa: E731
+        yield {"frames": torch.from_numpy(ep.frames)[None], "actions": pad(ep.actions),
+               "terminated": pad(ep.terminated), "positions": torch.from_numpy(ep.positions)[None]}
+
+
 def clip_batches(shards: Sequence[str], seed: int = 0, rank: int = 0, world_size: int = 1):
     """The trainer's data source (`world.train.Batches`): batches(clip_len, batch, switch_clips=0)
     -> an endless iterator of collated clips from `shards`, clip starts every clip_len // 2 frames."""

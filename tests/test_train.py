@@ -68,6 +68,20 @@ def test_all_stages_run_and_write_a_loadable_checkpoint(tmp_path, dataset):
     assert frame.shape == (1, 64, 64, 3) and frame.dtype == torch.uint8
 
 
+def test_a_model_with_passability_counts_its_table_once_after_the_codebook(tmp_path, dataset):
+    model = {**MICRO, "game": {"passability": True}}
+    out = Trainer(small_config(tmp_path, model=model, passability_steps=30), batches_for(dataset), progress=False).run()
+    counted = [r for r in rows(out) if r.get("event") == "passability"]
+    assert len(counted) == 1 and counted[0]["move_steps"] == 30 and 0 <= counted[0]["blocked_share"] <= 1
+    table = WorldModel.load(out).passability.blocked
+    assert table.shape == (32,) and bool(((table >= 0) & (table <= 1)).all())
+    # fine-tuning a checkpoint into one with the table counts it before stage 2, once
+    plain = Trainer(small_config(tmp_path / "plain"), batches_for(dataset), progress=False).run()
+    tuned = Trainer(small_config(tmp_path / "tuned", init_from=str(plain), model={"game": {"passability": True}},
+                                 passability_steps=20), batches_for(dataset), progress=False).run()
+    assert [r["move_steps"] for r in rows(tuned) if r.get("event") == "passability"] == [20]
+
+
 def test_resume_continues_from_the_last_step(tmp_path, dataset):
     Trainer(small_config(tmp_path, s1_steps=2, s2_steps=0), batches_for(dataset), progress=False).run()
     first = rows(tmp_path)

@@ -364,6 +364,12 @@ class GameConfig:
     """The teacher's view side in base pixels, the unit of recorded positions: one token
     spans view_pixels / tokenizer.grid_size of them (stage 2's seen-content mask)."""
 
+    passability: bool = False
+    """The checkpoint carries a table of which tiles stop a move, counted from its recordings
+    (world/passability.py; `echo-infinity passability` adds it to a checkpoint, `train` fills it
+    for a model that has it): with `sampler.snap`, a move key whose target tile blocks keeps the
+    camera."""
+
     def fixed_tokens(self, grid: int) -> list[int]:
         """Token indices (row-major on the grid x grid token grid) drawn in the same place
         whatever the camera does: the player's tile, and Crafter's two status-bar rows. The
@@ -377,6 +383,7 @@ class GameConfig:
         _check(self.env in GAME_ACTIONS, "game.env", self.env, f"must be one of {tuple(GAME_ACTIONS)}")
         _check(self.motion in MOTIONS, "game.motion", self.motion, f"must be one of {MOTIONS}")
         _check(self.view_pixels > 0, "game.view_pixels", self.view_pixels, "must be > 0")
+        _check(isinstance(self.passability, bool), "game.passability", self.passability, "must be true or false")
 
 
 @dataclass
@@ -404,6 +411,9 @@ class ModelConfig:
         _check(not self.dit.copy_gate or self.sampler.snap, "dit.copy_gate", self.dit.copy_gate,
                "needs sampler.snap (a copy is a code of the codebook)")
         self.game.validate()
+        _check(not self.game.passability or (self.tokenizer.codebook_size > 0 and self.game.motion == "tile"),
+               "game.passability", self.game.passability,
+               "needs a codebook (tokenizer.codebook_size > 0) and game.motion 'tile' (a move walks onto one token)")
         n = len(GAME_ACTIONS[self.game.env])
         _check(self.dit.num_actions >= n, "dit.num_actions", self.dit.num_actions,
                f"must cover game.env {self.game.env!r}'s {n} actions")

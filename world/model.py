@@ -31,6 +31,8 @@ from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_tensors, read_config, r
 from .config import ModelConfig
 from .dit import DiT, ParallelContext
 from .memory import build_policy
+from .passability import Passability
+from .prev_frame import CENTRE
 from .rope import RopeRecipe, Rotary3D, apply_rope
 from .state import NEVER, WorldState
 from .text import PromptEmbedding
@@ -188,6 +190,7 @@ class WorldModel(nn.Module):
         # `full` never evicts: its "window" is the whole capacity, so ids never get capped.
         recipe = RopeRecipe(m.rope, m.sink_frames, m.memory_frames, self.policy.ring_frames + m.chunk_frames)
         self.rotary = Rotary3D(cfg, recipe)
+        self.passability = Passability(cfg.tokenizer.codebook_size) if cfg.game.passability else None
 
     # -- state ------------------------------------------------------------------
 
@@ -478,7 +481,9 @@ class WorldModel(nn.Module):
         pass's hidden states [B, c, N, D], the tokens the gate copies are their neighbour's
         previous code exactly (world/copy_gate.py); with it and `sampler.tile_map`, the tokens a
         move brings into view take the code the world showed at their place (world/tile_map.py;
-        action int64 [B, c], the keys, says the move where the frame cannot).
+        action int64 [B, c], the keys, says the move where the frame cannot); with
+        `game.passability`, a move key whose target tile blocks keeps the camera: every token but
+        the fixed ones keeps its previous code in place (world/passability.py).
 
         A world whose prompt changed fewer than `sampler.snap_hold` frames ago is kept
         unsnapped and uncopied: the snap would pull each frame's small step towards the new
@@ -489,7 +494,8 @@ class WorldModel(nn.Module):
         nearest = snapped = self.tokenizer.snap(x0)
         gate = hidden is not None and self.dit.copy_gate is not None and s.copy_gate <= 1.0
         book = self.tokenizer.codebook
-        prev_idx = codebook.nearest(state.prev_clean, book) if s.snap_keep or gate else None
+        keeps_camera = self.passability is not None and action is not None
+        prev_idx = codebook.nearest(state.prev_clean, book) if s.snap_keep or gate or keeps_camera else None
         prev = None if prev_idx is None else book[prev_idx]  # their codes
         if s.snap_keep:  # frame by frame: each keeps codes of the one before (the state's, then its own)
             grid, kept, last = self.cfg.tokenizer.grid_size, [], prev
@@ -497,30 +503,49 @@ class WorldModel(nn.Module):
                 last = codebook.keep_neighbours(x0[:, i], snapped[:, i], last, grid, s.snap_keep)
                 kept.append(last)
             snapped = torch.stack(kept, 1)
+        move = None if action is None else self._moves(action.device)[action]  # [B, c] neighbour index
+        stays = None  # [B, c, N]: tokens kept in place by a blocked move (game.passability)
+        if keeps_camera:
+            grid = self.cfg.tokenizer.grid_size
+            blocked = self.passability.blocks(prev_idx, move, self.cfg.game.fixed_tokens(grid)[0], grid)
+            blocked &= (state.prev_level < 1)[:, None]  # a world with no previous frame has no camera to keep
+            move = torch.where(blocked, CENTRE, move)
+            stays = blocked[..., None] & self._movable(grid, x0.device)
         if gate:
             choice = copy_gate.choose(self.dit.copy_gate(hidden, x0, prev, nearest), s.copy_gate,
                                       state.prev_level < 1)  # [B, c, N]
+            if stays is not None:
+                choice = torch.where(stays, CENTRE, choice)
             snapped = copy_gate.apply(choice, snapped, prev, self.cfg.tokenizer.grid_size)
             if s.tile_map:
-                snapped = self._recall(state, snapped, choice, prev, prev_idx, action)
+                snapped = self._recall(state, snapped, choice, prev, prev_idx, move)
+        elif stays is not None:
+            snapped = torch.where(stays[..., None], prev[:, None], snapped)
         if not s.snap_hold:
             return snapped
         return torch.where(self.switching(state)[:, None, None, None], x0, snapped)
 
+    def _moves(self, device) -> torch.Tensor:
+        """int64 [num_actions]: the 3x3 neighbour index of each action slot's move (CENTRE: none)."""
+        return torch.tensor(move_neighbours(self.cfg.game.env, self.cfg.dit.num_actions), device=device)
+
+    def _movable(self, grid: int, device) -> torch.Tensor:
+        """bool [N]: tokens the camera moves (all but `game.fixed_tokens`)."""
+        movable = torch.ones(grid * grid, dtype=torch.bool, device=device)
+        movable[self.cfg.game.fixed_tokens(grid)] = False
+        return movable
+
     def _recall(self, state: WorldState, snapped: torch.Tensor, choice: torch.Tensor, prev: torch.Tensor,
-                prev_idx: torch.Tensor, action: torch.Tensor | None) -> torch.Tensor:
+                prev_idx: torch.Tensor, move: torch.Tensor | None) -> torch.Tensor:
         """`sampler.tile_map`: the tokens each frame of the chunk [B, c, N, C] brings into view take
         the code the world showed at their place (world/tile_map.py). choice [B, c, N] the copy
-        gate's; prev [B, N, C] the previous frame's codes, prev_idx [B, N] their indices; action
-        int64 [B, c] (None: no move asked)."""
+        gate's; prev [B, N, C] the previous frame's codes, prev_idx [B, N] their indices; move
+        int64 [B, c] the neighbour index of the move each key asks for (None: no move asked)."""
         grid, book = self.cfg.tokenizer.grid_size, self.tokenizer.codebook
         fixed = self.cfg.game.fixed_tokens(grid)
         fresh = (state.prev_level >= 1) | self.switching(state)  # [B] no previous frame / a new prompt
         B, c = choice.shape[:2]
-        key_move = torch.full((B, c), 4, dtype=torch.long, device=choice.device)
-        if action is not None:
-            moves = move_neighbours(self.cfg.game.env, self.cfg.dit.num_actions)
-            key_move = torch.tensor(moves, device=choice.device)[action]
+        key_move = torch.full((B, c), CENTRE, dtype=torch.long, device=choice.device) if move is None else move
         frames = []
         for i in range(snapped.shape[1]):
             held = tile_map.update(state.tile_map, prev, prev_idx, choice[:, i], key_move[:, i], fresh, grid, fixed)

@@ -36,15 +36,15 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import codebook, copy_gate, precision, sampler
-from .actions import MOVES
+from . import codebook, copy_gate, passability, precision, sampler
+from .actions import MOVES, move_neighbours
 from .checkpoint import CheckpointError, read_safetensors
 from .config import GameConfig, from_preset
 from .model import WorldModel
@@ -457,9 +457,12 @@ class Trainer:
     """Runs the three stages with checkpoints, metrics and resume."""
 
     def __init__(self, cfg: TrainConfig, batches: Batches, device: str | torch.device = "cpu",
-                 rank: int = 0, world_size: int = 1, progress: bool = True):
+                 rank: int = 0, world_size: int = 1, progress: bool = True,
+                 recordings: Callable[[], Iterable[dict]] | None = None):
+        """recordings: every recorded episode once (envs.dataset.whole_episodes), what the
+        passability table counts (None: `passability_steps` move steps of `batches`)."""
         cfg.validate()
-        self.cfg, self.batches, self.device = cfg, batches, torch.device(device)
+        self.cfg, self.batches, self.device, self.recordings = cfg, batches, torch.device(device), recordings
         self.rank, self.world_size = rank, world_size
         self.progress = progress and rank == 0
         self.out = Path(cfg.out)
@@ -470,11 +473,12 @@ class Trainer:
         self.done: dict[str, int] = {s: 0 for s in STAGES}  # steps finished per stage
         self.cpu_seconds: dict[str, float] = {s: 0.0 for s in STAGES}  # CPU time spent per stage
         self.latent_std: float | None = None
-        warm = None
+        warm, self.passability_due = None, False
         if cfg.init_from:  # fine-tune: start stage 2 from a trained checkpoint
             if cfg.model:  # ... in a changed architecture: shared weights carried over, new ones fresh
                 self.model, fresh, dropped = WorldModel.warm_start(cfg.init_from, cfg.model, self.device)
                 warm = {"event": "warm_start", "fresh": fresh, "dropped": dropped}
+                self.passability_due = "passability.blocked" in fresh  # a new table: counted before stage 2
             else:
                 self.model = WorldModel.load(cfg.init_from, device=self.device)
             self.done.update(tokenizer=cfg.tok_steps, stage1=cfg.s1_steps)
@@ -538,7 +542,9 @@ class Trainer:
     def run(self) -> Path:
         meta = self.try_resume()
         t0 = time.time()
-        self.stage_tokenizer(meta)
+        self.stage_tokenizer(meta)  # a fresh run counts its passability table there
+        if self.passability_due and meta is None:  # (a resumed run has it in its weights)
+            self.fit_passability()
         self.stage_dit("stage1", meta)
         self.stage_dit("stage2", meta)
         if self.rank == 0:
@@ -648,6 +654,8 @@ class Trainer:
                       "psnr": psnr(tok, frames)})
             if tok.cfg.codebook_size:
                 self.fit_codebook(frames)
+            if self.model.passability is not None:
+                self.fit_passability()
             self.save("tokenizer", None)
         for p in params:
             p.requires_grad_(False)  # frozen from here on
@@ -668,6 +676,17 @@ class Trainer:
             self.log({"stage": "tokenizer", "event": "decoder", "steps": cfg.decoder_steps,
                       "cpu_seconds": round(time.process_time() - t0, 1),
                       "psnr": psnr(tok, check_frames), "psnr_snapped": psnr(tok, check_frames, snap=True)})
+
+    def fit_passability(self) -> None:
+        """The passability table (`fit_passability`) over every recorded episode (`recordings`), else
+        over `passability_steps` move steps of the clips; logs what it counted."""
+        t0 = time.process_time()
+        if self.recordings is not None:
+            counted = fit_passability(self.model, self.recordings(), None, self.device)
+        else:
+            counted = fit_passability(self.model, self.batches(32, 8), self.cfg.passability_steps, self.device)
+        self.log({"stage": "tokenizer", "event": "passability", **counted,
+                  "cpu_seconds": round(time.process_time() - t0, 1)})
 
     def _prompts(self, captions: list[list[str]], follow: bool = False) -> tuple[list, dict[int, list]]:
         """[B][L] captions -> (B prompts, switches), a clip dropped to the empty prompt at random.
@@ -756,6 +775,27 @@ def fit_codebook(tokenizer, batches: Batches, frames: int, iters: int, seed: int
         n += len(chunks[-1])
     tokens = torch.cat(chunks)[:frames].flatten(0, 1)  # [frames * N, C]
     tokenizer.codebook.copy_(codebook.fit(tokens, tokenizer.cfg.codebook_size, iters, seed))
+
+
+@torch.no_grad()
+def fit_passability(model: WorldModel, clips: Iterable[dict], steps: int | None = None, device="cpu") -> dict:
+    """Fill `model.passability` in place from the move steps of `clips` (batches as `Batches`
+    yields them, or every recorded episode: envs.dataset.whole_episodes; world/passability.py), the
+    first `steps` of them (None: all) -> {"move_steps", "blocked_share", "codes_blocked"}."""
+    game, grid = model.cfg.game, model.cfg.tokenizer.grid_size
+    moves = move_neighbours(game.env, model.cfg.dit.num_actions)
+    codes, blocked, n = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.bool)], 0
+    for clip in clips:
+        c, b = passability.count(model.tokenizer, clip, moves, game.fixed_tokens(grid)[0], grid, device)
+        codes.append(c)
+        blocked.append(b)
+        n += len(c)
+        if steps is not None and n >= steps:
+            break
+    codes, blocked = torch.cat(codes)[:steps], torch.cat(blocked)[:steps]
+    table = model.passability.fit(codes, blocked, model.tokenizer.codebook.cpu()).blocked
+    return {"move_steps": len(codes), "blocked_share": float(blocked.float().mean()) if len(codes) else 0.0,
+            "codes_blocked": int((table > passability.THRESHOLD).sum())}
 
 
 def tune_decoder(tokenizer, batches: Batches, steps: int, lr: float, snap_share: float, seed: int,
