@@ -460,7 +460,8 @@ class Trainer:
                  rank: int = 0, world_size: int = 1, progress: bool = True,
                  recordings: Callable[[], Iterable[dict]] | None = None):
         """recordings: every recorded episode once (envs.dataset.whole_episodes), what the
-        passability table counts (None: `passability_steps` move steps of `batches`)."""
+        passability table of a model with game.passability counts (clips would see a few
+        recordings only: the loader holds four at a time)."""
         cfg.validate()
         self.cfg, self.batches, self.device, self.recordings = cfg, batches, torch.device(device), recordings
         self.rank, self.world_size = rank, world_size
@@ -483,6 +484,10 @@ class Trainer:
                 self.model = WorldModel.load(cfg.init_from, device=self.device)
             self.done.update(tokenizer=cfg.tok_steps, stage1=cfg.s1_steps)
             self.latent_std = 1.0  # the checkpoint's tokenizer has its scale folded in already
+        counts_table = self.passability_due or (not cfg.init_from and self.model.passability is not None)
+        if counts_table and recordings is None:
+            raise ValueError("a model with game.passability counts its table over every recording: "
+                             "give Trainer(recordings=...) (envs.dataset.whole_episodes)")
         self.latents = LatentCache(lambda frames: self.model.tokenizer.encode(frames))
         self.precision, speedup = precision.resolve(cfg.precision, self.device)
         if rank == 0:
@@ -678,13 +683,9 @@ class Trainer:
                       "psnr": psnr(tok, check_frames), "psnr_snapped": psnr(tok, check_frames, snap=True)})
 
     def fit_passability(self) -> None:
-        """The passability table (`fit_passability`) over every recorded episode (`recordings`), else
-        over `passability_steps` move steps of the clips; logs what it counted."""
+        """The passability table (`fit_passability`) over every recorded episode; logs what it counted."""
         t0 = time.process_time()
-        if self.recordings is not None:
-            counted = fit_passability(self.model, self.recordings(), None, self.device)
-        else:
-            counted = fit_passability(self.model, self.batches(32, 8), self.cfg.passability_steps, self.device)
+        counted = fit_passability(self.model, self.recordings(), self.device)
         self.log({"stage": "tokenizer", "event": "passability", **counted,
                   "cpu_seconds": round(time.process_time() - t0, 1)})
 
@@ -778,21 +779,18 @@ def fit_codebook(tokenizer, batches: Batches, frames: int, iters: int, seed: int
 
 
 @torch.no_grad()
-def fit_passability(model: WorldModel, clips: Iterable[dict], steps: int | None = None, device="cpu") -> dict:
-    """Fill `model.passability` in place from the move steps of `clips` (batches as `Batches`
-    yields them, or every recorded episode: envs.dataset.whole_episodes; world/passability.py), the
-    first `steps` of them (None: all) -> {"move_steps", "blocked_share", "codes_blocked"}."""
+def fit_passability(model: WorldModel, episodes: Iterable[dict], device="cpu") -> dict:
+    """Fill `model.passability` in place from every move step of `episodes` (each a batch of
+    clips, as envs.dataset.whole_episodes yields them; world/passability.py)
+    -> {"move_steps", "blocked_share", "codes_blocked"}."""
     game, grid = model.cfg.game, model.cfg.tokenizer.grid_size
     moves = move_neighbours(game.env, model.cfg.dit.num_actions)
-    codes, blocked, n = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.bool)], 0
-    for clip in clips:
-        c, b = passability.count(model.tokenizer, clip, moves, game.fixed_tokens(grid)[0], grid, device)
+    codes, blocked = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.bool)]
+    for clips in episodes:
+        c, b = passability.count(model.tokenizer, clips, moves, game.fixed_tokens(grid)[0], grid, device)
         codes.append(c)
         blocked.append(b)
-        n += len(c)
-        if steps is not None and n >= steps:
-            break
-    codes, blocked = torch.cat(codes)[:steps], torch.cat(blocked)[:steps]
+    codes, blocked = torch.cat(codes), torch.cat(blocked)
     table = model.passability.fit(codes, blocked, model.tokenizer.codebook.cpu()).blocked
     return {"move_steps": len(codes), "blocked_share": float(blocked.float().mean()) if len(codes) else 0.0,
             "codes_blocked": int((table > passability.THRESHOLD).sum())}

@@ -41,11 +41,6 @@ class TrainConfig:
     the tokenizer stage; models with tokenizer.codebook_size > 0)."""
     codebook_iters: int = 15
     """k-means iterations of that fit."""
-    passability_steps: int = 40_000
-    """Move steps the passability table counts when the trainer is given clips only (models with
-    game.passability; `echo-infinity train` gives it every recorded episode, which it counts
-    whole; once, after the codebook fit, or at the start of an --init-from run that adds the
-    table; world/passability.py)."""
     decoder_steps: int = 8000
     """Steps of decoder-only training right after the codebook fit, the encoder frozen
     (world.train.tune_decoder; 0: none)."""
