@@ -510,7 +510,8 @@ class WorldModel(nn.Module):
             blocked = self.passability.blocks(prev_idx, move, self.cfg.game.fixed_tokens(grid)[0], grid)
             blocked &= (state.prev_level < 1)[:, None]  # a world with no previous frame has no camera to keep
             move = torch.where(blocked, CENTRE, move)
-            stays = blocked[..., None] & self._movable(grid, x0.device)
+            movable = tile_map.layout(grid, x0.device, tuple(self.cfg.game.fixed_tokens(grid)))[2]  # [N]
+            stays = blocked[..., None] & movable
         if gate:
             choice = copy_gate.choose(self.dit.copy_gate(hidden, x0, prev, nearest), s.copy_gate,
                                       state.prev_level < 1)  # [B, c, N]
@@ -528,12 +529,6 @@ class WorldModel(nn.Module):
     def _moves(self, device) -> torch.Tensor:
         """int64 [num_actions]: the 3x3 neighbour index of each action slot's move (CENTRE: none)."""
         return torch.tensor(move_neighbours(self.cfg.game.env, self.cfg.dit.num_actions), device=device)
-
-    def _movable(self, grid: int, device) -> torch.Tensor:
-        """bool [N]: tokens the camera moves (all but `game.fixed_tokens`)."""
-        movable = torch.ones(grid * grid, dtype=torch.bool, device=device)
-        movable[self.cfg.game.fixed_tokens(grid)] = False
-        return movable
 
     def _recall(self, state: WorldState, snapped: torch.Tensor, choice: torch.Tensor, prev: torch.Tensor,
                 prev_idx: torch.Tensor, move: torch.Tensor | None) -> torch.Tensor:

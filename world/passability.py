@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from . import codebook
-from .prev_frame import CENTRE
+from .prev_frame import CENTRE, offset
 
 POOL = 4
 """Codes pooled per estimate: the code itself and its 3 nearest codes in the codebook."""
@@ -65,7 +65,8 @@ class Passability(nn.Module):
 def walked_onto(move: torch.Tensor, player: int, grid: int) -> torch.Tensor:
     """move int64 [...] a 3x3 neighbour index -> int64 [...] the token it walks the player onto
     (the player's own for CENTRE; the player never stands on the frame's edge)."""
-    return player + (move // 3 - 1) * grid + (move % 3 - 1)
+    dy, dx = offset(move)
+    return player + dy * grid + dx
 
 
 def target_codes(idx: torch.Tensor, move: torch.Tensor, player: int, grid: int) -> torch.Tensor:

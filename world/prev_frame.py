@@ -38,6 +38,11 @@ NEIGHBOURS = 9  # 3x3 token neighbourhood, row-major; index 4 is the token itsel
 CENTRE = 4
 
 
+def offset(k):
+    """A neighbour index (0..8, int or int tensor) -> (dy, dx), its row and column offset in tokens."""
+    return k // 3 - 1, k % 3 - 1
+
+
 def neighbourhood(prev: torch.Tensor, grid: int) -> torch.Tensor:
     """prev [B, F, N, C] (N = grid * grid) -> [B, F, N, 9, C], zeros beyond the frame's edge."""
     B, Fr, N, C = prev.shape
@@ -82,7 +87,7 @@ def copyable(grid: int, fixed: list[int]) -> torch.Tensor:
     blocked[1:-1, 1:-1] = own.view(grid, grid)
     out = torch.empty(NEIGHBOURS, N, dtype=torch.bool)
     for k in range(NEIGHBOURS):
-        dy, dx = k // 3 - 1, k % 3 - 1
+        dy, dx = offset(k)
         out[k] = ~blocked[1 + dy : 1 + dy + grid, 1 + dx : 1 + dx + grid].reshape(N) & ~own
     return out
 

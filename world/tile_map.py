@@ -31,7 +31,7 @@ import functools
 import torch
 
 from .copy_gate import TIE_ABS
-from .prev_frame import CENTRE, NEIGHBOURS, inside, neighbourhood
+from .prev_frame import CENTRE, NEIGHBOURS, inside, neighbourhood, offset
 
 SIDE = 32
 """Map side in tokens: four 8-token views each way around where the world began."""
@@ -45,7 +45,7 @@ def empty(batch: int, device=None) -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=8)
-def _layout(grid: int, device: torch.device, fixed: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+def layout(grid: int, device: torch.device, fixed: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
     """What the frame's layout alone decides, once per grid and fixed tokens: (row, column) of each
     token int64 [N, 2]; which of its 3x3 neighbours lie in the frame bool [9, N]
     (prev_frame.inside, transposed); movable bool [N] (not a fixed token); clear bool [N] (no fixed
@@ -69,7 +69,7 @@ def camera_move(choice: torch.Tensor, prev: torch.Tensor, grid: int, key_move: t
     choice int64 [B, N] (copy_gate.choose: neighbour 0..8 or DRAW); prev [B, N, C] the previous
     frame's codes (vectors: two look-alike variants of grass, `copy_gate.TIE_ABS` apart, tell nothing)."""
     B = choice.shape[0]
-    _, has_neighbour, _, clear = _layout(grid, choice.device, tuple(fixed))
+    _, has_neighbour, _, clear = layout(grid, choice.device, tuple(fixed))
     nb = neighbourhood(prev[:, None], grid)[:, 0]  # [B, N, 9, C]
     cross = [1, 3, 5, 7]  # the four one-token moves
     apart = ((nb[:, :, cross] - nb[:, :, CENTRE, None]).pow(2).mean(-1) > TIE_ABS) & has_neighbour[cross].T  # [B, N, 4]
@@ -100,7 +100,7 @@ def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.
     codes, where, origin = maps["codes"], maps["where"], maps["origin"]
     codes[fresh] = -1
     origin[fresh] = 0
-    rc, has_neighbour, movable, _ = _layout(grid, dev, tuple(fixed))  # [N, 2], [9, N], [N]
+    rc, has_neighbour, movable, _ = layout(grid, dev, tuple(fixed))  # [N, 2], [9, N], [N]
     # 1. the previous frame at its place
     pos = origin[:, None] + rc  # [B, N, 2]
     write = movable[None] & ~fresh[:, None]  # [B, N]
@@ -110,7 +110,7 @@ def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.
     where.view(B, -1, 2)[b_idx, cell] = pos[write]
     # 2. the camera's move: token (r, c) copies the previous frame's (r + dy, c + dx)
     k = camera_move(choice, prev, grid, key_move, fixed)  # [B]
-    step = torch.stack([k // 3 - 1, k % 3 - 1], -1)  # [B, 2] (dy, dx)
+    step = torch.stack(offset(k), -1)  # [B, 2] (dy, dx)
     origin += torch.where(fresh[:, None], torch.zeros_like(step), step)
     # 3. the tokens whose source lies outside the view (or under a fixed token) came into view
     source_ok = has_neighbour[k]  # [B, N]: the token has its k-th neighbour in the frame

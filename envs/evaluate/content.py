@@ -230,7 +230,7 @@ def stepped_onto(frames: np.ndarray, actions: np.ndarray, style, resolution: int
     walks the player onto, as frame t draws it; -1 where the action does not move the player.
     What a world showed where its reward or done head then fired (`envs.evaluate.heads`)."""
     from world.actions import move_neighbours
-    from world.prev_frame import CENTRE
+    from world.prev_frame import CENTRE, offset
 
     if motion != "tile":
         raise ValueError("stepped_onto needs tile-step motion: a smooth move does not land on a cell")
@@ -242,7 +242,8 @@ def stepped_onto(frames: np.ndarray, actions: np.ndarray, style, resolution: int
         k = moves[int(a)]
         if k == CENTRE:
             continue
-        y, x = py + (k // 3 - 1) * ts, px + (k % 3 - 1) * ts
+        dy, dx = offset(k)
+        y, x = py + dy * ts, px + dx * ts
         cell = frames[t, y:y + ts, x:x + ts].astype(np.float32)
         out[t] = cls[cell_match(cell[None], tiles)[1][0]]
     return out
