@@ -219,6 +219,8 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     for run in ("teacher_forced", "free_running"):
         assert h[run]["reward"]["reward_mass"] >= 0
     assert set(h["teacher_shown"]) == {"reward_shown_share", "done_shown_share"}
+    assert h["seeker"]["worlds"] == 2 and h["seeker"]["steps"] == 16
+    assert 0 < h["seeker"]["dream"]["steps"] <= 32 and h["seeker"]["dream"]["reward_per_1000"] >= 0
 
     E.write_report(result, art, tmp_path / "report")
     for name in ("report.md", "fidelity.png", "strip.png", "revisit.png", "revisit_strip.png", "rope.png",
@@ -405,6 +407,34 @@ def test_shown_share_finds_the_gems_and_hazards_the_teacher_walked_onto():
     assert shown_share(paid, still, GEM, alive) < 0.5  # a world that never changes shows no gems where they were
     with pytest.raises(ValueError, match="tile-step"):
         stepped_onto(eps[0].frames, eps[0].actions, eps[0].style, 64, "smooth")
+
+
+def test_the_gem_seeker_walks_to_gems_and_the_teacher_pays_each_one():
+    from envs.evaluate.content import atlas_classes
+    from envs.evaluate.seeker import GemSeeker, _summary, _teacher
+    from envs.tiles import GEM, GROUND
+    from world.actions import DOWN, LEFT, RIGHT
+
+    rec, _, _, styles = _teacher(E.Game(64, "tile"), [E.EVAL_SEED_BASE + i for i in range(4)], 100, 8)
+    run = _summary(**rec)
+    assert run["rewards"] >= 2 and run["paid_on_gem_share"] == 1.0 and run["gem_stepons_paid"] == 1.0
+    tiles, cls = atlas_classes(styles[0], 64)
+    ground, gem = tiles[np.flatnonzero(cls == GROUND)[0]], tiles[np.flatnonzero(cls == GEM)[0]]
+
+    def gems_at(*cells):  # a ground field with gems at (row, column) cells; the player is at (4, 4)
+        frame = np.tile(ground, (8, 8, 1))
+        for r, c in cells:
+            frame[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8] = gem
+        return frame
+
+    agent = GemSeeker(styles[0], 64, 8, np.random.default_rng(0))
+    assert agent.act(gems_at((4, 6))) == (RIGHT, False)
+    assert agent.act(gems_at((4, 6), (4, 5))) == (RIGHT, True)  # the nearest, and it walks onto it
+    assert agent.act(gems_at((4, 2))) == (LEFT, False)
+    diagonal = gems_at((5, 6))
+    assert agent.act(diagonal) == (RIGHT, False)  # the longer axis first
+    agent.observe(diagonal, diagonal, RIGHT)  # the frame did not change: blocked that way
+    assert agent.act(diagonal) == (DOWN, False)
 
 
 def test_player_check_follows_the_tile_mode_sprite():

@@ -76,6 +76,20 @@ def test_the_player_is_never_kept_and_a_still_camera_recalls_nothing():
     assert written[centre] == -1 and torch.equal(written[:centre], f0[0, :centre])
 
 
+def test_a_gem_the_player_stepped_on_does_not_come_back_when_it_steps_off():
+    """The map once gave the tile back, and an agent farmed one gem by stepping on and off it."""
+    maps = tile_map.empty(1)
+    centre = (G // 2) * G + G // 2
+    f0 = torch.arange(G * G)[None]
+    f0[0, centre + 1] = 999  # a gem right of the player
+    f1 = torch.roll(f0.view(1, G, G), -1, 2).reshape(1, -1)  # the player walked right onto it
+    f1[0, centre] = 7  # the player, drawn over it
+    r1, r2 = walk(maps, [f0, f1], [RIGHT, LEFT], fixed=[centre])
+    assert torch.equal(r2.view(G, G)[:, 0], f0.view(G, G)[:, 0])  # walking back recalls the column left
+    assert r2[0, centre + 1] == -1  # but not the gem: the player's place was forgotten
+    assert 999 not in maps["codes"]
+
+
 def test_worlds_keep_their_own_maps_and_a_fresh_one_starts_empty():
     maps = tile_map.empty(2)
     f0 = torch.stack([torch.arange(G * G), torch.arange(G * G) + 100])

@@ -15,7 +15,8 @@ count. The map has a fixed size (`SIDE` x `SIDE` tokens, indexed modulo SIDE) an
 keeps the world position it was written for, so a cell read for another place (the walk went
 further than SIDE tokens) counts as unknown: constant memory, nothing recalled wrongly.
 The player's tile and Crafter's status bar (`GameConfig.fixed_tokens`) are neither written
-nor filled. A world with no previous frame, or within `sampler.snap_hold` frames of a
+nor filled, and the place the player stands on is forgotten: a gem it picks up there does not
+come back when it steps off (the map once did, and an agent farmed it, stepping on and off). A world with no previous frame, or within `sampler.snap_hold` frames of a
 prompt change, starts an empty map.
 
 State (world/state.py, part of every snapshot): `tile_map.codes` [B, SIDE, SIDE] int64
@@ -92,7 +93,7 @@ def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.
     prev [B, N, C] the previous frame's codes, prev_codes int64 [B, N] their indices; choice int64 [B, N] the gate's
     choices for the new frame; key_move int64 [B] the neighbour index of the move the action asks
     for (4: none; `camera_move`); fresh bool [B] worlds that start an empty map (nothing is written
-    or recalled); fixed: token indices never written or filled.
+    or recalled); fixed: token indices never written or filled, the player's first (its place is forgotten).
     -> int64 [B, N]: the map's code for each token that came into view where the map knows its
     place, else -1."""
     B, N = prev_codes.shape
@@ -112,6 +113,11 @@ def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.
     k = camera_move(choice, prev, grid, key_move, fixed)  # [B]
     step = torch.stack(offset(k), -1)  # [B, 2] (dy, dx)
     origin += torch.where(fresh[:, None], torch.zeros_like(step), step)
+    # the tile the player now stands on is forgotten: what lay there (a gem) is the player's now, and
+    # a map that gave it back when the player steps off would pay the same gem again and again
+    if fixed:
+        under = _cells(origin + rc[fixed[0]])  # [B]
+        codes.view(B, -1)[torch.arange(B, device=dev), under] = -1
     # 3. the tokens whose source lies outside the view (or under a fixed token) came into view
     source_ok = has_neighbour[k]  # [B, N]: the token has its k-th neighbour in the frame
     src = (rc[None] + step[:, None]).clamp(0, grid - 1)  # [B, N, 2]
@@ -123,4 +129,5 @@ def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.
     at = where.view(B, -1, 2).gather(1, cell[..., None].expand(B, N, 2))  # [B, N, 2]
     known = came_in & (held >= 0) & (at == pos).all(-1)
     return torch.where(known, held, torch.full_like(held, -1))
+
 

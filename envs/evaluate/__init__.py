@@ -61,7 +61,8 @@ Sections (`--skip` any of SECTIONS):
    hazard ends (`heads_worlds` worlds of `heads_frames` explore frames, hazard
    slips at `heads_slip`), teacher-forced and free-running: precision, recall,
    and the share of the dream's reward paid where the teacher pays nothing
-   (envs/evaluate/heads.py). On a Crafter checkpoint: Crafter's achievements and deaths.
+   (envs/evaluate/heads.py); and a scripted gem seeker's gems per step in the dream vs the
+   teacher (envs/evaluate/seeker.py). On a Crafter checkpoint: Crafter's achievements and deaths.
 
 JSON (`--json`), stable top-level names:
   checkpoint               path of the checkpoint evaluated
@@ -150,7 +151,10 @@ JSON (`--json`), stable top-level names:
                             teacher_reward, unearned_share}, done: {precision, recall, model_events,
                             teacher_events}}; tile-step teacher worlds: free_running.reward_shown_share /
                             done_shown_share (the dream's events where its own frame showed a gem / hazard
-                            on the tile walked onto) and teacher_shown (the same on the teacher's frames)}
+                            on the tile walked onto), teacher_shown (the same on the teacher's frames) and
+                            seeker {worlds, steps, teacher, dream: {steps, rewards, reward_per_1000, gem_frames,
+                            paid_on_gem_share, gem_stepons_paid}, share (dream / teacher gems per step)}: a
+                            scripted gem seeker in both (envs/evaluate/seeker.py; not with seeker_steps 0)}
   skipped                  [section] not run (their values are null)
   game, skipped_reason     (Crafter checkpoints only) "crafter", and why sections without ground truth
                            there are skipped; fidelity_detail then also has player_visible_true,

@@ -84,6 +84,9 @@ class EvalConfig:
     """Heads: frames per world."""
     heads_slip: float = 0.05
     """Heads: the explore policy's chance of walking into a hazard it would avoid (episode ends)."""
+    seeker_steps: int = 300
+    """Heads: steps of the scripted gem seeker in each world, teacher and dream (envs/evaluate/seeker.py;
+    0: not run)."""
     stability_frames: int = 10_000
     """Stability: frames of the free rollout."""
     flat_ratio_max: float = 1.25
@@ -113,7 +116,7 @@ class EvalConfig:
     def quick_config(cls, **overrides) -> "EvalConfig":
         """Smoke-test settings: 2 seeds, horizons up to 16, 200 stability frames, small classifier."""
         base = dict(seeds=2, horizons=(1, 4, 16), away_multiples=(2, 4), lead_in=16, adherence_frames=8,
-                    stability_frames=200, heads_worlds=2, heads_frames=16, quick=True)
+                    stability_frames=200, heads_worlds=2, heads_frames=16, seeker_steps=16, quick=True)
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
@@ -131,6 +134,7 @@ class EvalConfig:
              "adherence frame counts must be >= 1")
         need(self.heads_worlds >= 1 and self.heads_frames >= 1, "heads worlds and frames must be >= 1")
         need(0 <= self.heads_slip <= 1, f"heads slip must be in [0, 1], got {self.heads_slip}")
+        need(self.seeker_steps >= 0, f"seeker steps must be >= 0, got {self.seeker_steps}")
         need(self.stability_frames >= 8, f"--stability-frames must be >= 8, got {self.stability_frames}")
         need(self.steps is None or 1 <= self.steps <= 64, f"--steps must be in [1, 64], got {self.steps}")
         need(self.guidance is None or 0 <= self.guidance <= 10, f"--guidance must be in [0, 10], got {self.guidance}")

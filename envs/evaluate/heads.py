@@ -26,7 +26,8 @@ where its own frame showed a gem (reward) or a hazard (done) on the tile the act
 player onto (within `MATCH_FRAMES` steps; `content.stepped_onto`, tile-step worlds of the
 teacher). An agent in World-v0 that is paid where it saw a gem learns to walk to gems; one paid
 where it saw none learns the head. The same check on the teacher's own frames and events
-(`teacher_shown`) is the check's own ceiling.
+(`teacher_shown`) is the check's own ceiling. And whether the dream has gems an agent can
+reach: a scripted gem seeker in the teacher and in the dream (`seeker`, envs/evaluate/seeker.py).
 
 On a Crafter checkpoint the game is Crafter itself under its explore policy (no slips: it has
 no hazard guard to slip from; zombies, arrows and hunger end episodes), the reward events are
@@ -41,6 +42,7 @@ import numpy as np
 from .config import EvalConfig, Game
 from .content import stepped_onto
 from .rollouts import model_rollout, teacher_forced, teacher_run
+from .seeker import eval_seeker
 
 MATCH_FRAMES = 1
 EVENT_THRESHOLD = 0.5  # a reward head value or done probability above this is an event
@@ -117,4 +119,6 @@ def eval_heads(model, ev: EvalConfig, text, seeds: list[int], steps, game: Game)
 
         result["free_running"].update(shown(free, free_reward, free_done))
         result["teacher_shown"] = shown(true, true_reward, true_end.astype(np.float32))
+        if ev.seeker_steps:
+            result["seeker"] = eval_seeker(model, ev, text, seeds, steps, game)
     return result

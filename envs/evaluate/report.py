@@ -225,6 +225,14 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                       f"and {pct(f['done_shown_share'])} of its ends came where its own frame showed a gem / "
                       f"hazard on the tile the action walked onto (the teacher's own events: "
                       f"{pct(t['reward_shown_share'])} / {pct(t['done_shown_share'])}).", ""]
+        if "seeker" in h:
+            sk = h["seeker"]
+            dream, real = sk["dream"], sk["teacher"]
+            lines += [f"A scripted gem seeker ({sk['worlds']} worlds x {sk['steps']} steps, walking to the nearest gem "
+                      f"its frame shows): {dream['reward_per_1000']:.1f} gems per 1,000 steps in the dream, "
+                      f"{real['reward_per_1000']:.1f} in the teacher ({pct(sk['share'])}); it saw a gem in "
+                      f"{pct(dream['gem_frames'])} / {pct(real['gem_frames'])} of the frames, and the dream paid "
+                      f"{pct(dream['gem_stepons_paid'])} of its steps onto a gem it showed.", ""]
 
     if result["ablations"]:
         lines += ["## Ablations", ""]
