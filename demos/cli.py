@@ -208,6 +208,11 @@ def _add_passability(sub) -> None:
     p.add_argument("--data", nargs="+", type=Path, required=True,
                    help="dataset directories (from `record`, the checkpoint's game and motion)")
     p.add_argument("--out", type=Path, required=True, help="where the checkpoint with its table is written")
+    p.add_argument("--spawn", action="store_true",
+                   help="also count the collectibles new ground shows (world/spawn.py: a code whose walked-onto steps "
+                        "paid, placed where a move brings unknown ground into view, at the rate the recordings show "
+                        "one beside the tile next to it); sets game.spawn and turns the tile map on, whose places "
+                        "they are kept at")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_passability)
 
@@ -221,7 +226,10 @@ def _run_passability(args) -> int:
     from world.train_config import TrainConfig
 
     # CheckpointError / FileNotFoundError / ValueError (no codebook, smooth motion): one line each
-    model, _, _ = WorldModel.warm_start(args.checkpoint, {"game": {"passability": True}})
+    overrides = {"game": {"passability": True}}
+    if args.spawn:
+        overrides = {"game": {"passability": True, "spawn": True}, "sampler": {"tile_map": True}}
+    model, _, _ = WorldModel.warm_start(args.checkpoint, overrides)
     _check_motion(TrainConfig(init_from=args.checkpoint), args.data)
     shards = [str(p) for d in args.data for p in list_shards(d)]
     episodes = tqdm(whole_episodes(shards), total=len(shards), desc="episodes", disable=args.no_progress)
@@ -231,6 +239,9 @@ def _run_passability(args) -> int:
     print(f"passability counted over {counted['move_steps']} move steps of {len(shards)} episodes "
           f"({counted['blocked_share']:.1%} blocked): {counted['codes_blocked']} of "
           f"{len(model.passability.blocked)} codes stop a move")
+    if model.spawn is not None:
+        print(f"spawn: {counted['paid_share']:.2%} of the move steps paid; {counted['collectibles']} collectible "
+              f"codes placed, next to a tile at {counted['spawn_rate_mean']:.2%} on average")
     model.save(args.out)
     print(f"-> {args.out}")
     return 0

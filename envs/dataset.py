@@ -178,13 +178,15 @@ def collate_clips(items: list[dict]) -> dict:
 
 def whole_episodes(shards: Sequence[str]) -> Iterator[dict]:
     """Every recorded episode once, as a batch of one clip (frames uint8 [1, T + 1, R, R, 3],
-    actions / terminated [1, T + 1] with the missing step out of the last frame NOOP, positions
-    [1, T + 1, 2]): what a count over all the recordings reads (world/passability.py)."""
+    actions / terminated / rewards [1, T + 1] with the missing step out of the last frame NOOP,
+    positions [1, T + 1, 2]): what a count over all the recordings reads (world/passability.py,
+    world/spawn.py)."""
     for path in shards:
         ep = load_episode(path)  # in memory, one episode at a time
         pad = lambda x: torch.from_numpy(np.concatenate([x, np.zeros(1, x.dtype)]))[None]  # noqa: E731
         yield {"frames": torch.from_numpy(ep.frames)[None], "actions": pad(ep.actions),
-               "terminated": pad(ep.terminated), "positions": torch.from_numpy(ep.positions)[None]}
+               "terminated": pad(ep.terminated), "rewards": pad(ep.rewards),
+               "positions": torch.from_numpy(ep.positions)[None]}
 
 
 def clip_batches(shards: Sequence[str], seed: int = 0, rank: int = 0, world_size: int = 1):

@@ -34,13 +34,14 @@ def test_count_takes_the_code_walked_onto_and_whether_the_player_stayed():
     clip = {"frames": frames,
             "actions": torch.tensor([[RIGHT, RIGHT, NOOP, UP, DOWN, RIGHT]]),
             "positions": torch.tensor([[[0, 0], [8, 0], [8, 0], [8, 0], [8, 0], [8, 8]]]),
-            "terminated": torch.tensor([[0, 0, 0, 1, 0, 0]])}
+            "terminated": torch.tensor([[0, 0, 0, 1, 0, 0]]),
+            "rewards": torch.tensor([[1.0, 0, 0, 0, 0, 0]])}
     moves = [4, 1, 7, 3, 5, 4, 4, 4]
-    codes, blocked = count(model.tokenizer, clip, moves, player, grid)
+    codes, blocked, paid, idx = count(model.tokenizer, clip, moves, player, grid)
     # steps 0 (walked), 1 (blocked), 4 (walked); NOOP, the step that ended the episode and the
     # clip's last action (no next frame) are not counted
-    assert blocked.tolist() == [False, True, False]
-    idx = codebook.nearest(model.tokenizer.encode(frames[0, [0, 1, 4]]), model.tokenizer.codebook)
+    assert blocked.tolist() == [False, True, False] and paid.tolist() == [True, False, False]
+    assert torch.equal(idx, codebook.nearest(model.tokenizer.encode(frames[0, [0, 1, 4]]), model.tokenizer.codebook))
     assert torch.equal(codes, target_codes(idx, torch.tensor([5, 5, 7]), player, grid))
 
 
@@ -117,6 +118,12 @@ def test_cli_counts_a_recording_into_a_checkpoint(tmp_path, capsys):
     model = WorldModel.load(out)
     assert model.cfg.game.passability and torch.isfinite(model.passability.blocked).all()
     assert ((model.passability.blocked >= 0) & (model.passability.blocked <= 1)).all()
+    assert main(["passability", "--checkpoint", str(ck), "--data", str(data), "--out", str(out), "--spawn",
+                 "--no-progress"]) == 0
+    assert "collectible codes placed" in capsys.readouterr().out
+    model = WorldModel.load(out)
+    assert model.cfg.game.spawn and model.cfg.sampler.tile_map
+    assert ((model.spawn.rate >= 0) & (model.spawn.rate <= 1)).all() and (model.spawn.code >= 0).all()
     assert main(["passability", "--checkpoint", str(tmp_path / "nothing"), "--data", str(data),
                  "--out", str(out)]) == 2
     assert main(["passability", "--checkpoint", str(ck), "--data", str(tmp_path / "no_data"), "--out", str(out)]) == 2

@@ -369,6 +369,11 @@ class GameConfig:
     (world/passability.py; `echo-infinity passability` adds it to a checkpoint, `train` fills it
     for a model that has it): with `sampler.snap`, a move key whose target tile blocks keeps the
     camera."""
+    spawn: bool = False
+    """The checkpoint carries a table of the collectibles new ground shows, counted from its
+    recordings (world/spawn.py; filled where the passability table is): with `sampler.tile_map`, a
+    token a move brings into view that the map does not know becomes a collectible (a gem) at the
+    rate the recordings show one next to the tile beside it."""
 
     def fixed_tokens(self, grid: int) -> list[int]:
         """Token indices (row-major on the grid x grid token grid) drawn in the same place
@@ -384,6 +389,7 @@ class GameConfig:
         _check(self.motion in MOTIONS, "game.motion", self.motion, f"must be one of {MOTIONS}")
         _check(self.view_pixels > 0, "game.view_pixels", self.view_pixels, "must be > 0")
         _check(isinstance(self.passability, bool), "game.passability", self.passability, "must be true or false")
+        _check(isinstance(self.spawn, bool), "game.spawn", self.spawn, "must be true or false")
 
 
 @dataclass
@@ -414,6 +420,8 @@ class ModelConfig:
         _check(not self.game.passability or (self.tokenizer.codebook_size > 0 and self.game.motion == "tile"),
                "game.passability", self.game.passability,
                "needs a codebook (tokenizer.codebook_size > 0) and game.motion 'tile' (a move walks onto one token)")
+        _check(not self.game.spawn or (self.game.passability and self.sampler.tile_map), "game.spawn", self.game.spawn,
+               "needs game.passability (counted with its table) and sampler.tile_map (the places new ground lies at)")
         n = len(GAME_ACTIONS[self.game.env])
         _check(self.dit.num_actions >= n, "dit.num_actions", self.dit.num_actions,
                f"must cover game.env {self.game.env!r}'s {n} actions")

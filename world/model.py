@@ -34,6 +34,7 @@ from .memory import build_policy
 from .passability import Passability
 from .prev_frame import CENTRE
 from .rope import RopeRecipe, Rotary3D, apply_rope
+from .spawn import Spawn
 from .state import NEVER, WorldState
 from .text import PromptEmbedding
 from .tokenizer import FrameTokenizer
@@ -191,6 +192,7 @@ class WorldModel(nn.Module):
         recipe = RopeRecipe(m.rope, m.sink_frames, m.memory_frames, self.policy.ring_frames + m.chunk_frames)
         self.rotary = Rotary3D(cfg, recipe)
         self.passability = Passability(cfg.tokenizer.codebook_size) if cfg.game.passability else None
+        self.spawn = Spawn(cfg.tokenizer.codebook_size) if cfg.game.spawn else None
 
     # -- state ------------------------------------------------------------------
 
@@ -481,7 +483,8 @@ class WorldModel(nn.Module):
         pass's hidden states [B, c, N, D], the tokens the gate copies are their neighbour's
         previous code exactly (world/copy_gate.py); with it and `sampler.tile_map`, the tokens a
         move brings into view take the code the world showed at their place (world/tile_map.py;
-        action int64 [B, c], the keys, says the move where the frame cannot); with
+        action int64 [B, c], the keys, says the move where the frame cannot), and with
+        `game.spawn` those the map does not know may become a collectible (world/spawn.py); with
         `game.passability`, a move key whose target tile blocks keeps the camera: every token but
         the fixed ones keeps its previous code in place (world/passability.py).
 
@@ -533,7 +536,8 @@ class WorldModel(nn.Module):
     def _recall(self, state: WorldState, snapped: torch.Tensor, choice: torch.Tensor, prev: torch.Tensor,
                 prev_idx: torch.Tensor, move: torch.Tensor | None) -> torch.Tensor:
         """`sampler.tile_map`: the tokens each frame of the chunk [B, c, N, C] brings into view take
-        the code the world showed at their place (world/tile_map.py). choice [B, c, N] the copy
+        the code the world showed at their place (world/tile_map.py), or, with `game.spawn`, where it
+        showed nothing, a collectible at the counted rate (world/spawn.py). choice [B, c, N] the copy
         gate's; prev [B, N, C] the previous frame's codes, prev_idx [B, N] their indices; move
         int64 [B, c] the neighbour index of the move each key asks for (None: no move asked)."""
         grid, book = self.cfg.tokenizer.grid_size, self.tokenizer.codebook
@@ -543,7 +547,12 @@ class WorldModel(nn.Module):
         key_move = torch.full((B, c), CENTRE, dtype=torch.long, device=choice.device) if move is None else move
         frames = []
         for i in range(snapped.shape[1]):
+            origin = state.tile_map["origin"].clone()
             held = tile_map.update(state.tile_map, prev, prev_idx, choice[:, i], key_move[:, i], fresh, grid, fixed)
+            if self.spawn is not None:  # collectibles in the new ground the map does not know (world/spawn.py)
+                new, pos = tile_map.entered(state.tile_map, origin, fresh, grid, fixed)
+                seeds = torch.tensor([g.initial_seed() for g in state.generators], device=pos.device)
+                held = self.spawn.place(held, new & (choice[:, i] == copy_gate.DRAW), prev_idx, seeds, pos)
             frames.append(torch.where((held >= 0)[..., None], book[held.clamp(min=0)], snapped[:, i]))
             if i + 1 < snapped.shape[1]:  # the chunk's next frame reads this one as its previous
                 prev, fresh = frames[-1], torch.zeros_like(fresh)

@@ -22,6 +22,8 @@ found); docs/RESULTS.md, twenty-fifth session.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 
@@ -75,19 +77,28 @@ def target_codes(idx: torch.Tensor, move: torch.Tensor, player: int, grid: int) 
     return idx.gather(1, walked_onto(move, player, grid)[:, None])[:, 0]
 
 
+class Counted(NamedTuple):
+    """The recorded move steps of some clips (`count`), S of them."""
+
+    walked: torch.Tensor  # int64 [S] the code on the tile walked onto
+    blocked: torch.Tensor  # bool [S] the recorded position did not change
+    paid: torch.Tensor  # bool [S] the step paid a reward (world/spawn.py)
+    frames: torch.Tensor  # int64 [S, N] the code indices of the frames moved from
+
+
 @torch.no_grad()
-def count(tokenizer, clips: dict, moves: list[int], player: int, grid: int,
-          device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def count(tokenizer, clips: dict, moves: list[int], player: int, grid: int, device="cpu") -> Counted:
     """Tally the recorded move steps of a batch of clips as `world.train.Batches` yields them (frames
-    uint8 [b, T, H, W, 3], actions [b, T], positions [b, T, 2], terminated [b, T]; action t leads
-    from frame t to t + 1), moves the neighbour index of each action slot -> (codes int64 [S] walked
-    onto, blocked bool [S]: the recorded position did not change). A step that ended the episode
-    is left out (a hazard, not an obstacle)."""
+    uint8 [b, T, H, W, 3], actions [b, T], positions [b, T, 2], terminated [b, T], rewards [b, T];
+    action t leads from frame t to t + 1), moves the neighbour index of each action slot. A step
+    that ended the episode is left out (a hazard, not an obstacle)."""
     act, pos = clips["actions"][:, :-1].long(), clips["positions"]  # the last action has no next frame here
     mv = torch.tensor(moves)[act]  # [b, T - 1]
     keep = (mv != CENTRE) & ~clips["terminated"][:, :-1].bool()
     if not keep.any():
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool)
+        none = torch.zeros(0, dtype=torch.long)
+        return Counted(none, none.bool(), none.bool(), torch.zeros(0, grid * grid, dtype=torch.long))
     frames = clips["frames"][:, :-1][keep]  # [S, H, W, 3]
     idx = codebook.nearest(tokenizer.encode(frames.to(device)), tokenizer.codebook).cpu()  # [S, N]
-    return target_codes(idx, mv[keep], player, grid), (pos[:, 1:] == pos[:, :-1]).all(-1)[keep]
+    return Counted(target_codes(idx, mv[keep], player, grid), (pos[:, 1:] == pos[:, :-1]).all(-1)[keep],
+                   clips["rewards"][:, :-1][keep] > 0, idx)

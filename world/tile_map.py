@@ -131,3 +131,16 @@ def update(maps: dict[str, torch.Tensor], prev: torch.Tensor, prev_codes: torch.
     return torch.where(known, held, torch.full_like(held, -1))
 
 
+
+def entered(maps: dict[str, torch.Tensor], origin_before: torch.Tensor, fresh: torch.Tensor, grid: int,
+            fixed: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """After `update`: bool [B, N] the tokens that came into view from beyond the frame (not from
+    under a fixed token) with the camera's move, int64 [B, N, 2] every token's world position.
+    origin_before int64 [B, 2] the maps' origin before that update, fresh bool [B] the worlds that
+    update started afresh (nothing entered)."""
+    rc, has_neighbour, movable, _ = layout(grid, origin_before.device, tuple(fixed))
+    origin = maps["origin"]
+    step = origin - origin_before  # [B, 2]
+    one = (step != 0).any(-1) & ~fresh  # [B]
+    k = ((step[:, 0] + 1) * 3 + step[:, 1] + 1).clamp(0, NEIGHBOURS - 1)  # the camera's move
+    return ~has_neighbour[k] & movable[None] & one[:, None], origin[:, None] + rc

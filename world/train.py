@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import codebook, copy_gate, passability, precision, sampler
+from . import codebook, copy_gate, passability, precision, sampler, spawn
 from .actions import MOVES, move_neighbours
 from .checkpoint import CheckpointError, read_safetensors
 from .config import GameConfig, from_preset
@@ -479,7 +479,7 @@ class Trainer:
             if cfg.model:  # ... in a changed architecture: shared weights carried over, new ones fresh
                 self.model, fresh, dropped = WorldModel.warm_start(cfg.init_from, cfg.model, self.device)
                 warm = {"event": "warm_start", "fresh": fresh, "dropped": dropped}
-                self.passability_due = "passability.blocked" in fresh  # a new table: counted before stage 2
+                self.passability_due = bool({"passability.blocked", "spawn.rate"} & set(fresh))  # new tables: counted before stage 2
             else:
                 self.model = WorldModel.load(cfg.init_from, device=self.device)
             self.done.update(tokenizer=cfg.tok_steps, stage1=cfg.s1_steps)
@@ -780,20 +780,29 @@ def fit_codebook(tokenizer, batches: Batches, frames: int, iters: int, seed: int
 
 @torch.no_grad()
 def fit_passability(model: WorldModel, episodes: Iterable[dict], device="cpu") -> dict:
-    """Fill `model.passability` in place from every move step of `episodes` (each a batch of
-    clips, as envs.dataset.whole_episodes yields them; world/passability.py)
-    -> {"move_steps", "blocked_share", "codes_blocked"}."""
+    """Fill `model.passability` (and `model.spawn`, where the model has one) in place from every
+    move step of `episodes` (each a batch of clips, as envs.dataset.whole_episodes yields them;
+    world/passability.py, world/spawn.py) -> {"move_steps", "blocked_share", "codes_blocked"}
+    (and "paid_share", "collectibles", "spawn_rate_mean")."""
     game, grid = model.cfg.game, model.cfg.tokenizer.grid_size
     moves = move_neighbours(game.env, model.cfg.dit.num_actions)
-    codes, blocked = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.bool)]
+    K = model.cfg.tokenizer.codebook_size
+    parts, pairs = [], torch.zeros(K, K, dtype=torch.long) if model.spawn is not None else None
     for clips in episodes:
-        c, b = passability.count(model.tokenizer, clips, moves, game.fixed_tokens(grid)[0], grid, device)
-        codes.append(c)
-        blocked.append(b)
-    codes, blocked = torch.cat(codes), torch.cat(blocked)
-    table = model.passability.fit(codes, blocked, model.tokenizer.codebook.cpu()).blocked
-    return {"move_steps": len(codes), "blocked_share": float(blocked.float().mean()) if len(codes) else 0.0,
-            "codes_blocked": int((table > passability.THRESHOLD).sum())}
+        counted = passability.count(model.tokenizer, clips, moves, game.fixed_tokens(grid)[0], grid, device)
+        parts.append(counted[:3])
+        if pairs is not None:
+            pairs += spawn.neighbour_pairs(counted.frames, grid, K)
+    walked, blocked, paid = (torch.cat(p) for p in zip(*parts)) if parts else (torch.zeros(0, dtype=torch.long),) * 3
+    book = model.tokenizer.codebook.cpu()
+    table = model.passability.fit(walked, blocked.bool(), book).blocked
+    out = {"move_steps": len(walked), "blocked_share": float(blocked.float().mean()) if len(walked) else 0.0,
+           "codes_blocked": int((table > passability.THRESHOLD).sum())}
+    if pairs is not None:
+        model.spawn.fit(walked, paid.bool(), pairs, book)
+        out.update(paid_share=float(paid.float().mean()) if len(walked) else 0.0,
+                   collectibles=model.spawn.collectibles(), spawn_rate_mean=float(model.spawn.rate.mean()))
+    return out
 
 
 def tune_decoder(tokenizer, batches: Batches, steps: int, lr: float, snap_share: float, seed: int,
