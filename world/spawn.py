@@ -54,11 +54,12 @@ class Spawn(nn.Module):
         n = torch.bincount(walked, minlength=K).double()
         p = torch.bincount(walked, weights=paid.double(), minlength=K)
         collectible = (n > 0) & (p[pool].sum(1) > PAID * n[pool].sum(1))  # [K]
-        pairs = pairs.double()
-        next_to = pairs[:, collectible]  # [K, collectibles]
-        self.rate.copy_((next_to.sum(1) / pairs.sum(1).clamp(min=1)).float())
-        best = next_to.argmax(1) if collectible.any() else torch.zeros(K, dtype=torch.long)
-        self.code.copy_(collectible.nonzero().flatten()[best] if collectible.any() else best)
+        self.rate.zero_()
+        self.code.zero_()
+        if collectible.any():
+            next_to = pairs.double()[:, collectible]  # [K, collectibles]
+            self.rate.copy_((next_to.sum(1) / pairs.sum(1).clamp(min=1)).float())
+            self.code.copy_(collectible.nonzero().flatten()[next_to.argmax(1)])
         return self
 
     def collectibles(self) -> int:

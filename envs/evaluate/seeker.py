@@ -8,12 +8,12 @@ random move) and otherwise keeps walking straight, turning now and then. It play
 and the dream from the same start frame and seed, `seeker_steps` steps each (an episode ends at
 a hazard in the teacher, where the done head passes 0.5 in the dream, as in World-v0):
 
-- `teacher_reward_per_1000` / `dream_reward_per_1000`: gems collected per 1,000 steps played;
-- `share`: the dream's over the teacher's, the ceiling of what an agent trained in World-v0
-  learns to collect (issue 17 asks 70% of the teacher-trained agent's gems);
-- `dream_paid_on_gem_share`: of the dream's rewards, those paid for a step onto a cell its
-  frame showed as a gem; `dream_gem_stepons_paid`: of its steps onto a shown gem, those paid;
-- `dream_gem_frames` / `teacher_gem_frames`: the share of frames where the seeker saw a gem.
+- `teacher` / `dream`: {steps, rewards, `reward_per_1000` (gems collected per 1,000 steps played),
+  `gem_frames` (the share of frames where the seeker saw a gem), `paid_on_gem_share` (of the
+  rewards, those paid for a step onto a cell the frame showed as a gem), `gem_stepons_paid` (of
+  the steps onto a shown gem, those paid)};
+- `share`: the dream's gems per step over the teacher's, the ceiling of what an agent trained in
+  World-v0 learns to collect (issue 17 asks 70% of the teacher-trained agent's gems).
 
 A gem the dream gives back when the player steps off it (the tile map once did) shows here as a
 dream paying far more than the teacher. Teacher game, tile-step motion only (a cell is a tile).
