@@ -546,12 +546,13 @@ class WorldModel(nn.Module):
         B, c = choice.shape[:2]
         key_move = torch.full((B, c), CENTRE, dtype=torch.long, device=choice.device) if move is None else move
         frames = []
+        if self.spawn is not None:  # each world's seed: where its collectibles lie (world/spawn.py)
+            seeds = torch.tensor([g.initial_seed() % 2**32 for g in state.generators], device=choice.device)
         for i in range(snapped.shape[1]):
             origin = state.tile_map["origin"].clone()
             held = tile_map.update(state.tile_map, prev, prev_idx, choice[:, i], key_move[:, i], fresh, grid, fixed)
             if self.spawn is not None:  # collectibles in the new ground the map does not know (world/spawn.py)
                 new, pos = tile_map.entered(state.tile_map, origin, fresh, grid, fixed)
-                seeds = torch.tensor([g.initial_seed() % 2**32 for g in state.generators], device=pos.device)
                 held = self.spawn.place(held, new & (choice[:, i] == copy_gate.DRAW), prev_idx, seeds, pos)
             frames.append(torch.where((held >= 0)[..., None], book[held.clamp(min=0)], snapped[:, i]))
             if i + 1 < snapped.shape[1]:  # the chunk's next frame reads this one as its previous

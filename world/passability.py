@@ -52,7 +52,7 @@ class Passability(nn.Module):
         K = len(book)
         n = torch.bincount(codes, minlength=K).double()
         b = torch.bincount(codes, weights=blocked.double(), minlength=K)
-        pool = torch.cdist(book.double(), book.double()).topk(min(POOL, K), largest=False).indices  # [K, POOL]
+        pool = look_alikes(book)  # [K, POOL]
         self.blocked.copy_((b[pool].sum(1) / (n[pool].sum(1) + PRIOR)).float())
         return self
 
@@ -62,6 +62,12 @@ class Passability(nn.Module):
         move walks onto a code that blocks it (the camera stays)."""
         code = prev_idx.gather(1, walked_onto(move, player, grid))
         return (move != CENTRE) & (self.blocked[code] > THRESHOLD)
+
+
+def look_alikes(book: torch.Tensor) -> torch.Tensor:
+    """book [K, C] the codebook -> int64 [K, POOL]: each code and its nearest codes, the pool a
+    count per code is shared over (a tile's look-alike variants)."""
+    return torch.cdist(book.double(), book.double()).topk(min(POOL, len(book)), largest=False).indices
 
 
 def walked_onto(move: torch.Tensor, player: int, grid: int) -> torch.Tensor:

@@ -26,10 +26,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .passability import look_alikes
 from .prev_frame import offset
 
-POOL = 4
-"""Codes pooled per estimate, as world/passability.py: the code itself and its 3 nearest."""
 PAID = 0.5
 """A code whose walked-onto steps paid more often than this is a collectible."""
 _MASK32 = 0xFFFFFFFF
@@ -50,7 +49,7 @@ class Spawn(nn.Module):
         step paid; pairs int64 [K, K] how often code b lay next to code a (`neighbour_pairs`); book
         [K, C] the codebook -> self, filled in place."""
         K = len(book)
-        pool = torch.cdist(book.double(), book.double()).topk(min(POOL, K), largest=False).indices  # [K, POOL]
+        pool = look_alikes(book)  # [K, POOL], pooled as passability pools
         n = torch.bincount(walked, minlength=K).double()
         p = torch.bincount(walked, weights=paid.double(), minlength=K)
         collectible = (n > 0) & (p[pool].sum(1) > PAID * n[pool].sum(1))  # [K]

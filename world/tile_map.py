@@ -141,6 +141,6 @@ def entered(maps: dict[str, torch.Tensor], origin_before: torch.Tensor, fresh: t
     rc, has_neighbour, movable, _ = layout(grid, origin_before.device, tuple(fixed))
     origin = maps["origin"]
     step = origin - origin_before  # [B, 2]
-    one = (step != 0).any(-1) & ~fresh  # [B]
+    moved = (step != 0).any(-1) & ~fresh  # [B]
     k = ((step[:, 0] + 1) * 3 + step[:, 1] + 1).clamp(0, NEIGHBOURS - 1)  # the camera's move
-    return ~has_neighbour[k] & movable[None] & one[:, None], origin[:, None] + rc
+    return ~has_neighbour[k] & movable[None] & moved[:, None], origin[:, None] + rc

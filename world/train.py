@@ -790,7 +790,7 @@ def fit_passability(model: WorldModel, episodes: Iterable[dict], device="cpu") -
     parts, pairs = [], torch.zeros(K, K, dtype=torch.long) if model.spawn is not None else None
     for clips in episodes:
         counted = passability.count(model.tokenizer, clips, moves, game.fixed_tokens(grid)[0], grid, device)
-        parts.append(counted[:3])
+        parts.append((counted.walked, counted.blocked, counted.paid))
         if pairs is not None:
             pairs += spawn.neighbour_pairs(counted.frames, grid, K)
     walked, blocked, paid = (torch.cat(p) for p in zip(*parts)) if parts else (torch.zeros(0, dtype=torch.long),) * 3

@@ -19,6 +19,7 @@ RANGE_SEED_BASE = 80_000
 SECTIONS = ("fidelity", "revisit", "adherence", "stability", "ablations", "heads")
 MEMORY_POLICIES = ("window", "sink", "compress", "evolving")
 PSNR_CAP = 100.0
+EVENT_THRESHOLD = 0.5  # a reward head value or done probability above it is an event (as World-v0 ends one)
 NOOP = 0  # teacher actions: NOOP UP DOWN LEFT RIGHT USE
 TEACHER_ACTIONS = 6
 MOVE = {"UP": 1, "DOWN": 2, "LEFT": 3, "RIGHT": 4}

@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import EvalConfig, Game
+from .config import EVENT_THRESHOLD, EvalConfig, Game
 from .content import stepped_onto
 from .rollouts import model_rollout, teacher_forced, teacher_run
 from .seeker import eval_seeker
 
 MATCH_FRAMES = 1
-EVENT_THRESHOLD = 0.5  # a reward head value or done probability above this is an event
 
 
 def _near(events: np.ndarray, alive: np.ndarray) -> np.ndarray:

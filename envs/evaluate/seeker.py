@@ -26,13 +26,12 @@ import torch
 
 from world.actions import DOWN, LEFT, MOVES, RIGHT, UP
 
-from .config import EvalConfig, Game
+from .config import EVENT_THRESHOLD, EvalConfig, Game
 from .content import atlas_classes, cell_match, tile_threshold
 
 LOOSE_DB = 6.0
 """A cell within tile_threshold - LOOSE_DB dB of the gem tile counts as a gem: a gem the dream
 draws a little off still draws the seeker to it."""
-DONE_AT = 0.5  # a reward above it is a pickup; a done probability above it ends a dream (envs.world_env)
 TURN_PROB = 0.1  # chance per step of a new straight-walk direction when no gem is in sight
 STEP = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
 
@@ -87,7 +86,7 @@ class GemSeeker:
 def _summary(reward: np.ndarray, onto: np.ndarray, saw: np.ndarray, alive: np.ndarray) -> dict:
     """A run's record (`_blank`, each [B, T]) -> its figures."""
     steps = int(alive.sum())
-    paid = (reward > DONE_AT) & alive  # a classifier head pays 1, a regressed one its value
+    paid = (reward > EVENT_THRESHOLD) & alive  # a classifier head pays 1, a regressed one its value
     stepons = onto & alive
     return {"steps": steps, "rewards": int(paid.sum()),
             "reward_per_1000": 1000.0 * float(paid.sum()) / max(steps, 1),
@@ -130,7 +129,7 @@ def _teacher(game: Game, seeds: list[int], T: int, tile: int):
 
 def _dream(model, prompts: list, seeds: list[int], firsts: np.ndarray, styles: list, T: int, tile: int, steps):
     """The seeker in the model's worlds, all in one batch; a world ends where the done head
-    passes DONE_AT (as World-v0's episodes do)."""
+    passes EVENT_THRESHOLD (0.5, as World-v0's episodes do)."""
     B, R = len(seeds), firsts.shape[1]
     rec = _blank(B, T)
     state = model.init_state(B, prompts, list(seeds), first_frame=torch.from_numpy(firsts))
@@ -147,7 +146,7 @@ def _dream(model, prompts: list, seeds: list[int], firsts: np.ndarray, styles: l
         rec["reward"][:, t] = np.where(live, out.reward.numpy(), 0.0)
         for b in np.nonzero(live)[0]:
             agents[b].observe(frames[b], nxt[b], int(acts[b]))
-        live = live & (out.done_prob.numpy() <= DONE_AT)
+        live = live & (out.done_prob.numpy() <= EVENT_THRESHOLD)
         frames = nxt
         if not live.any():
             break
