@@ -39,7 +39,7 @@ test-all: $(STAMP)
 # frozen world (25 CPU-minutes; eighteenth session), and the passability table is counted from the
 # recordings (which tiles stop a move; world/passability.py, twenty-fifth session; ~4 CPU-minutes)
 # with the collectibles new ground shows (--spawn, world/spawn.py, twenty-sixth session; it turns the
-# tile map on).
+# tile map on) and the tiles that end an episode (--hazards, twenty-seventh session).
 # About 500 CPU-minutes in all. Re-running resumes
 # (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
@@ -84,7 +84,7 @@ train: $(STAMP)
 		--model '{"dit": {"copy_gate": true}}' --s2-train gate --s2-lr 1e-3 --threads 1 --s2-steps 3000 \
 		--s2-cpu-minutes 25 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
 	$(VENV)/bin/echo-infinity passability --checkpoint $(TRAIN_OUT)-gate --data $(TRAIN_DATA) data/slips \
-		--spawn --out $(TRAIN_OUT)-pass
+		--spawn --hazards --out $(TRAIN_OUT)-pass
 	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-pass/model.safetensors $(TRAIN_OUT)-pass/config.json checkpoints/tiny/
 
 # Issue 18: a world model of Crafter (envs/crafter.py: 64x64, one 8-px tile per token, 17 actions).

@@ -213,6 +213,9 @@ def _add_passability(sub) -> None:
                         "paid, placed where a move brings unknown ground into view, at the rate the recordings show "
                         "one beside the tile next to it); sets game.spawn and turns the tile map on, whose places "
                         "they are kept at")
+    p.add_argument("--hazards", action="store_true",
+                   help="also count which tiles end an episode when walked onto (world/passability.py); sets "
+                        "game.hazards: a move onto one ends the episode, where the done head misses it")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_passability)
 
@@ -226,9 +229,11 @@ def _run_passability(args) -> int:
     from world.train_config import TrainConfig
 
     # CheckpointError / FileNotFoundError / ValueError (no codebook, smooth motion): one line each
-    overrides = {"game": {"passability": True}}
+    overrides = {"game": {"passability": True}}  # a table the checkpoint has stays; a flag adds one
     if args.spawn:
         overrides = {"game": {"passability": True, "spawn": True}, "sampler": {"tile_map": True}}
+    if args.hazards:
+        overrides["game"]["hazards"] = True
     model, _, _ = WorldModel.warm_start(args.checkpoint, overrides)
     _check_motion(TrainConfig(init_from=args.checkpoint), args.data)
     shards = [str(p) for d in args.data for p in list_shards(d)]
@@ -239,6 +244,9 @@ def _run_passability(args) -> int:
     print(f"passability counted over {counted['move_steps']} move steps of {len(shards)} episodes "
           f"({counted['blocked_share']:.1%} blocked): {counted['codes_blocked']} of "
           f"{len(model.passability.blocked)} codes stop a move")
+    if model.passability.ends is not None:
+        print(f"hazards: {counted['ended_share']:.2%} of the move steps ended the episode; {counted['codes_ending']} "
+              f"codes end one")
     if model.spawn is not None:
         print(f"spawn: {counted['paid_share']:.2%} of the move steps paid; {counted['collectibles']} collectible "
               f"codes placed, next to a tile at {counted['spawn_rate_mean']:.2%} on average")

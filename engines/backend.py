@@ -166,6 +166,7 @@ class GraphBackend:
                 v = sampler.guide(v.clone(), self.run_step(x, tt, action, state, ctx, uncond=True)[0], g)
             x = x + (t_next - t) * v
         x0 = model.snap(x, state, hidden, action)
+        hazard = model.walks_into_hazard(state, action)  # before commit, as WorldModel.step_latents
         # commit: context pass, evictions into memory, in-place cache write, the previous frame
         t_c = cfg.sampler.context_noise
         level = torch.full((B,), t_c, device=dev)  # [B]
@@ -188,7 +189,7 @@ class GraphBackend:
         state.prev_latent = x_c[:, -1].contiguous()  # [B, N, C]
         state.prev_level = level
         state.prev_clean = x0[:, -1].contiguous()
-        return x0, reward, done
+        return x0, reward, model.hazard_done(done, hazard)
 
     @torch.no_grad()
     def decode_float(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -37,12 +37,31 @@ def test_count_takes_the_code_walked_onto_and_whether_the_player_stayed():
             "terminated": torch.tensor([[0, 0, 0, 1, 0, 0]]),
             "rewards": torch.tensor([[1.0, 0, 0, 0, 0, 0]])}
     moves = [4, 1, 7, 3, 5, 4, 4, 4]
-    codes, blocked, paid, idx = count(model.tokenizer, clip, moves, player, grid)
-    # steps 0 (walked), 1 (blocked), 4 (walked); NOOP, the step that ended the episode and the
-    # clip's last action (no next frame) are not counted
-    assert blocked.tolist() == [False, True, False] and paid.tolist() == [True, False, False]
-    assert torch.equal(idx, codebook.nearest(model.tokenizer.encode(frames[0, [0, 1, 4]]), model.tokenizer.codebook))
-    assert torch.equal(codes, target_codes(idx, torch.tensor([5, 5, 7]), player, grid))
+    codes, blocked, paid, ended, idx = count(model.tokenizer, clip, moves, player, grid)
+    # steps 0 (walked), 1 (blocked), 3 (ended the episode), 4 (walked); NOOP and the clip's last
+    # action (no next frame) are not counted
+    # (the ended step's position did not change either: fit leaves it out of the blocking odds)
+    assert blocked.tolist() == [False, True, True, False] and paid.tolist() == [True, False, False, False]
+    assert ended.tolist() == [False, False, True, False]
+    assert torch.equal(idx, codebook.nearest(model.tokenizer.encode(frames[0, [0, 1, 3, 4]]), model.tokenizer.codebook))
+    assert torch.equal(codes, target_codes(idx, torch.tensor([5, 5, 1, 7]), player, grid))
+
+
+def test_the_hazard_table_counts_the_steps_that_ended_and_they_say_nothing_about_blocking():
+    book = torch.arange(8).float()[:, None] * 10
+    codes = torch.tensor([2, 2, 2, 6, 6, 6])
+    blocked = torch.tensor([False, False, True, False, False, False])  # the ended steps' positions say nothing
+    ended = torch.tensor([True, True, True, False, False, False])
+    table = Passability(8, hazards=True).fit(codes, blocked, book, ended)
+    assert table.ends[2] == pytest.approx(3 / 3.5) and table.blocked[2] == 0
+    assert table.ends[6] == 0 and Passability(8).ends is None
+    prev = torch.tensor([[6, 2, 6]])  # a 1 x 3 strip: the player at token 1 never stands on an edge
+    move = torch.tensor([[5, 3, 4]])  # RIGHT (onto 6), LEFT (onto 6), in place
+    assert not table.hazard(prev, move, 1, 3).any()
+    prev = torch.tensor([[2, 6, 2]])
+    assert table.hazard(prev, move, 1, 3).tolist() == [[True, True, False]]
+    table.blocked[2] = 1.0  # a tile that blocks is never walked into
+    assert not table.hazard(prev, move, 1, 3).any()
 
 
 def passable(gate: bool) -> WorldModel:
@@ -79,6 +98,32 @@ def test_a_move_into_a_blocking_tile_keeps_the_camera(gate):
     assert not torch.equal(slid[others], before[others])
     for action in (LEFT, NOOP):
         assert torch.equal(step_after_a_wall(model, action, True)[1], step_after_a_wall(model, action, False)[1])
+
+
+def test_a_step_onto_a_hazard_ends_the_episode_whatever_the_head_says():
+    """Code 0 right of the player ends episodes: RIGHT's done probability is 1, LEFT's the head's
+    (as without the table), and the table changes no frame."""
+    model = passable(gate=False)
+    model = WorldModel(model.cfg.replace(game={"hazards": True})).eval().randomize_(seed=1)
+    grid = model.cfg.tokenizer.grid_size
+    player = model.cfg.game.fixed_tokens(grid)[0]
+    book = model.tokenizer.codebook
+
+    def done_after(action: int, hazard: bool) -> tuple[float, torch.Tensor]:
+        state = model.init_state(1, seed=5)
+        model.step(state, torch.tensor([RIGHT]))
+        state.prev_clean[0, player + 1], state.prev_clean[0, player - 1] = book[0], book[1]
+        with torch.no_grad():
+            model.passability.ends.zero_()[0] = float(hazard)
+        out = model.step(state, torch.tensor([action]))
+        return float(out.done_prob[0]), out.frame
+
+    assert done_after(RIGHT, True)[0] == pytest.approx(1.0)
+    head, frame = done_after(RIGHT, False)
+    assert head < 0.99 and torch.equal(frame, done_after(RIGHT, True)[1])
+    assert done_after(LEFT, True)[0] == pytest.approx(done_after(LEFT, False)[0])
+    with pytest.raises(ValueError, match="game.hazards"):
+        from_preset("tiny", game={"hazards": True})  # no passability table to count it with
 
 
 def test_without_the_table_nothing_is_kept_and_a_checkpoint_without_it_is_refused(tmp_path):
@@ -122,8 +167,14 @@ def test_cli_counts_a_recording_into_a_checkpoint(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert "collectible codes placed" in capsys.readouterr().out
     model = WorldModel.load(out)
-    assert model.cfg.game.spawn and model.cfg.sampler.tile_map
+    assert model.cfg.game.spawn and model.cfg.sampler.tile_map and not model.cfg.game.hazards
     assert ((model.spawn.rate >= 0) & (model.spawn.rate <= 1)).all() and (model.spawn.code >= 0).all()
+    assert main(["passability", "--checkpoint", str(out), "--data", str(data), "--out", str(out), "--hazards",
+                 "--no-progress"]) == 0
+    assert "codes end one" in capsys.readouterr().out
+    model = WorldModel.load(out)
+    assert model.cfg.game.hazards and model.cfg.game.spawn  # the tables the checkpoint had stay
+    assert ((model.passability.ends >= 0) & (model.passability.ends <= 1)).all()
     assert main(["passability", "--checkpoint", str(tmp_path / "nothing"), "--data", str(data),
                  "--out", str(out)]) == 2
     assert main(["passability", "--checkpoint", str(ck), "--data", str(tmp_path / "no_data"), "--out", str(out)]) == 2

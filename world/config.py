@@ -374,6 +374,10 @@ class GameConfig:
     recordings (world/spawn.py; filled where the passability table is): with `sampler.tile_map`, a
     token a move brings into view that the map does not know becomes a collectible (a gem) at the
     rate the recordings show one next to the tile beside it."""
+    hazards: bool = False
+    """The passability table also counts which tiles end an episode when walked onto (world/
+    passability.py; `echo-infinity passability --hazards`): a move onto one ends the episode (done
+    probability 1), where the done head misses the hazards of the model's own world."""
 
     def fixed_tokens(self, grid: int) -> list[int]:
         """Token indices (row-major on the grid x grid token grid) drawn in the same place
@@ -390,6 +394,7 @@ class GameConfig:
         _check(self.view_pixels > 0, "game.view_pixels", self.view_pixels, "must be > 0")
         _check(isinstance(self.passability, bool), "game.passability", self.passability, "must be true or false")
         _check(isinstance(self.spawn, bool), "game.spawn", self.spawn, "must be true or false")
+        _check(isinstance(self.hazards, bool), "game.hazards", self.hazards, "must be true or false")
 
 
 @dataclass
@@ -422,6 +427,8 @@ class ModelConfig:
                "needs a codebook (tokenizer.codebook_size > 0) and game.motion 'tile' (a move walks onto one token)")
         _check(not self.game.spawn or (self.game.passability and self.sampler.tile_map), "game.spawn", self.game.spawn,
                "needs game.passability (counted with its table) and sampler.tile_map (the places new ground lies at)")
+        _check(not self.game.hazards or self.game.passability, "game.hazards", self.game.hazards,
+               "needs game.passability (the table it is counted with)")
         n = len(GAME_ACTIONS[self.game.env])
         _check(self.dit.num_actions >= n, "dit.num_actions", self.dit.num_actions,
                f"must cover game.env {self.game.env!r}'s {n} actions")

@@ -40,6 +40,8 @@ from .text import PromptEmbedding
 from .tokenizer import FrameTokenizer
 
 PromptLike = PromptEmbedding | torch.Tensor | Sequence[PromptEmbedding] | None
+HAZARD_LOGIT = 20.0
+"""The done logit of a step onto a hazard (`game.hazards`): sigmoid 1 - 2e-9, finite for every consumer."""
 
 
 class StepResult(NamedTuple):
@@ -191,7 +193,7 @@ class WorldModel(nn.Module):
         # `full` never evicts: its "window" is the whole capacity, so ids never get capped.
         recipe = RopeRecipe(m.rope, m.sink_frames, m.memory_frames, self.policy.ring_frames + m.chunk_frames)
         self.rotary = Rotary3D(cfg, recipe)
-        self.passability = Passability(cfg.tokenizer.codebook_size) if cfg.game.passability else None
+        self.passability = Passability(cfg.tokenizer.codebook_size, cfg.game.hazards) if cfg.game.passability else None
         self.spawn = Spawn(cfg.tokenizer.codebook_size) if cfg.game.spawn else None
 
     # -- state ------------------------------------------------------------------
@@ -415,8 +417,9 @@ class WorldModel(nn.Module):
         action = self.check_action(action, state.batch)
         ctx = self.prepare(state)
         x0 = self.sample(state, ctx, action, steps)
+        hazard = self.walks_into_hazard(state, action)  # before commit: the state's frame is the one moved from
         reward, done = self.commit(state, ctx, x0, action)
-        return x0, reward, done
+        return x0, reward, self.hazard_done(done, hazard)
 
     def sample(self, state: WorldState, ctx: StreamContext, action: torch.Tensor, steps: int | None = None,
                noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -528,6 +531,25 @@ class WorldModel(nn.Module):
         if not s.snap_hold:
             return snapped
         return torch.where(self.switching(state)[:, None, None, None], x0, snapped)
+
+    def walks_into_hazard(self, state: WorldState, action: torch.Tensor) -> torch.Tensor | None:
+        """`game.hazards`: bool [B, c], the key walks the player onto a tile that ends the episode
+        in the world's last frame (world/passability.py; False where a world has no frame yet), or
+        None without the table."""
+        if self.passability is None or self.passability.ends is None:
+            return None
+        grid = self.cfg.tokenizer.grid_size
+        prev_idx = codebook.nearest(state.prev_clean, self.tokenizer.codebook)  # [B, N]
+        hazard = self.passability.hazard(prev_idx, self._moves(action.device)[action],
+                                         self.cfg.game.fixed_tokens(grid)[0], grid)
+        return hazard & (state.prev_level < 1)[:, None]
+
+    @staticmethod
+    def hazard_done(done_logit: torch.Tensor, hazard: torch.Tensor | None) -> torch.Tensor:
+        """done_logit [B, c] with the steps onto a hazard (`walks_into_hazard`) certain to end."""
+        if hazard is None:
+            return done_logit
+        return torch.where(hazard, torch.full_like(done_logit, HAZARD_LOGIT), done_logit)
 
     def _moves(self, device) -> torch.Tensor:
         """int64 [num_actions]: the 3x3 neighbour index of each action slot's move (CENTRE: none)."""

@@ -18,6 +18,14 @@ status bar, which the DiT still draws) copies its previous code in place, and th
 reads no move. Fitted on three quarters of the recording files and judged on the rest, 99.1% of
 the moves it calls blocked are (76% of the teacher's blocked moves found; Crafter: 98.6%, 95%
 found); docs/RESULTS.md, twenty-fifth session.
+
+What ends an episode is a property of the tile too (deep water, lava, quicksand: the teacher's
+hazards), and the done head misses it in the model's own world: a random walker in World-v0 walked
+onto tiles its frames showed as hazards 105 times and ended 3 (the teacher ends 13 of 23; the
+twenty-seventh session), so an agent trained there never learns to keep out of a lake. With
+`game.hazards` the count also gives `ends` [K], P(the step onto code k ended the episode), pooled
+the same way, and a move onto a code with P > `THRESHOLD` that does not block ends the episode
+(`WorldModel.walks_into_hazard`: the done probability is 1, whatever the head says).
 """
 
 from __future__ import annotations
@@ -39,21 +47,26 @@ THRESHOLD = 0.5
 
 
 class Passability(nn.Module):
-    """The table: blocked [K] float, P(a move onto code k is blocked) (a weight of the checkpoint)."""
+    """The table: blocked [K] float, P(a move onto code k is blocked); with hazards, ends [K] float,
+    P(a move onto code k ends the episode) (weights of the checkpoint)."""
 
-    def __init__(self, num_codes: int):
+    def __init__(self, num_codes: int, hazards: bool = False):
         super().__init__()
         self.register_buffer("blocked", torch.zeros(num_codes))
+        self.register_buffer("ends", torch.zeros(num_codes) if hazards else None)
 
     @torch.no_grad()
-    def fit(self, codes: torch.Tensor, blocked: torch.Tensor, book: torch.Tensor) -> "Passability":
+    def fit(self, codes: torch.Tensor, blocked: torch.Tensor, book: torch.Tensor,
+            ended: torch.Tensor | None = None) -> "Passability":
         """codes int64 [S] the code walked onto at each recorded move step, blocked bool [S] whether
-        the camera stayed; book [K, C] the codebook -> self, the table filled in place."""
-        K = len(book)
-        n = torch.bincount(codes, minlength=K).double()
-        b = torch.bincount(codes, weights=blocked.double(), minlength=K)
+        the camera stayed, ended bool [S] whether the step ended the episode (needed with hazards);
+        book [K, C] the codebook -> self, the tables filled in place. A step that ended the episode
+        says nothing about blocking (a hazard, not an obstacle)."""
         pool = look_alikes(book)  # [K, POOL]
-        self.blocked.copy_((b[pool].sum(1) / (n[pool].sum(1) + PRIOR)).float())
+        ended = torch.zeros_like(blocked) if ended is None else ended
+        self.blocked.copy_(_pooled_rate(codes[~ended], blocked[~ended], pool))
+        if self.ends is not None:
+            self.ends.copy_(_pooled_rate(codes, ended, pool))
         return self
 
     def blocks(self, prev_idx: torch.Tensor, move: torch.Tensor, player: int, grid: int) -> torch.Tensor:
@@ -62,6 +75,23 @@ class Passability(nn.Module):
         move walks onto a code that blocks it (the camera stays)."""
         code = prev_idx.gather(1, walked_onto(move, player, grid))
         return (move != CENTRE) & (self.blocked[code] > THRESHOLD)
+
+    def hazard(self, prev_idx: torch.Tensor, move: torch.Tensor, player: int, grid: int) -> torch.Tensor:
+        """As `blocks` -> bool [B, c]: the move walks onto a code that ends the episode (never one
+        that blocks it; all False without the hazards table)."""
+        if self.ends is None:
+            return torch.zeros(move.shape, dtype=torch.bool, device=move.device)
+        code = prev_idx.gather(1, walked_onto(move, player, grid))
+        return (move != CENTRE) & (self.ends[code] > THRESHOLD) & (self.blocked[code] <= THRESHOLD)
+
+
+def _pooled_rate(codes: torch.Tensor, hit: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """codes int64 [S], hit bool [S], pool [K, POOL] -> float [K]: the share of the steps onto each
+    code's pool that hit, with PRIOR steps that did not."""
+    K = len(pool)
+    n = torch.bincount(codes, minlength=K).double()
+    h = torch.bincount(codes, weights=hit.double(), minlength=K)
+    return (h[pool].sum(1) / (n[pool].sum(1) + PRIOR)).float()
 
 
 def look_alikes(book: torch.Tensor) -> torch.Tensor:
@@ -89,6 +119,7 @@ class Counted(NamedTuple):
     walked: torch.Tensor  # int64 [S] the code on the tile walked onto
     blocked: torch.Tensor  # bool [S] the recorded position did not change
     paid: torch.Tensor  # bool [S] the step paid a reward (world/spawn.py)
+    ended: torch.Tensor  # bool [S] the step ended the episode (a hazard)
     frames: torch.Tensor  # int64 [S, N] the code indices of the frames moved from
 
 
@@ -96,15 +127,14 @@ class Counted(NamedTuple):
 def count(tokenizer, clips: dict, moves: list[int], player: int, grid: int, device="cpu") -> Counted:
     """Tally the recorded move steps of a batch of clips as `world.train.Batches` yields them (frames
     uint8 [b, T, H, W, 3], actions [b, T], positions [b, T, 2], terminated [b, T], rewards [b, T];
-    action t leads from frame t to t + 1), moves the neighbour index of each action slot. A step
-    that ended the episode is left out (a hazard, not an obstacle)."""
+    action t leads from frame t to t + 1), moves the neighbour index of each action slot."""
     act, pos = clips["actions"][:, :-1].long(), clips["positions"]  # the last action has no next frame here
     mv = torch.tensor(moves)[act]  # [b, T - 1]
-    keep = (mv != CENTRE) & ~clips["terminated"][:, :-1].bool()
+    keep = mv != CENTRE
     if not keep.any():
         none = torch.zeros(0, dtype=torch.long)
-        return Counted(none, none.bool(), none.bool(), torch.zeros(0, grid * grid, dtype=torch.long))
+        return Counted(none, none.bool(), none.bool(), none.bool(), torch.zeros(0, grid * grid, dtype=torch.long))
     frames = clips["frames"][:, :-1][keep]  # [S, H, W, 3]
     idx = codebook.nearest(tokenizer.encode(frames.to(device)), tokenizer.codebook).cpu()  # [S, N]
     return Counted(target_codes(idx, mv[keep], player, grid), (pos[:, 1:] == pos[:, :-1]).all(-1)[keep],
-                   clips["rewards"][:, :-1][keep] > 0, idx)
+                   clips["rewards"][:, :-1][keep] > 0, clips["terminated"][:, :-1][keep].bool(), idx)

@@ -479,7 +479,8 @@ class Trainer:
             if cfg.model:  # ... in a changed architecture: shared weights carried over, new ones fresh
                 self.model, fresh, dropped = WorldModel.warm_start(cfg.init_from, cfg.model, self.device)
                 warm = {"event": "warm_start", "fresh": fresh, "dropped": dropped}
-                self.passability_due = bool({"passability.blocked", "spawn.rate"} & set(fresh))  # new tables: counted before stage 2
+                # new tables: counted before stage 2
+                self.passability_due = bool({"passability.blocked", "passability.ends", "spawn.rate"} & set(fresh))
             else:
                 self.model = WorldModel.load(cfg.init_from, device=self.device)
             self.done.update(tokenizer=cfg.tok_steps, stage1=cfg.s1_steps)
@@ -783,24 +784,31 @@ def fit_passability(model: WorldModel, episodes: Iterable[dict], device="cpu") -
     """Fill `model.passability` (and `model.spawn`, where the model has one) in place from every
     move step of `episodes` (each a batch of clips, as envs.dataset.whole_episodes yields them;
     world/passability.py, world/spawn.py) -> {"move_steps", "blocked_share", "codes_blocked"}
-    (and "paid_share", "collectibles", "spawn_rate_mean")."""
+    (and "ended_share", "codes_ending" with game.hazards; "paid_share", "collectibles",
+    "spawn_rate_mean" with game.spawn). The collectibles are counted over the steps that did not
+    end the episode."""
     game, grid = model.cfg.game, model.cfg.tokenizer.grid_size
     moves = move_neighbours(game.env, model.cfg.dit.num_actions)
     K = model.cfg.tokenizer.codebook_size
     parts, pairs = [], torch.zeros(K, K, dtype=torch.long) if model.spawn is not None else None
     for clips in episodes:
         counted = passability.count(model.tokenizer, clips, moves, game.fixed_tokens(grid)[0], grid, device)
-        parts.append((counted.walked, counted.blocked, counted.paid))
+        parts.append((counted.walked, counted.blocked, counted.paid, counted.ended))
         if pairs is not None:
-            pairs += spawn.neighbour_pairs(counted.frames, grid, K)
-    walked, blocked, paid = (torch.cat(p) for p in zip(*parts)) if parts else (torch.zeros(0, dtype=torch.long),) * 3
+            pairs += spawn.neighbour_pairs(counted.frames[~counted.ended], grid, K)
+    none = torch.zeros(0, dtype=torch.long)
+    walked, blocked, paid, ended = ((torch.cat(p) for p in zip(*parts)) if parts
+                                    else (none, none.bool(), none.bool(), none.bool()))
     book = model.tokenizer.codebook.cpu()
-    table = model.passability.fit(walked, blocked.bool(), book).blocked
-    out = {"move_steps": len(walked), "blocked_share": float(blocked.float().mean()) if len(walked) else 0.0,
-           "codes_blocked": int((table > passability.THRESHOLD).sum())}
+    table = model.passability.fit(walked, blocked, book, ended)
+    out = {"move_steps": len(walked), "blocked_share": float(blocked[~ended].float().mean()) if len(walked) else 0.0,
+           "codes_blocked": int((table.blocked > passability.THRESHOLD).sum())}
+    if table.ends is not None:
+        out.update(ended_share=float(ended.float().mean()) if len(walked) else 0.0,
+                   codes_ending=int((table.ends > passability.THRESHOLD).sum()))
     if pairs is not None:
-        model.spawn.fit(walked, paid.bool(), pairs, book)
-        out.update(paid_share=float(paid.float().mean()) if len(walked) else 0.0,
+        model.spawn.fit(walked[~ended], paid[~ended], pairs, book)
+        out.update(paid_share=float(paid[~ended].float().mean()) if len(walked) else 0.0,
                    collectibles=model.spawn.collectibles(), spawn_rate_mean=float(model.spawn.rate.mean()))
     return out
 

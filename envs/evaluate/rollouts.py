@@ -175,7 +175,8 @@ def teacher_forced(model, true: np.ndarray, prompts: list, actions: np.ndarray, 
         ctx = model.prepare(state)
         x0 = model.sample(state, ctx, a, steps)
         out[:, t] = model.tokenizer.decode(x0[:, 0]).cpu().numpy()
+        hazard = model.walks_into_hazard(state, a)
         r, d = model.commit(state, ctx, model.tokenizer.encode(torch.from_numpy(true[:, t + 1]))[:, None], a)
-        r, d = model.outcome(r[:, 0], d[:, 0])
+        r, d = model.outcome(r[:, 0], model.hazard_done(d, hazard)[:, 0])
         reward[:, t], done[:, t] = r.cpu().numpy(), d.cpu().numpy()
     return (out, reward, done) if heads else out
