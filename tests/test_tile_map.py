@@ -125,6 +125,10 @@ def test_a_world_with_the_tile_map_walks_back_into_what_it_left():
         first = model.step_latents(state, torch.tensor([model.cfg.dit.num_actions - 1]))[0][0, 0]  # [N, C]
         drawn = torch.cdist(book, first).min(1).values  # each code's distance to the frame's codes
         mark = book[drawn.argmax()]
+        # a frame of varied codes, so the gate's vote reads the camera's move from the frame (a
+        # random model may draw a uniform field, where only the key, here none, tells a move)
+        others = torch.arange(len(book))[torch.arange(len(book)) != drawn.argmax()]
+        state.prev_clean[0] = book[others[torch.arange(g * g) % len(others)]]
         left = torch.arange(0, g * g, g)  # column 0
         state.prev_clean[0, left] = mark
         for k in (RIGHT, LEFT):
