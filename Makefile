@@ -39,8 +39,10 @@ test-all: $(STAMP)
 # frozen world (25 CPU-minutes; eighteenth session), and the passability table is counted from the
 # recordings (which tiles stop a move; world/passability.py, twenty-fifth session; ~4 CPU-minutes)
 # with the collectibles new ground shows (--spawn, world/spawn.py, twenty-sixth session; it turns the
-# tile map on) and the tiles that end an episode (--hazards, twenty-seventh session).
-# About 500 CPU-minutes in all. Re-running resumes
+# tile map on) and the tiles that end an episode (--hazards, twenty-seventh session). Last, the restyle
+# (world/restyle.py, twenty-ninth session; ~15 CPU-minutes): a prompt switch repaints the world in the
+# new look, learned from teacher frames of one place in two looks.
+# About 515 CPU-minutes in all. Re-running resumes
 # (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
@@ -85,7 +87,8 @@ train: $(STAMP)
 		--s2-cpu-minutes 25 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
 	$(VENV)/bin/echo-infinity passability --checkpoint $(TRAIN_OUT)-gate --data $(TRAIN_DATA) data/slips \
 		--spawn --hazards --out $(TRAIN_OUT)-pass
-	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-pass/model.safetensors $(TRAIN_OUT)-pass/config.json checkpoints/tiny/
+	$(VENV)/bin/echo-infinity restyle --checkpoint $(TRAIN_OUT)-pass --threads 2 --out $(TRAIN_OUT)-restyle
+	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-restyle/model.safetensors $(TRAIN_OUT)-restyle/config.json checkpoints/tiny/
 
 # Issue 18: a world model of Crafter (envs/crafter.py: 64x64, one 8-px tile per token, 17 actions).
 # Records 300 explore + 200 revisit episodes (Crafter's night zombies end them at ~180 steps), then

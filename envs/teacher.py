@@ -206,6 +206,15 @@ class TeacherEnv(gym.Env):
         self._set_style_now(new)
         return new
 
+    def render_style(self, style: str | dict | Style) -> np.ndarray:
+        """The current view drawn in another style (its tiles, tint and weather; the same place,
+        player and frame index), uint8 [R, R, 3]. Nothing in the game changes: what the world
+        would look like had the prompt been `style` all along (world/restyle.py learns from it)."""
+        if self.tilemap is None:
+            raise RuntimeError("call reset() before render_style()")
+        new = parse_prompt(style, default=self.style) if isinstance(style, str) else _to_style(style)
+        return self._draw(self._atlas_for(new), new.weather)
+
     def _set_style_now(self, style: Style) -> None:
         self.style = style
         self._style_dict = style.to_dict()  # built once: asdict() per frame is a third of step()
@@ -263,7 +272,7 @@ class TeacherEnv(gym.Env):
             self._fade_left -= 1
         return frame
 
-    def _draw(self, atlas: Atlas) -> np.ndarray:
+    def _draw(self, atlas: Atlas, weather: str | None = None) -> np.ndarray:
         s, ts, R = self.scale, self.tile_size, self.resolution
         oy0, ox0 = player_origin(VIEW, self.motion)  # the sprite's top-left in the view, base pixels
         half = BASE_TILE // 2
@@ -277,8 +286,9 @@ class TeacherEnv(gym.Env):
         cy, cx = oy0 * s, ox0 * s
         patch = frame[cy : cy + ts, cx : cx + ts]
         patch[atlas.player_mask] = atlas.player[_FACING_INDEX[self.facing]][atlas.player_mask]
-        if self.style.weather in ("rain", "snow"):
-            kind = 0 if self.style.weather == "rain" else 1
+        weather = self.style.weather if weather is None else weather
+        if weather in ("rain", "snow"):
+            kind = 0 if weather == "rain" else 1
             frame[self._weather[kind][self.frame_index % WEATHER_PERIOD]] = atlas.particle
         return np.ascontiguousarray(frame)
 

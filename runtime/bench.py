@@ -11,9 +11,10 @@ exceeded the budget, paced or not), `gpu_memory_mb` (peak allocated; null on
 CPU), `steps_used` ({steps: frames}) and `non_finite`. With `switch_every` the
 prompt switches every N frames and `switch` reports its cost: `recache_ms` (the
 `set_prompt` call: the window's K/V recomputed), the latency of the frame that
-carries it (`frame_ms_p50`) and, with `sampler.switch_guidance`, of the
-`guided_frames` after it (`guided_frame_ms_p50`) against the others'
-(`other_frame_ms_p50`); per switch, `extra_ms_per_switch` (what the switch's frames
+carries it (`frame_ms_p50`, the restyle's repaint included) and, with
+`sampler.switch_guidance`, of the `guided_frames` after it (`guided_frame_ms_p50`;
+`held_switches`: the switches guided, those the restyle did not repaint) against
+the others' (`other_frame_ms_p50`); per switch, `extra_ms_per_switch` (what the switch's frames
 took beyond the others' median, the re-cache included: the session charges it to
 the switch frame) and `over_budget_ms_per_switch` (what they took beyond the frame
 budget: the delay a player can see).
@@ -64,7 +65,7 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
     non_finite = 0
     frame_means = np.empty(frames)
     switch_prompts = ("a snowy forest at night", "a grassy meadow at noon")
-    recache_ms, switched = [], np.zeros(frames, bool)
+    recache_ms, switched, held = [], np.zeros(frames, bool), np.zeros(frames, bool)
     t_start = time.perf_counter()
     for i in tqdm(range(frames), desc=f"session {session.cfg.memory.policy}", disable=not progress, mininterval=1.0):
         if switch_every and i > 0 and i % switch_every == 0:
@@ -72,6 +73,7 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
             session.set_prompt(switch_prompts[(i // switch_every) % 2])
             recache_ms.append((time.perf_counter() - t0) * 1e3)
             switched[i] = True
+            held[i] = bool(session.model.switching(session.state).any())  # a repainted world is not (restyle)
         try:
             out = session.advance(int(actions[i]))
         except FrameError:
@@ -94,7 +96,7 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
         s = session.cfg.sampler  # frames guided after a switch (WorldModel.guidance_scales)
         hold = s.snap_hold if s.switch_scale != s.guidance else 0
         period = switched.copy()  # the switch frame and the guided frames after it
-        for i in np.flatnonzero(switched):
+        for i in np.flatnonzero(held):
             period[i:i + hold] = True
         guided = period & ~switched & ok
         other = float(np.median(lat[~period & ok]))
@@ -104,7 +106,7 @@ def run_session_bench(checkpoint: str | None = None, frames: int = 2000, fps: fl
         switch = {"every": switch_every, "count": len(recache_ms),
                   "recache_ms": {"p50": float(np.median(recache_ms)), "max": float(np.max(recache_ms))},
                   "frame_ms_p50": float(np.median(lat[switched & ok])),
-                  "guided_frames": hold,
+                  "guided_frames": hold, "held_switches": int(held.sum()),
                   "guided_frame_ms_p50": float(np.median(lat[guided])) if guided.any() else None,
                   "other_frame_ms_p50": other,
                   "extra_ms_per_switch": extra, "over_budget_ms_per_switch": late}

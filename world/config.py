@@ -378,6 +378,11 @@ class GameConfig:
     """The passability table also counts which tiles end an episode when walked onto (world/
     passability.py; `echo-infinity passability --hazards`): a move onto one ends the episode (done
     probability 1), where the done head misses the hazards of the model's own world."""
+    restyle: tuple[int, ...] = ()
+    """The sizes of the style fields a prompt names (the teacher: 6 biomes, 4 times of day, 4
+    weathers): the checkpoint carries a restyle (world/restyle.py; `echo-infinity restyle` adds it),
+    and a prompt switch repaints every token the world keeps in the new look before the window is
+    re-cached. (): a switch reaches only the frames made afterwards."""
 
     def fixed_tokens(self, grid: int) -> list[int]:
         """Token indices (row-major on the grid x grid token grid) drawn in the same place
@@ -395,6 +400,8 @@ class GameConfig:
         _check(isinstance(self.passability, bool), "game.passability", self.passability, "must be true or false")
         _check(isinstance(self.spawn, bool), "game.spawn", self.spawn, "must be true or false")
         _check(isinstance(self.hazards, bool), "game.hazards", self.hazards, "must be true or false")
+        _check(all(isinstance(n, int) and n >= 2 for n in self.restyle), "game.restyle", self.restyle,
+               "must list each style field's number of values (each >= 2), or be empty")
 
 
 @dataclass
@@ -429,6 +436,8 @@ class ModelConfig:
                "needs game.passability (counted with its table) and sampler.tile_map (the places new ground lies at)")
         _check(not self.game.hazards or self.game.passability, "game.hazards", self.game.hazards,
                "needs game.passability (the table it is counted with)")
+        _check(not self.game.restyle or self.tokenizer.codebook_size > 0, "game.restyle", self.game.restyle,
+               "needs a codebook (tokenizer.codebook_size > 0): it translates codes")
         n = len(GAME_ACTIONS[self.game.env])
         _check(self.dit.num_actions >= n, "dit.num_actions", self.dit.num_actions,
                f"must cover game.env {self.game.env!r}'s {n} actions")
@@ -449,7 +458,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["tokenizer"]["channels"] = list(self.tokenizer.channels)
+        for section in d.values():  # as JSON has them (tokenizer.channels, game.restyle)
+            if isinstance(section, dict):
+                section.update({k: list(v) for k, v in section.items() if isinstance(v, tuple)})
         return d
 
     @classmethod

@@ -33,6 +33,7 @@ from .dit import DiT, ParallelContext
 from .memory import build_policy
 from .passability import Passability
 from .prev_frame import CENTRE
+from .restyle import Restyle
 from .rope import RopeRecipe, Rotary3D, apply_rope
 from .spawn import Spawn
 from .state import NEVER, WorldState
@@ -195,6 +196,8 @@ class WorldModel(nn.Module):
         self.rotary = Rotary3D(cfg, recipe)
         self.passability = Passability(cfg.tokenizer.codebook_size, cfg.game.hazards) if cfg.game.passability else None
         self.spawn = Spawn(cfg.tokenizer.codebook_size) if cfg.game.spawn else None
+        self.restyle = (Restyle(cfg.tokenizer.codebook_size, cfg.tokenizer.token_dim, cfg.dit.prompt_dim,
+                                cfg.game.restyle) if cfg.game.restyle else None)
 
     # -- state ------------------------------------------------------------------
 
@@ -247,8 +250,9 @@ class WorldModel(nn.Module):
         """Change the prompt mid-game (in place; the world continues, no reset).
 
         recache: recompute the cached frames' K/V of the worlds whose prompt changed (one
-        `recache` pass), so the window speaks the new prompt from the next frame on.
-        Returns those worlds."""
+        `recache` pass), so the window speaks the new prompt from the next frame on; with
+        `game.restyle` every frame the world keeps is first repainted in the new look
+        (`restyle_worlds`). Returns those worlds."""
         pooled, tokens, mask = self._prompt_tensors(prompt, state.batch)
         changed = ((pooled != state.prompt_pooled).any(1) | (tokens != state.prompt_tokens).flatten(1).any(1)
                    | (mask != state.prompt_mask).any(1))  # [B]
@@ -258,8 +262,39 @@ class WorldModel(nn.Module):
         state.prompt_frame[changed] = state.frame[changed]
         worlds = torch.nonzero(changed).flatten().tolist()
         if recache and worlds:
+            if self.restyle is not None:
+                self.restyle_worlds(state, changed)
             self.recache(state, worlds)
         return worlds
+
+    @torch.no_grad()
+    def restyle_worlds(self, state: WorldState, worlds: torch.Tensor) -> torch.Tensor:
+        """`game.restyle`: every token the worlds keep (the window's frames, the previous frame, the
+        tile map) becomes its code in the look their prompt names (world/restyle.py); the
+        context noise a cached frame carries stays as it was. worlds bool [B] -> bool [B] the
+        worlds repainted (the read is sure of at least one field of their prompt). A repainted world
+        shows its prompt already: it is not held unsnapped or guided harder (`switching`), which
+        would only blur it. The K/V are not touched: `recache` recomputes them."""
+        book, cache = self.tokenizer.codebook, state.cache
+        B, S, N, _ = cache.clean.shape
+        held = state.tile_map.get("codes")
+        codes = torch.cat([codebook.nearest(cache.clean, book).view(B, S * N), codebook.nearest(state.prev_clean, book),
+                           *([] if held is None else [held.view(B, -1)])], 1)  # [B, (S + 1) N (+ map)]
+        new, changed = self.restyle(codes, book, state.prompt_pooled, worlds)
+        # only the repainted worlds' cached frames and previous frame change (others keep theirs,
+        # snapped or not); an empty slot keeps its unread values
+        write = changed[:, None] & (cache.slot_frame >= 0)  # [B, S]
+        clean = torch.where(write[..., None, None], book[new[:, :S * N]].view_as(cache.clean), cache.clean)
+        cache.latent.copy_(cache.latent + (clean - cache.clean))
+        cache.clean.copy_(clean)
+        write = (changed & (state.prev_level < 1))[:, None, None]  # [B, 1, 1]
+        prev = torch.where(write, book[new[:, S * N:(S + 1) * N]], state.prev_clean)
+        state.prev_latent = state.prev_latent + (prev - state.prev_clean)
+        state.prev_clean = prev
+        if held is not None:  # unknown cells (-1) stay unknown
+            held.copy_(torch.where(changed[:, None], new[:, (S + 1) * N:], held.view(B, -1)).view_as(held))
+        state.prompt_frame[changed] = state.frame[changed] - self.cfg.sampler.snap_hold
+        return changed
 
     @torch.no_grad()
     def recache(self, state: WorldState, worlds: Sequence[int] | None = None) -> None:
@@ -474,7 +509,8 @@ class WorldModel(nn.Module):
         return g[:, None, None, None]
 
     def switching(self, state: WorldState) -> torch.Tensor:
-        """bool [B]: worlds whose prompt changed fewer than `sampler.snap_hold` frames ago."""
+        """bool [B]: worlds whose prompt changed fewer than `sampler.snap_hold` frames ago (and that
+        the restyle did not repaint: `restyle_worlds`)."""
         return state.frame - state.prompt_frame < self.cfg.sampler.snap_hold
 
     def snap(self, x0: torch.Tensor, state: WorldState, hidden: torch.Tensor | None = None,

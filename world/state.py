@@ -29,7 +29,9 @@ class WorldState:
     prev_latent: torch.Tensor  # [B, N, C] the last committed frame's latent (the direct path's input)
     prev_level: torch.Tensor  # [B] its noise level (1 = no previous frame yet)
     prev_clean: torch.Tensor  # [B, N, C] the same frame before its context noise (dit.prev_copy_clean)
-    prompt_frame: torch.Tensor  # [B] int64 frame index at which the prompt last changed (NEVER: not since the start)
+    # [B] int64 frame index at which the prompt last changed (NEVER: not since the start); a world the restyle
+    # repainted counts sampler.snap_hold frames earlier (WorldModel.restyle_worlds: nothing left to hold)
+    prompt_frame: torch.Tensor
     generators: list[torch.Generator]  # one per world: noise is independent of the batch
     # world/tile_map.py: codes [B, S, S], where [B, S, S, 2], origin [B, 2] int64 (empty in the graphs' partial states)
     tile_map: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -127,7 +127,8 @@ JSON (`--json`), stable top-level names:
                             the truth there: what a perfect memory of the model's own world scores on
                             return), clean_share, trajectories}
   prompt_adherence         share in [0, 1]: (a) with train-wording captions (the main number)
-  prompt_adherence_detail  {start_train, start_heldout, start_teacher, per_biome, start_generated,
+  prompt_adherence_detail  {start_train, start_heldout, start_teacher, per_biome, per_biome_teacher (the
+                            teacher's own frames of each biome), start_generated,
                             per_biome_generated (no start frame: the world drawn from the train caption
                             alone, frames 0 .. adherence_frames), switch_within, switch_at,
                             switch_within_heldout, switch_at_heldout, switch_within_teacher, switch_at_teacher,

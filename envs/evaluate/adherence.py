@@ -60,6 +60,7 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, ga
     out = {"start_train": float(hits["train"].mean()), "start_heldout": float(hits["heldout"].mean()),
            "start_teacher": float(teacher_hits.mean()),
            "per_biome": {b: float(hits["train"][target == i].mean()) for i, b in enumerate(BIOMES)},
+           "per_biome_teacher": {b: float(teacher_hits[target == i].mean()) for i, b in enumerate(BIOMES)},
            "start_generated": float(hits["generated"].mean()),
            "per_biome_generated": {b: float(hits["generated"][target == i].mean()) for i, b in enumerate(BIOMES)},
            "start_frames": T, "switch_after": K, "switch_frames": S}
