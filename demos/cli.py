@@ -261,9 +261,10 @@ def _add_restyle(sub) -> None:
         help="teach a checkpoint to repaint its world when the prompt changes (teacher checkpoints)",
         description="The teacher draws places of its worlds in two looks (the same tiles, player and weather "
         "frame: envs/style_pairs.py); the checkpoint's tokenizer reads both, and a small translator learns "
-        "each code's code in the other look, with a read of the prompt's embedding that names the look "
-        "(world/restyle.py). The checkpoint is written to --out with game.restyle set: a prompt switch "
-        "repaints every tile the world keeps (window, previous frame, tile map) before the window is "
+        "each code's code in the other look, with a read of the prompt that names the look (world/restyle.py: "
+        "each field read from the pooled embedding or from the tokens, whichever reads train words it was not "
+        "fitted on right, tried first on a split of the train wording). The checkpoint is written to --out "
+        "with game.restyle set: a prompt switch repaints every tile the world keeps (window, previous frame, tile map) before the window is "
         "re-cached, so the world shows the new look at once, places left included. Other weights are "
         "unchanged. Reports the translation's PSNR on other worlds against the snapped round trip, and the "
         "read's accuracy on train captions and held-out paraphrases.",
@@ -287,7 +288,7 @@ def _run_restyle(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from envs.style_pairs import FIELD_SIZES, captions, render_pairs
+    from envs.style_pairs import FIELD_SIZES, LEAVE_OUT, captions, render_pairs
     from world import codebook, restyle
     from world.model import WorldModel
     from world.text import build_text_encoder
@@ -312,14 +313,26 @@ def _run_restyle(args) -> int:
         return torch.cat([codebook.nearest(model.tokenizer.encode(torch.from_numpy(frames[i:i + 256])), book)
                           for i in range(0, len(frames), 256)])
 
-    def embed(caps: list[str]) -> torch.Tensor:
-        return torch.stack([text(c).pooled for c in tqdm(caps, desc="captions", leave=False,
-                                                         disable=args.no_progress)])
+    def embed(caps: list[str]) -> tuple[torch.Tensor, ...]:  # as the world state keeps a prompt
+        return model.prompt_tensors([text(c) for c in tqdm(caps, desc="captions", leave=False,
+                                                            disable=args.no_progress)], len(caps))
+
+    def scores(found: dict) -> str:
+        return "; ".join(f"{name} " + " / ".join(f"{sure:.0%} ({right:.0%})" for sure, right in per_field)
+                         for name, per_field in found.items())
 
     res, motion = cfg.tokenizer.image_size, cfg.game.motion
+    fields = "biome / time of day / weather"
+    # which read each field takes: fitted on part of the train wording, judged on the rest
+    caps, described = captions(args.captions, args.seed, part="fit", omit=LEAVE_OUT)
+    restyle.fit_reads(model.restyle, embed(caps), torch.from_numpy(described))
+    caps, described = captions(600, args.seed + 1, part="check", omit=LEAVE_OUT)
+    found = restyle.choose_reads(model.restyle, embed(caps), torch.from_numpy(described))
+    tokens = [name for name, t in zip(fields.split(" / "), model.restyle.from_tokens) if t]
+    print(f"reads on train words they were not fitted on, sure of ({fields}) (right when sure): "
+          f"{scores(found)}; from the tokens: {', '.join(tokens) or 'none'}")
     pairs = render_pairs(args.worlds, args.per_world, args.seed, res, motion)
-    caps, described = captions(args.captions, args.seed)
-    pooled = embed(caps)
+    caps, described = captions(args.captions, args.seed, omit=LEAVE_OUT)
     bar = tqdm(total=args.steps, desc="restyle", disable=args.no_progress)
 
     def progress(step, losses):
@@ -328,7 +341,7 @@ def _run_restyle(args) -> int:
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
 
     losses = restyle.fit(model.restyle, book, codes(pairs.frames_a), codes(pairs.frames_b),
-                         torch.from_numpy(pairs.values_b), pooled, torch.from_numpy(described), args.steps,
+                         torch.from_numpy(pairs.values_b), embed(caps), torch.from_numpy(described), args.steps,
                          seed=args.seed, progress=progress)
     bar.close()
     # judged on other worlds (seeds past the fitted ones), every field named
@@ -338,18 +351,17 @@ def _run_restyle(args) -> int:
         wanted = restyle.one_hot(torch.from_numpy(test.values_b), model.restyle.fields)
         moved = model.restyle.logits(a, book, wanted).argmax(-1)
         true = torch.from_numpy(test.frames_b).float()
-        db = lambda c: float((10 * torch.log10(255.0 ** 2 / (model.tokenizer.decode(book[c]).float() - true)  # noqa: E731
-                                                .pow(2).mean((1, 2, 3)).clamp(min=1e-6))).mean())
+        def db(c: torch.Tensor) -> float:  # mean PSNR of the decoded codes against look B's frames
+            err = (model.tokenizer.decode(book[c]).float() - true).pow(2).mean((1, 2, 3)).clamp(min=1e-6)
+            return float((10 * torch.log10(255.0 ** 2 / err)).mean())
         print(f"restyle fitted ({args.steps} steps, losses {losses['translate']:.3f} / {losses['read']:.3f}); "
               f"other worlds, look B: translated {db(moved):.2f} dB, snapped round trip {db(b):.2f} dB, "
               f"look A as it was {db(a):.2f} dB")
         for wording, held in (("train captions", False), ("held-out paraphrases", True)):
             caps, described = captions(600, args.seed + 1, heldout=held)
-            want = model.restyle.wanted(embed(caps)).split(model.restyle.fields, -1)
-            named = torch.stack([w.any(-1) for w in want], 1)  # [Q, fields] sure
-            right = torch.stack([w.argmax(-1) for w in want], 1) == torch.from_numpy(described)
-            print(f"read, {wording}: sure of {named.float().mean():.1%} of the fields, right on "
-                  f"{(right & named).sum() / named.sum().clamp(min=1):.1%} of those")
+            found = restyle.read_scores(model.restyle, embed(caps), torch.from_numpy(described))
+            chosen = [found["tokens" if t else "pooled"][i] for i, t in enumerate(model.restyle.from_tokens)]
+            print(f"read, {wording}: sure of ({fields}) (right when sure): {scores({'chosen': chosen})}")
     model.save(args.out)
     print(f"-> {args.out}")
     return 0

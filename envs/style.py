@@ -144,13 +144,27 @@ def sample_style(rng: np.random.Generator) -> Style:
     return Style(*(str(rng.choice(_CHOICES[f])) for f in FIELDS))
 
 
-def caption(style: Style, rng: np.random.Generator, heldout: bool = False) -> str:
-    """A sentence describing `style`, wording drawn from the train or held-out set."""
+def caption(style: Style, rng: np.random.Generator, heldout: bool = False, part: str = "all",
+            omit: tuple[str, ...] = ()) -> str:
+    """A sentence describing `style`, wording drawn from the train or held-out set. part (train
+    wording only): "all"; "fit", all but each value's last train word and the last two train
+    templates; "check", only those (a split of the train wording to judge a fit on words it did
+    not see, leaving the held-out paraphrases untouched). omit: fields the sentence leaves out
+    ("a desert at dusk", what a player types)."""
     words = _HELDOUT_WORDS if heldout else _TRAIN_WORDS
     templates = _HELDOUT_TEMPLATES if heldout else _TRAIN_TEMPLATES
+    if part not in ("all", "fit", "check") or (heldout and part != "all"):
+        raise ValueError(f"part must be 'all', 'fit' or 'check' (train wording only), got {part!r}")
+    if part != "all":
+        pick = slice(None, -1) if part == "fit" else slice(-1, None)
+        words = {f: {v: ws[pick] for v, ws in values.items()} for f, values in words.items()}
+        templates = templates[:-2] if part == "fit" else templates[-2:]
     template = templates[rng.integers(len(templates))]
     fill = {f: words[f][getattr(style, f)][rng.integers(len(words[f][getattr(style, f)]))] for f in FIELDS}
-    return template.format(**fill)
+    if not omit:
+        return template.format(**fill)
+    text = template.format(**{f: "" if f in omit else w for f, w in fill.items()})
+    return re.sub(r"\s+([,:])", r"\1", " ".join(text.split())).strip(" ,:")
 
 
 def all_captions(style: Style, heldout: bool = False) -> list[str]:

@@ -18,6 +18,7 @@ from .teacher import TeacherEnv
 VALUES = {"biome": BIOMES, "time_of_day": TIMES_OF_DAY, "weather": WEATHERS}
 FIELD_SIZES = tuple(len(VALUES[f]) for f in FIELDS)  # (6, 4, 4): the checkpoint's game.restyle
 MOVES = 5  # NOOP and the four moves: the walk between two pairs of one world
+LEAVE_OUT = 0.3  # the reads' captions leave out each field this often: a prompt need not name all three
 
 
 class StylePairs(NamedTuple):
@@ -52,9 +53,18 @@ def render_pairs(worlds: int, per_world: int, seed: int = 0, resolution: int = 6
     return StylePairs(np.stack(a), np.stack(b), np.asarray(v, np.int64))
 
 
-def captions(count: int, seed: int = 0, heldout: bool = False) -> tuple[list[str], np.ndarray]:
-    """`count` captions of random styles (train wording, or the held-out paraphrases) and their
-    value indices int64 [count, 3]: what the restyle's read is fitted (and judged) on."""
+def captions(count: int, seed: int = 0, heldout: bool = False, part: str = "all",
+             omit: float = 0.0) -> tuple[list[str], np.ndarray]:
+    """`count` captions of random styles (train wording, a part of it: `style.caption`, or the
+    held-out paraphrases) and their value indices int64 [count, 3] (-1: left out): what the
+    restyle's reads are fitted (and judged) on. omit: the chance that a caption leaves out each
+    field (at least one is named)."""
     rng = np.random.default_rng(seed)
-    styles = [sample_style(rng) for _ in range(count)]
-    return [caption(s, rng, heldout=heldout) for s in styles], np.asarray([values(s) for s in styles], np.int64)
+    out, described = [], []
+    for _ in range(count):
+        style = sample_style(rng)
+        left = [f for f in FIELDS if rng.random() < omit]
+        left = left if len(left) < len(FIELDS) else left[:-1]
+        out.append(caption(style, rng, heldout=heldout, part=part, omit=tuple(left)))
+        described.append([-1 if f in left else v for f, v in zip(FIELDS, values(style))])
+    return out, np.asarray(described, np.int64)

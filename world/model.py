@@ -225,7 +225,7 @@ class WorldModel(nn.Module):
         cache = KVCache.allocate(d.depth, batch, d.heads, self.policy.sink_frames, self.policy.ring_frames,
                                  cfg.tokenizer.tokens_per_frame, d.head_dim, cfg.memory.chunk_frames,
                                  cfg.tokenizer.token_dim, device=dev)
-        pooled, tokens, mask = self._prompt_tensors(prompt, batch)
+        pooled, tokens, mask = self.prompt_tensors(prompt, batch)
         tk = cfg.tokenizer
         state = WorldState(frame=torch.zeros(batch, dtype=torch.long, device=dev), cache=cache,
                            memory=self.policy.init_state(batch, dev), prompt_pooled=pooled,
@@ -253,7 +253,7 @@ class WorldModel(nn.Module):
         `recache` pass), so the window speaks the new prompt from the next frame on; with
         `game.restyle` every frame the world keeps is first repainted in the new look
         (`restyle_worlds`). Returns those worlds."""
-        pooled, tokens, mask = self._prompt_tensors(prompt, state.batch)
+        pooled, tokens, mask = self.prompt_tensors(prompt, state.batch)
         changed = ((pooled != state.prompt_pooled).any(1) | (tokens != state.prompt_tokens).flatten(1).any(1)
                    | (mask != state.prompt_mask).any(1))  # [B]
         state.prompt_pooled.copy_(pooled)
@@ -280,7 +280,8 @@ class WorldModel(nn.Module):
         held = state.tile_map.get("codes")
         codes = torch.cat([codebook.nearest(cache.clean, book).view(B, S * N), codebook.nearest(state.prev_clean, book),
                            *([] if held is None else [held.view(B, -1)])], 1)  # [B, (S + 1) N (+ map)]
-        new, changed = self.restyle(codes, book, state.prompt_pooled, worlds)
+        prompt = (state.prompt_pooled, state.prompt_tokens, state.prompt_mask)
+        new, changed = self.restyle(codes, book, prompt, worlds)
         # only the repainted worlds' cached frames and previous frame change (others keep theirs,
         # snapped or not); an empty slot keeps its unread values
         write = changed[:, None] & (cache.slot_frame >= 0)  # [B, S]
@@ -353,7 +354,9 @@ class WorldModel(nn.Module):
     def restore(self, snap: dict[str, torch.Tensor]) -> WorldState:
         return WorldState.restore(snap, self.policy.sink_frames, self.cfg.memory.chunk_frames)
 
-    def _prompt_tensors(self, prompt: PromptLike, batch: int):
+    def prompt_tensors(self, prompt: PromptLike, batch: int):
+        """A prompt (see `init_state`) as the state keeps it: pooled [B, P], tokens [B, Lp, P] (the
+        first dit.prompt_tokens), mask [B, Lp] bool."""
         d = self.cfg.dit
         P, L = d.prompt_dim, d.prompt_tokens
         dev = self.device
@@ -728,7 +731,7 @@ class WorldModel(nn.Module):
             x_ctx, t_ctx = x_noisy, t  # the clip is its own context
         mem = self.policy.read(self.policy.init_state(B, x_noisy.device))
         ctx = ParallelContext(self.rotary, mem, T, N, c, B, x_noisy.device, streams=streams, start=start)
-        pooled, tokens, mask = self._prompt_tensors(prompt, B)
+        pooled, tokens, mask = self.prompt_tensors(prompt, B)
         prompt_ctx = self.dit.prompt_context(pooled, tokens, mask)
         prev = None
         if self.dit.prev is not None:
