@@ -232,3 +232,25 @@ def test_onnxruntime_repaints_like_torch(tmp_path):
         return torch.stack(frames)
 
     assert max_diff(run(ort_backend), run(model)) <= TOL
+
+
+def test_caption_parts_split_the_train_wording_and_omit_leaves_fields_out():
+    from envs.style import Style, caption, parse_prompt
+    from envs.style_pairs import captions
+
+    style = Style("desert", "dusk", "rain")
+    rng = np.random.default_rng(0)
+    fit = {caption(style, rng, part="fit") for _ in range(200)}
+    check = {caption(style, rng, part="check") for _ in range(200)}
+    assert fit and check and not fit & check
+    assert all("dry sand flats" in c for c in check) and not any("dry sand flats" in c for c in fit)
+    for _ in range(20):
+        text = caption(style, rng, omit=("weather",))
+        assert parse_prompt(text, default=Style("snow", "noon", "fog")) == Style("desert", "dusk", "fog")
+        assert not text.startswith((",", " ")) and "  " not in text
+    with pytest.raises(ValueError, match="part"):
+        caption(style, rng, part="val")
+    with pytest.raises(ValueError, match="part"):
+        caption(style, rng, heldout=True, part="fit")
+    texts, described = captions(300, seed=1, omit=0.5)
+    assert (described == -1).any() and ((described >= 0).sum(1) >= 1).all()  # one field named at least

@@ -133,8 +133,9 @@ JSON (`--json`), stable top-level names:
                             alone, frames 0 .. adherence_frames), switch_within, switch_at,
                             switch_within_heldout, switch_at_heldout, switch_within_teacher, switch_at_teacher,
                             switch_frames, switch_curve, switch_curve_heldout, switch_curve_teacher
-                            (share by frame 1 .. switch_curve_frames after the switch), switch_per_biome
-                            (within switch_frames, by the new biome), switch_recache, classifier_accuracy,
+                            (share by frame 1 .. switch_curve_frames after the switch), switch_per_biome,
+                            switch_per_biome_teacher (within switch_frames, by the new biome; the
+                            teacher's own cross-fade), switch_recache, classifier_accuracy,
                             classifier_key}
   stable                   bool: stability.nan_free and range_ok and flat_ok and player_ok
   stability                {frames, nan_free, first_nan_frame, range_ok, out_of_range_frames, frame_mean_range,

@@ -68,8 +68,9 @@ def eval_adherence(model, ev: EvalConfig, text, clf, seeds: list[int], steps, ga
         out[f"switch_within{name}"] = float(h[:, :S].mean())
         out[f"switch_at{name}"] = float(h[:, S - 1].mean())
         out[f"switch_curve{name}"] = [float(v) for v in h.mean(0)]  # frames 1 .. switch_curve_frames after
-    out["switch_per_biome"] = {b: float(sw[""][new == i, :S].mean()) if (new == i).any() else None
-                               for i, b in enumerate(BIOMES)}  # by the new biome; None: no world switched to it
+    for name in ("", "_teacher"):  # by the new biome; None: no world switched to it
+        out[f"switch_per_biome{name}"] = {b: float(sw[name][new == i, :S].mean()) if (new == i).any() else None
+                                          for i, b in enumerate(BIOMES)}
     out["switch_recache"] = bool(recache)
     out.update(classifier_accuracy=clf.accuracy, classifier_key=clf.cfg.key())
     return out
