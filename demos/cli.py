@@ -264,8 +264,8 @@ def _add_restyle(sub) -> None:
         "each code's code in the other look, with a read of the prompt that names the look (world/restyle.py: "
         "each field read from the pooled embedding or from the tokens, whichever reads train words it was not "
         "fitted on right, tried first on a split of the train wording). The checkpoint is written to --out "
-        "with game.restyle set: a prompt switch repaints every tile the world keeps (window, previous frame, tile map) before the window is "
-        "re-cached, so the world shows the new look at once, places left included. Other weights are "
+        "with game.restyle set: a prompt switch repaints every tile the world keeps (window, previous frame, "
+        "tile map) before the window is re-cached, so the world shows the new look at once, places left included. Other weights are "
         "unchanged. Reports the translation's PSNR on other worlds against the snapped round trip, and the "
         "read's accuracy on train captions and held-out paraphrases.",
     )
@@ -718,8 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
         "transformer with evolving memory. Run a subcommand with --help for its options.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_play, _add_kiosk, _add_record, _add_train, _add_codebook, _add_passability, _add_restyle, _add_bench,
-                _add_eval, _add_export, _add_doctor):
+    for add in (_add_play, _add_kiosk, _add_record, _add_train, _add_codebook, _add_passability, _add_restyle,
+                _add_bench, _add_eval, _add_export, _add_doctor):
         add(sub)
     return parser
 

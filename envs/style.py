@@ -104,7 +104,7 @@ _PARSE_ONLY: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 FIELDS = ("biome", "time_of_day", "weather")
-_CHOICES = {"biome": BIOMES, "time_of_day": TIMES_OF_DAY, "weather": WEATHERS}
+CHOICES = {"biome": BIOMES, "time_of_day": TIMES_OF_DAY, "weather": WEATHERS}
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ class Style:
     def __post_init__(self) -> None:
         for name in FIELDS:
             value = getattr(self, name)
-            if value not in _CHOICES[name]:
+            if value not in CHOICES[name]:
                 raise ValueError(
-                    f"unknown {name} {value!r}; valid choices: {', '.join(_CHOICES[name])}"
+                    f"unknown {name} {value!r}; valid choices: {', '.join(CHOICES[name])}"
                 )
 
     def to_dict(self) -> dict[str, str]:
@@ -141,7 +141,7 @@ class Style:
 
 def sample_style(rng: np.random.Generator) -> Style:
     """A uniformly random style."""
-    return Style(*(str(rng.choice(_CHOICES[f])) for f in FIELDS))
+    return Style(*(str(rng.choice(CHOICES[f])) for f in FIELDS))
 
 
 def caption(style: Style, rng: np.random.Generator, heldout: bool = False, part: str = "all",

@@ -12,11 +12,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .style import BIOMES, FIELDS, TIMES_OF_DAY, WEATHERS, Style, caption, sample_style
+from .style import CHOICES, FIELDS, Style, caption, sample_style
 from .teacher import TeacherEnv
 
-VALUES = {"biome": BIOMES, "time_of_day": TIMES_OF_DAY, "weather": WEATHERS}
-FIELD_SIZES = tuple(len(VALUES[f]) for f in FIELDS)  # (6, 4, 4): the checkpoint's game.restyle
+FIELD_SIZES = tuple(len(CHOICES[f]) for f in FIELDS)  # (6, 4, 4): the checkpoint's game.restyle
 MOVES = 5  # NOOP and the four moves: the walk between two pairs of one world
 LEAVE_OUT = 0.3  # the reads' captions leave out each field this often: a prompt need not name all three
 
@@ -29,7 +28,7 @@ class StylePairs(NamedTuple):
 
 def values(style: Style) -> list[int]:
     """A style's value index per field, in FIELDS order."""
-    return [VALUES[f].index(getattr(style, f)) for f in FIELDS]
+    return [CHOICES[f].index(getattr(style, f)) for f in FIELDS]
 
 
 def render_pairs(worlds: int, per_world: int, seed: int = 0, resolution: int = 64, motion: str = "tile",
