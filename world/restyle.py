@@ -46,7 +46,7 @@ Prompt = tuple  # (pooled [B, P], tokens [B, L, P], mask [B, L] bool): as the wo
 
 class Restyle(nn.Module):
     def __init__(self, num_codes: int, token_dim: int, prompt_dim: int, fields: tuple[int, ...],
-                 hidden: int = 512):
+                 hidden: int = 256):
         super().__init__()
         self.fields = tuple(int(f) for f in fields)
         width = sum(self.fields)
