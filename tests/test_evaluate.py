@@ -205,6 +205,11 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
         assert set(fd[key]) == {"1", "4"}
     assert fd["seen_share_by_horizon"]["1"] > 0.5  # one step: most of the start view is still in view
     assert fd["tile_valid_teacher"] > 0.9  # the teacher's own cells are tiles
+    snaps = r["fidelity_detail"]["tokenizer_psnr_snapped_heldout"] is not None
+    assert (fd["tile_valid_snapped_by_horizon"] is not None) == snaps
+    if snaps:  # the ceiling on the same frames, by horizon
+        assert set(fd["tile_valid_snapped_by_horizon"]) == {"1", "4"}
+        assert all(0 <= v <= 1 for v in fd["tile_valid_snapped_by_horizon"].values())
     assert 0 <= r["stability"]["tile_valid_share"] <= 1
     abl = r["ablations"]
     assert set(abl["memory_updates_off"]["revisit_psnr"]) == {"16"}

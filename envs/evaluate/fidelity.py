@@ -60,7 +60,7 @@ def eval_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps, game: Ga
         out["fidelity_detail"]["player_visible_by_horizon"] = {str(h): mean_or_none(gen_seen[:, h - 1])
                                                                for h in ev.horizons}
         out["fidelity_detail"]["player_visible_tokenizer"] = mean_or_none(recon_seen)
-    out["fidelity_detail"].update(_content(ev, eps, gen, true, recon, alive, game))
+    out["fidelity_detail"].update(_content(ev, eps, gen, true, recon, snapped, alive, game))
     tf_T = min(ev.teacher_forced_frames, T)
     tf = teacher_forced(model, true[:, :tf_T + 1], [text(e.caption) for e in eps],
                         np.stack([e.actions[:tf_T] for e in eps]), seeds, steps)
@@ -179,15 +179,18 @@ def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, 
 
 
 def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarray, recon: np.ndarray,
-             alive: np.ndarray, game: Game) -> dict:
-    """Seen content kept, invented content persists, tile validity (envs/evaluate/content.py), by horizon."""
+             snapped: np.ndarray | None, alive: np.ndarray, game: Game) -> dict:
+    """Seen content kept, invented content persists, tile validity (envs/evaluate/content.py), by horizon;
+    the tile validity of the true frames through the codebook (snapped [B, T, R, R, 3], when the model
+    snaps) by horizon too: the ceiling of a snapping model on the same frames."""
     R, motion, lag = game.resolution, game.motion, ev.invented_lag
     recon_full = np.concatenate([true[:, :1], recon], 1)
     per = [seen_and_invented(g, t, e.positions, R, motion, lag) for g, t, e in zip(gen, true, eps)]
     tok = [seen_and_invented(r, t, e.positions, R, motion, lag)["seen"] for r, t, e in zip(recon_full, true, eps)]
     thr = tile_threshold(R)["threshold_db"]
     census = {name: [tile_census(f[1:], e.positions[1:], e.style, R, motion, thr) for f, e in zip(frames, eps)]
-              for name, frames in (("gen", gen), ("true", true), ("tok", recon_full))}
+              for name, frames in (("gen", gen), ("true", true), ("tok", recon_full))
+              + ((("snap", np.concatenate([true[:, :1], snapped], 1)),) if snapped is not None else ())}
     valid = {name: np.stack([c[0] for c in cs]) for name, cs in census.items()}  # [B, T] each
     objects = {name: np.stack([c[1] for c in cs]) for name, cs in census.items()}
 
@@ -204,6 +207,7 @@ def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarr
             "tile_valid_by_horizon": by_h(valid["gen"]),
             "tile_valid_teacher": mean_or_none(np.where(alive, valid["true"], np.nan)),
             "tile_valid_tokenizer": mean_or_none(np.where(alive, valid["tok"], np.nan)),
+            "tile_valid_snapped_by_horizon": by_h(valid["snap"]) if "snap" in valid else None,
             "object_share_by_horizon": by_h(objects["gen"]),
             "object_share_teacher_by_horizon": by_h(objects["true"]),
             "tile_threshold": tile_threshold(R)}

@@ -42,6 +42,7 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                 ("invented content vs the model's own earlier frame, PSNR dB", "invented_psnr_by_horizon", 1),
                 ("... the teacher's own", "invented_psnr_teacher_by_horizon", 1),
                 ("tile validity", "tile_valid_by_horizon", 2),
+                ("... the true frames through the codebook (ceiling)", "tile_valid_snapped_by_horizon", 2),
                 ("object tiles drawn (share of cells)", "object_share_by_horizon", 2),
                 ("... in the true frames", "object_share_teacher_by_horizon", 2),
                 ("worlds alive (averaged)", "worlds_per_horizon", 0))
@@ -51,7 +52,7 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   "| PSNR dB | " + " | ".join(fmt(result["psnr_by_horizon"][h]) for h in hs) + " |",
                   "| SSIM | " + " | ".join(fmt(result["ssim_by_horizon"][h], 3) for h in hs) + " |",
                   *[f"| {label} | " + " | ".join(fmt(det[key][h], digits) for h in hs) + " |"
-                    for label, key, digits in rows if key in det], "",
+                    for label, key, digits in rows if det.get(key) is not None], "",
                   f"Tokenizer round trip of the true frames (the ceiling): {fmt(det['tokenizer_psnr_heldout'])} dB"
                   + (f" ({fmt(snapped)} dB through the codebook the model snaps to)" if snapped is not None else "")
                   + (f"; the player check passes on {fmt(det['player_visible_tokenizer'], 2)} of its frames "
