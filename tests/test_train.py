@@ -161,6 +161,19 @@ def test_the_copy_gate_trains_alone_on_a_frozen_world(tmp_path, dataset):
     assert len(trained) == 2 and all(0 <= r[k] <= 1 for r in trained for k in keys)
 
 
+def test_the_memory_trains_alone_on_a_frozen_world(tmp_path, dataset):
+    base = Trainer(small_config(tmp_path / "base", s2_steps=0), batches_for(dataset), progress=False).run()
+    before = WorldModel.load(base).state_dict()
+    out = Trainer(small_config(tmp_path / "mem", init_from=str(base), s2_steps=2, s2_train="memory"),
+                  batches_for(dataset), progress=False).run()
+    after = WorldModel.load(out).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("policy."))  # the world as it was
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("policy."))
+    with pytest.raises(ValueError, match="memory policy with weights"):  # a window has nothing to train
+        Trainer(small_config(tmp_path / "win", init_from=str(base), s2_train="memory",
+                             model={"memory": {"policy": "window"}}), batches_for(dataset), progress=False).run()
+
+
 def moved_by_training(out, dataset, read, **cfg):
     """How far 3 stage-1 steps move the parameter `read(model)` (max abs change), and the model."""
     torch.manual_seed(0)

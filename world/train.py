@@ -708,7 +708,11 @@ class Trainer:
             if cfg.s2_train == "gate" and model.dit.copy_gate is None:
                 raise ValueError("train config s2_train 'gate' needs a model with dit.copy_gate "
                                  "(e.g. --model '{\"dit\": {\"copy_gate\": true}}' with --init-from)")
-            train = ("dit.copy_gate.",) if cfg.s2_train == "gate" else ("dit.reward_head.", "dit.done_head.")
+            if cfg.s2_train == "memory" and not any(n.startswith("policy.") for n, _ in model.named_parameters()):
+                raise ValueError(f"train config s2_train 'memory' needs a memory policy with weights "
+                                 f"(e.g. evolving), not {model.cfg.memory.policy!r}")
+            train = {"gate": ("dit.copy_gate.",), "heads": ("dit.reward_head.", "dit.done_head."),
+                     "memory": ("policy.",)}[cfg.s2_train]
             for n, p in model.named_parameters():
                 p.requires_grad_(n.startswith(train))
             params = [p for p in params if p.requires_grad]

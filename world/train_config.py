@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 STAGES = ("tokenizer", "stage1", "stage2")
 STAGE_PREFIX = {"tokenizer": "tok", "stage1": "s1", "stage2": "s2"}  # field prefix of each stage
 PRECISIONS = ("auto", "fp32", "bf16")  # world.precision
-S2_TRAIN = ("all", "heads", "gate")
+S2_TRAIN = ("all", "heads", "gate", "memory")
 
 
 @dataclass
@@ -79,7 +79,9 @@ class TrainConfig:
     """Stage 2 trains 'all' the DiT's weights, or only the reward and done 'heads' with the
     rest frozen: the world drawn stays bit for bit the same, and a step costs the forward
     pass (issue 17: new heads on a finished world model, `--model` + `--init-from`), or only
-    the copy 'gate' (dit.copy_gate, world/copy_gate.py) on frames sampled as at play time."""
+    the copy 'gate' (dit.copy_gate, world/copy_gate.py) on frames sampled as at play time, or
+    only the 'memory' (the policy's weights: the evolving memory's queries, update layers, gate and
+    read projections) through the frozen DiT's loss, as 'all' computes it (issue 14's revisit)."""
     s2_rare_power: float = 0.0
     """Stage 2: weigh each token's loss by p^-power, p the share of the batch's tokens on its
     nearest codebook code (world.train.rarity_weights; models with a codebook). Bare ground
