@@ -205,7 +205,7 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
         assert set(fd[key]) == {"1", "4"}
     assert fd["seen_share_by_horizon"]["1"] > 0.5  # one step: most of the start view is still in view
     assert fd["tile_valid_teacher"] > 0.9  # the teacher's own cells are tiles
-    snaps = r["fidelity_detail"]["tokenizer_psnr_snapped_heldout"] is not None
+    snaps = fd["tokenizer_psnr_snapped_heldout"] is not None
     assert (fd["tile_valid_snapped_by_horizon"] is not None) == snaps
     if snaps:  # the ceiling on the same frames, by horizon
         assert set(fd["tile_valid_snapped_by_horizon"]) == {"1", "4"}

@@ -704,7 +704,7 @@ class Trainer:
     def stage_dit(self, stage: str, meta: dict | None) -> None:
         cfg, model = self.cfg, self.model
         params = [p for n, p in model.named_parameters() if not n.startswith("tokenizer.")]
-        if stage == "stage2" and cfg.s2_train != "all":  # the rest frozen: no graph through it
+        if stage == "stage2" and cfg.s2_train != "all":  # the rest frozen (memory: its gradient still runs through the DiT)
             if cfg.s2_train == "gate" and model.dit.copy_gate is None:
                 raise ValueError("train config s2_train 'gate' needs a model with dit.copy_gate "
                                  "(e.g. --model '{\"dit\": {\"copy_gate\": true}}' with --init-from)")
