@@ -199,6 +199,9 @@ def test_quick_harness_json_and_report(checkpoint, cache_dir, classifier, tmp_pa
     assert 0 < fd["teacher_forced_edge_share"] < 0.5  # explore moves: a row or column comes in most frames
     from envs.style import WEATHERS
     assert set(fd["teacher_forced_psnr_by_weather"]) == set(fd["tokenizer_psnr_by_weather"]) <= set(WEATHERS)
+    by_weather = fd["tile_valid_by_weather"]  # one world: its weather's figures are the whole eval's
+    assert len(by_weather) == 1 and set(by_weather) <= set(WEATHERS)
+    assert list(by_weather.values())[0] == fd["tile_valid_by_horizon"]
     assert 0 <= fd["teacher_forced_camera_judged_share"] <= 1 and 0 <= fd["teacher_forced_blocked_share"] <= 1
     for key in ("seen_psnr_by_horizon", "seen_share_by_horizon", "tile_valid_by_horizon",
                 "invented_share_by_horizon"):

@@ -119,6 +119,8 @@ JSON (`--json`), stable top-level names:
                             (share of tile cells matching a real tile; envs/evaluate/content.py),
                             tile_valid_snapped_by_horizon (the same for the true frames through the
                             codebook: what a snapping model can reach on those frames; None without snap),
+                            tile_valid_by_weather, tile_valid_snapped_by_weather ({weather: {h: share}}:
+                            both by the weather of the worlds; teacher only, the second with snap),
                             object_share_by_horizon, object_share_teacher_by_horizon (share of tile
                             cells drawn as a real object tile, not ground: the model's, the truth's),
                             teacher_forced_object_share, teacher_forced_object_share_true (the same for

@@ -194,12 +194,20 @@ def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarr
     valid = {name: np.stack([c[0] for c in cs]) for name, cs in census.items()}  # [B, T] each
     objects = {name: np.stack([c[1] for c in cs]) for name, cs in census.items()}
 
-    def by_h(values: np.ndarray) -> dict:  # [B, T] -> {h: mean over live worlds}
-        v = np.where(alive, values, np.nan)
+    def by_h(values: np.ndarray, worlds: np.ndarray | slice = slice(None)) -> dict:
+        """[B, T] -> {h: mean over the live worlds (of `worlds`: a bool [B] selection)}"""
+        v = np.where(alive, values, np.nan)[worlds]
         return {str(h): mean_or_none(v[:, h - 1]) for h in ev.horizons}
 
+    out = {}
+    if all(getattr(e.style, "weather", None) for e in eps):
+        # the misses of tile validity are weather's: rain and snow drawn over a tile, through the codebook
+        weather = np.array([e.style.weather for e in eps])
+        for key, name in (("tile_valid_by_weather", "gen"), ("tile_valid_snapped_by_weather", "snap")):
+            if name in valid:
+                out[key] = {w: by_h(valid[name], weather == w) for w in sorted(set(weather))}
     stack = lambda key: np.stack([p[key] for p in per])  # noqa: E731
-    return {"seen_psnr_by_horizon": by_h(stack("seen")), "seen_share_by_horizon": by_h(stack("seen_share")),
+    return out | {"seen_psnr_by_horizon": by_h(stack("seen")), "seen_share_by_horizon": by_h(stack("seen_share")),
             "seen_psnr_tokenizer_by_horizon": by_h(np.stack(tok)),
             "invented_lag": lag, "invented_psnr_by_horizon": by_h(stack("invented")),
             "invented_psnr_teacher_by_horizon": by_h(stack("invented_teacher")),

@@ -52,7 +52,11 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   "| PSNR dB | " + " | ".join(fmt(result["psnr_by_horizon"][h]) for h in hs) + " |",
                   "| SSIM | " + " | ".join(fmt(result["ssim_by_horizon"][h], 3) for h in hs) + " |",
                   *[f"| {label} | " + " | ".join(fmt(det[key][h], digits) for h in hs) + " |"
-                    for label, key, digits in rows if det.get(key) is not None], "",
+                    for label, key, digits in rows if det.get(key) is not None],
+                  *[f"| tile validity, {w} worlds (through the codebook) | " + " | ".join(
+                      f"{fmt(v[h], 2)} ({fmt(det['tile_valid_snapped_by_weather'][w][h], 2)})"
+                      if "tile_valid_snapped_by_weather" in det else fmt(v[h], 2) for h in hs) + " |"
+                    for w, v in det.get("tile_valid_by_weather", {}).items()], "",
                   f"Tokenizer round trip of the true frames (the ceiling): {fmt(det['tokenizer_psnr_heldout'])} dB"
                   + (f" ({fmt(snapped)} dB through the codebook the model snaps to)" if snapped is not None else "")
                   + (f"; the player check passes on {fmt(det['player_visible_tokenizer'], 2)} of its frames "
