@@ -146,6 +146,13 @@ def _camera_follows(eps: list[Episode], tf: np.ndarray, true: np.ndarray, alive:
             "teacher_forced_blocked_share": mean_or_none(np.where(alive, blocked, np.nan))}
 
 
+def _weathers(eps: list[Episode]) -> np.ndarray | None:
+    """The weather of each world [B] (str), or None where the game has no weather (Crafter)."""
+    if all(getattr(e.style, "weather", None) for e in eps):
+        return np.array([e.style.weather for e in eps])
+    return None
+
+
 def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, recon: np.ndarray,
                           snapped: np.ndarray | None, alive: np.ndarray, game: Game,
                           whole_psnr: tuple[np.ndarray, np.ndarray]) -> dict:
@@ -168,10 +175,10 @@ def _teacher_forced_split(eps: list[Episode], tf: np.ndarray, true: np.ndarray, 
     edge[:, :, py:py + ts, px:px + ts] = False
     ceiling = recon if snapped is None else snapped
     out = shown_edge_psnr(tf, ceiling, moved, target, shown, edge, alive)
-    if all(getattr(e.style, "weather", None) for e in eps):
+    weather = _weathers(eps)
+    if weather is not None:
         # rain and snow are a screen-space overlay that falls a fraction of a token a frame, over
         # the world that moves with the camera: the pixels least like a copy, apart per weather
-        weather = np.array([e.style.weather for e in eps])
         for key, frame_psnr in zip(("teacher_forced_psnr_by_weather", "tokenizer_psnr_by_weather"), whole_psnr):
             score = np.where(alive, frame_psnr, np.nan)  # [B, T]
             out[key] = {w: mean_or_none(score[weather == w]) for w in sorted(set(weather))}
@@ -199,10 +206,9 @@ def _content(ev: EvalConfig, eps: list[Episode], gen: np.ndarray, true: np.ndarr
         v = np.where(alive, values, np.nan)[worlds]
         return {str(h): mean_or_none(v[:, h - 1]) for h in ev.horizons}
 
-    out = {}
-    if all(getattr(e.style, "weather", None) for e in eps):
+    out, weather = {}, _weathers(eps)
+    if weather is not None:
         # the misses of tile validity are weather's: rain and snow drawn over a tile, through the codebook
-        weather = np.array([e.style.weather for e in eps])
         for key, name in (("tile_valid_by_weather", "gen"), ("tile_valid_snapped_by_weather", "snap")):
             if name in valid:
                 out[key] = {w: by_h(valid[name], weather == w) for w in sorted(set(weather))}
