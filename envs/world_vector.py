@@ -14,12 +14,17 @@ is the teacher's). Per-env seeds: `reset(seed=s)` gives env i the seed s + i
 what a single `WorldEnv` reset with that seed draws, so the vector env equals
 B single envs (up to the float rounding of batched matmuls).
 
-Autoreset (`metadata["autoreset_mode"] = AutoresetMode.NEXT_STEP`): the step after
-an env's episode ended, that env's action is ignored and it returns the first
-frame of its next episode, with reward 0 and terminated = truncated = False
-(`Session.reset_worlds`: the other worlds go on). A new episode draws from that
-env's own generator, keeps the prompt that env was given at the last `reset()`
-(prompts persist across autoresets, start frames and snapshots do not) and
+Autoreset (`autoreset_mode`, one of Gymnasium's `AutoresetMode`s or its value; `metadata` says which):
+- NEXT_STEP (default, as SyncVectorEnv): the step after an env's episode ended, that
+  env's action is ignored and it returns the first frame of its next episode, with reward 0
+  and terminated = truncated = False;
+- SAME_STEP: the step that ends an episode already returns the next episode's first
+  frame; the last frame is in `info["final_obs"][i]` and that step's info in
+  `info["final_info"]` (masks `_final_obs`, `_final_info`), as SyncVectorEnv in that mode
+  (Stable-Baselines3 expects this: `envs.sb3`).
+Either way only the ended worlds restart (`Session.reset_worlds`: the others go on). A new
+episode draws from that env's own generator, keeps the prompt that env was given at the
+last `reset()` (prompts persist across autoresets, start frames and snapshots do not) and
 starts as `start` says.
 
 Truncation: `max_episode_steps` (1000 from the registration, as Teacher-v0);
@@ -53,11 +58,17 @@ class WorldVectorEnv(gym.vector.VectorEnv):
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 1000, render_mode: str | None = None,
                  checkpoint=None, steps: int | None = None, policy: str | None = None, text_encoder: str = "minilm",
                  device: str = "cpu", prompt: str = "", start: str = "generated",
-                 done_threshold: float = DONE_THRESHOLD, backend: str = "torch"):
+                 done_threshold: float = DONE_THRESHOLD, backend: str = "torch",
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP):
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if max_episode_steps is not None and (not isinstance(max_episode_steps, int) or max_episode_steps < 1):
             raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        if autoreset_mode not in modes + tuple(m.value for m in modes):
+            raise ValueError(f"autoreset_mode must be AutoresetMode.NEXT_STEP or .SAME_STEP (or "
+                             f"{[m.value for m in modes]}), got {autoreset_mode!r}")
+        self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode(autoreset_mode)}
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; choose one of {self.metadata['render_modes']}")
         if not isinstance(prompt, str):
@@ -126,17 +137,26 @@ class WorldVectorEnv(gym.vector.VectorEnv):
         truncated = (self._episode_steps >= self.max_episode_steps if self.max_episode_steps is not None
                      else np.zeros(self.num_envs, bool))
         latency = out.latency_ms
-        ended = np.flatnonzero(self._autoreset)
-        if len(ended):  # NEXT_STEP: worlds that ended last step start their next episode now
+        same_step = self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+        if same_step:  # the worlds that end now restart in this step; their last frame goes in info
+            ended = np.flatnonzero(terminated | truncated)
+            final_obs, final_info = frames[ended].copy(), self._info(latency, done_prob)
+        else:  # NEXT_STEP: the worlds that ended last step start their next episode now
+            ended = np.flatnonzero(self._autoreset)
+            reward[ended], done_prob[ended] = 0.0, 0.0
+            terminated[ended], truncated[ended] = False, False
+            self._autoreset = terminated | truncated
+        if len(ended):
             t0 = time.perf_counter()
             frames[ended] = self._restart(ended)
             latency += (time.perf_counter() - t0) * 1e3
-            reward[ended], done_prob[ended] = 0.0, 0.0
-            terminated[ended], truncated[ended] = False, False
             self._episode_steps[ended] = 0
-        self._autoreset = terminated | truncated
         self._frames = frames
         info = self._info(latency, done_prob)
+        if same_step:
+            for j, i in enumerate(ended):  # Gymnasium's layout: per-env objects + "_key" masks
+                env_info = {k: v[i] for k, v in final_info.items() if not k.startswith("_")}
+                info = self._add_info(info, {"final_obs": final_obs[j], "final_info": env_info}, int(i))
         if self.render_mode == "human":
             self.render()
         return frames.copy(), reward, terminated, truncated, info

@@ -230,15 +230,36 @@ def test_ppo_trains_in_imagination_and_plays_the_teacher(ckpt, tmp_path):
     out = tmp_path / "ppo" / "results.json"
     report = ppo.main(["--env-ids", envs.WORLD_ID, envs.TEACHER_ID, "--checkpoint", str(ckpt), "--text-encoder", "hash",
                        "--minutes", "5", "--total-steps", "192", "--num-envs", "4", "--num-steps", "16",
-                       "--eval-episodes", "1", "--eval-max-steps", "40", "--out", str(out), "--no-progress"])
+                       "--eval-episodes", "1", "--eval-max-steps", "40", "--curve-every", "128", "--out", str(out),
+                       "--no-progress"])
     saved = json.loads(out.read_text())
     assert saved["eval"]["motion"] == "tile"  # the teacher plays the checkpoint's game (tiny: tile steps)
     assert saved["results"].keys() == {"random", envs.WORLD_ID, envs.TEACHER_ID} == report["results"].keys()
     for env_id in (envs.WORLD_ID, envs.TEACHER_ID):
         assert saved["results"][env_id]["train"]["env_steps"] == 192
         assert len(saved["results"][env_id]["gems_per_episode"]) == 1
+        assert [p[0] for p in saved["results"][env_id]["train"]["curve"]] == [128, 192]  # every 128 + the end
+    assert out.with_suffix(".png").stat().st_size > 0
     weights = load_file(str(out.parent / "policy_World-v0.safetensors"))  # no pickle
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_gae_bootstraps_a_time_limit_not_a_true_end():
+    from demos.ppo import gae
+
+    # One env, 4 steps: an episode ends after step 1, a reset step 2, a new episode at step 3.
+    rewards = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
+    values = torch.tensor([[0.5], [0.5], [2.0], [0.5]])  # values[2]: the ended episode's last obs
+    dones = torch.tensor([[0.0], [0.0], [1.0], [0.0]])
+    nxt, nxt_done = torch.tensor([0.5]), torch.tensor([0.0])
+    kept = dict(next_value=nxt, next_done=nxt_done, gamma=0.9, lam=1.0)
+    cut = gae(rewards, values, dones, torch.tensor([[0.0], [0.0], [0.0], [0.0]]), **kept)  # time limit
+    end = gae(rewards, values, dones, torch.tensor([[0.0], [1.0], [0.0], [0.0]]), **kept)  # terminated
+    assert cut[1, 0].item() == pytest.approx(1.0 + 0.9 * 2.0 - 0.5)  # the last obs's value bootstraps
+    assert end[1, 0].item() == pytest.approx(1.0 - 0.5)               # a true end pays nothing after
+    # The chain stops at the end either way: step 0 sees step 1, never the new episode's step 3.
+    assert cut[0, 0].item() == pytest.approx(0.9 * 0.5 - 0.5 + 0.9 * cut[1, 0].item())
+    assert cut[3, 0].item() == end[3, 0].item() == pytest.approx(0.9 * 0.5 - 0.5)
 
 
 def test_bench_env_reports_steps_per_second():
