@@ -180,15 +180,19 @@ def make_teacher(args: Args, **kwargs) -> gym.Env:
     return gym.make(TEACHER_ID, motion=game.motion, **kwargs)
 
 
-def make_train_envs(args: Args, env_id: str) -> gym.vector.VectorEnv:
+def make_train_envs(args: Args, env_id: str,
+                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP) -> gym.vector.VectorEnv:
+    """`args.num_envs` training envs (SAME_STEP autoreset: what Stable-Baselines3 needs, `envs.sb3`)."""
     if env_id == WORLD_ID:  # natively batched: one forward pass for all worlds
         return gym.make_vec(WORLD_ID, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
                             checkpoint=args.checkpoint, text_encoder=args.text_encoder, start=args.world_start,
                             prompt=args.world_prompt, steps=args.denoising_steps, device=args.device,
-                            max_episode_steps=args.world_max_steps)
+                            max_episode_steps=args.world_max_steps, autoreset_mode=autoreset_mode)
     if env_id == real_id(args):  # in the checkpoint's motion mode, as World-v0 and the evaluation
-        return gym.vector.SyncVectorEnv([lambda: make_teacher(args) for _ in range(args.num_envs)])
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(args.num_envs)])
+        make = lambda: make_teacher(args)  # noqa: E731
+    else:
+        make = lambda: gym.make(env_id)  # noqa: E731
+    return gym.vector.SyncVectorEnv([make for _ in range(args.num_envs)], autoreset_mode=autoreset_mode)
 
 
 # -- training ----------------------------------------------------------------------------------

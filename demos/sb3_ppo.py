@@ -53,19 +53,13 @@ def parse_args(argv: list[str] | None = None) -> ppo.Args:
 
 
 def make_venv(args: ppo.Args, env_id: str):
-    """The training env through `envs.sb3`, set up as `demos.ppo` sets up its own."""
+    """The training envs `demos.ppo` makes, autoresetting as SB3 expects, seen as an SB3 `VecEnv`."""
+    from gymnasium.vector import AutoresetMode
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from envs.sb3 import make_sb3_vec_env
+    from envs.sb3 import SB3VecEnv
 
-    if env_id == ppo.WORLD_ID:
-        kwargs = dict(checkpoint=args.checkpoint, text_encoder=args.text_encoder, start=args.world_start,
-                      prompt=args.world_prompt, max_episode_steps=args.world_max_steps)
-    elif env_id == ppo.TEACHER_ID:
-        kwargs = dict(motion=ppo.real_game(args).motion)
-    else:
-        kwargs = {}
-    venv = VecMonitor(make_sb3_vec_env(env_id, args.num_envs, **kwargs))
+    venv = VecMonitor(SB3VecEnv(ppo.make_train_envs(args, env_id, AutoresetMode.SAME_STEP)))
     venv.seed(args.seed)
     return venv
 
