@@ -194,6 +194,8 @@ def _run_codebook(args) -> int:
 
 
 def _add_passability(sub) -> None:
+    from world.config import SPAWN_ON
+
     p = sub.add_parser(
         "passability",
         help="count which tiles stop a move from recordings and give the checkpoint that table",
@@ -213,6 +215,10 @@ def _add_passability(sub) -> None:
                         "paid, placed where a move brings unknown ground into view, at the rate the recordings show "
                         "one beside the tile next to it); sets game.spawn and turns the tile map on, whose places "
                         "they are kept at")
+    p.add_argument("--spawn-on", choices=SPAWN_ON, default=None,
+                   help="with --spawn: which new tokens may become collectibles (game.spawn_on): 'drawn', those "
+                        "the copy gate draws; 'entered', every token a move brings in, also those the gate copies "
+                        "(default: the checkpoint's own, 'drawn' for a new table)")
     p.add_argument("--hazards", action="store_true",
                    help="also count which tiles end an episode when walked onto (world/passability.py); sets "
                         "game.hazards: a move onto one ends the episode, where the done head misses it")
@@ -232,6 +238,10 @@ def _run_passability(args) -> int:
     overrides = {"game": {"passability": True}}  # a table the checkpoint has stays; a flag adds one
     if args.spawn:
         overrides = {"game": {"passability": True, "spawn": True}, "sampler": {"tile_map": True}}
+    if args.spawn_on is not None:
+        if not args.spawn:
+            raise UserError("--spawn-on needs --spawn (it says where the counted collectibles are placed)")
+        overrides["game"]["spawn_on"] = args.spawn_on
     if args.hazards:
         overrides["game"]["hazards"] = True
     model, _, _ = WorldModel.warm_start(args.checkpoint, overrides)

@@ -174,6 +174,13 @@ def test_cli_counts_a_recording_into_a_checkpoint(tmp_path, capsys):
     assert "codes end one" in capsys.readouterr().out
     model = WorldModel.load(out)
     assert model.cfg.game.hazards and model.cfg.game.spawn  # the tables the checkpoint had stay
+    assert model.cfg.game.spawn_on == "drawn"
+    assert main(["passability", "--checkpoint", str(out), "--data", str(data), "--out", str(out), "--spawn",
+                 "--spawn-on", "entered", "--no-progress"]) == 0
+    assert WorldModel.load(out).cfg.game.spawn_on == "entered"
+    assert main(["passability", "--checkpoint", str(ck), "--data", str(data), "--out", str(out),
+                 "--spawn-on", "entered"]) == 2
+    assert "--spawn-on needs --spawn" in capsys.readouterr().err
     assert ((model.passability.ends >= 0) & (model.passability.ends <= 1)).all()
     assert main(["passability", "--checkpoint", str(tmp_path / "nothing"), "--data", str(data),
                  "--out", str(out)]) == 2

@@ -104,7 +104,7 @@ def test_a_world_walking_into_new_ground_finds_the_collectibles_the_table_places
                             game={"passability": True, "spawn": True})
     model = WorldModel(cfg).eval().randomize_(seed=1)
 
-    def sevens(rate: float) -> int:
+    def sevens(rate: float, model=model) -> int:
         with torch.no_grad():
             model.spawn.rate.fill_(rate)
             model.spawn.code.fill_(7)
@@ -115,3 +115,9 @@ def test_a_world_walking_into_new_ground_finds_the_collectibles_the_table_places
         return n
 
     assert sevens(1.0) > sevens(0.0) + 10
+    # game.spawn_on "entered" also places where the gate copied a neighbour into the new ground.
+    everywhere = WorldModel(cfg.replace(game={"spawn_on": "entered"})).eval()
+    everywhere.load_state_dict(model.state_dict())
+    assert sevens(1.0, everywhere) > sevens(1.0) > sevens(0.0)
+    with pytest.raises(ValueError, match="game.spawn_on"):
+        from_preset("tiny", game={"spawn_on": "everywhere"})

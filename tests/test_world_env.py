@@ -223,7 +223,7 @@ def test_wrappers_work(ckpt, env_id, tmp_path):
 
 
 def test_ppo_trains_in_imagination_and_plays_the_teacher(ckpt, tmp_path):
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
     from demos import ppo
 
@@ -242,6 +242,25 @@ def test_ppo_trains_in_imagination_and_plays_the_teacher(ckpt, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 0
     weights = load_file(str(out.parent / "policy_World-v0.safetensors"))  # no pickle
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
+
+    # Replaying the saved policy in the real game (no training) scores it the way the run did.
+    policy = out.parent / "policy_World-v0.safetensors"
+    again = ppo.main(["--policies", str(policy), "--checkpoint", str(ckpt), "--eval-episodes", "1",
+                      "--eval-max-steps", "40", "--out", str(tmp_path / "replay.json"), "--no-progress"])
+    assert again["results"].keys() == {"random", str(policy)}
+    assert again["results"][str(policy)]["gems_per_episode"] == saved["results"][envs.WORLD_ID]["gems_per_episode"]
+    assert json.loads((tmp_path / "replay.json").read_text())["args"]["policies"] == [str(policy)]
+    (tmp_path / "junk.safetensors").write_bytes(b"not a policy")
+    crafter_sized = tmp_path / "wrong.safetensors"
+    save_file({k: torch.zeros(17, *v.shape[1:]) if k.startswith("actor") else v for k, v in weights.items()},
+              str(crafter_sized))
+    for bad, message in ((tmp_path / "missing.safetensors", "no saved policy"),
+                         (tmp_path / "junk.safetensors", "not a readable safetensors"),
+                         (crafter_sized, "not a PPO policy for this game")):
+        with pytest.raises(SystemExit, match=message):
+            ppo.main(["--policies", str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="give one of them"):
+        ppo.main(["--policies", str(policy), "--env-ids", envs.WORLD_ID, "--out", str(tmp_path / "x.json")])
 
 
 def test_gae_bootstraps_a_time_limit_not_a_true_end():

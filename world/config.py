@@ -28,6 +28,7 @@ PREDICTIONS = ("velocity", "x0")
 OUTCOME_HEADS = ("pooled", "centre")
 DECODERS = ("conv", "tile")
 MOTIONS = ("smooth", "tile")
+SPAWN_ON = ("drawn", "entered")  # game.spawn_on
 
 
 @dataclass
@@ -374,6 +375,12 @@ class GameConfig:
     recordings (world/spawn.py; filled where the passability table is): with `sampler.tile_map`, a
     token a move brings into view that the map does not know becomes a collectible (a gem) at the
     rate the recordings show one next to the tile beside it."""
+    spawn_on: str = "drawn"
+    """Which new tokens the spawn table may turn into collectibles: 'drawn', those the copy gate
+    draws (the frames' figures are measured so); 'entered', every token that came into view from
+    beyond the frame, also those the gate copies from a neighbour (about 3.6x the tokens: a dream
+    walker meets a third of the teacher's new-ground gems instead of a seventh, at 0.1-0.3 dB of
+    PSNR; PPO in World-v0 did not gain from it, docs/RESULTS.md, thirty-third session)."""
     hazards: bool = False
     """The passability table also counts which tiles end an episode when walked onto (world/
     passability.py; `echo-infinity passability --hazards`): a move onto one ends the episode (done
@@ -400,6 +407,7 @@ class GameConfig:
         _check(isinstance(self.passability, bool), "game.passability", self.passability, "must be true or false")
         _check(isinstance(self.spawn, bool), "game.spawn", self.spawn, "must be true or false")
         _check(isinstance(self.hazards, bool), "game.hazards", self.hazards, "must be true or false")
+        _check(self.spawn_on in SPAWN_ON, "game.spawn_on", self.spawn_on, f"must be one of {SPAWN_ON}")
         _check(all(isinstance(n, int) and n >= 2 for n in self.restyle), "game.restyle", self.restyle,
                "must list each style field's number of values (each >= 2), or be empty")
 

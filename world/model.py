@@ -614,7 +614,9 @@ class WorldModel(nn.Module):
             held = tile_map.update(state.tile_map, prev, prev_idx, choice[:, i], key_move[:, i], fresh, grid, fixed)
             if self.spawn is not None:  # collectibles in the new ground the map does not know (world/spawn.py)
                 new, pos = tile_map.entered(state.tile_map, origin, fresh, grid, fixed)
-                held = self.spawn.place(held, new & (choice[:, i] == copy_gate.DRAW), prev_idx, seeds, pos)
+                if self.cfg.game.spawn_on == "drawn":
+                    new = new & (choice[:, i] == copy_gate.DRAW)
+                held = self.spawn.place(held, new, prev_idx, seeds, pos)
             frames.append(torch.where((held >= 0)[..., None], book[held.clamp(min=0)], snapped[:, i]))
             if i + 1 < snapped.shape[1]:  # the chunk's next frame reads this one as its previous
                 prev, fresh = frames[-1], torch.zeros_like(fresh)
