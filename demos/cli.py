@@ -222,6 +222,17 @@ def _add_passability(sub) -> None:
     p.add_argument("--hazards", action="store_true",
                    help="also count which tiles end an episode when walked onto (world/passability.py); sets "
                         "game.hazards: a move onto one ends the episode, where the done head misses it")
+    p.add_argument("--calibrate-spawn", action="store_true",
+                   help="then fit game.spawn_gain (envs/spawn_gain.py): a walker's keys, replayed in the dream "
+                        "from the teacher's start frame, show as many gems in the new ground they bring into view "
+                        "as in the teacher (calibration seeds 60,000 +; needs a spawn table, and the prompt encoder)")
+    p.add_argument("--calibrate-walks", type=int, default=256, help="walks of the calibration (default 256)")
+    p.add_argument("--calibrate-steps", type=int, default=32,
+                   help="keys a walk (default 32: World-v0's dream length in the PPO demo)")
+    p.add_argument("--calibration-json", type=Path, default=None, help="write the calibration's figures here")
+    p.add_argument("--text-encoder", choices=("auto", "minilm", "hash"), default="auto",
+                   help="the prompt encoder of the calibration (default auto: trainer.json's, else minilm)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_passability)
 
@@ -244,7 +255,15 @@ def _run_passability(args) -> int:
         overrides["game"]["spawn_on"] = args.spawn_on
     if args.hazards:
         overrides["game"]["hazards"] = True
+    if min(args.calibrate_walks, args.calibrate_steps) < 1:
+        raise UserError("--calibrate-walks and --calibrate-steps must be >= 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model, _, _ = WorldModel.warm_start(args.checkpoint, overrides)
+    if args.calibrate_spawn and model.spawn is None:
+        raise UserError("--calibrate-spawn needs a spawn table: give --spawn (or a checkpoint that has one)")
     _check_motion(TrainConfig(init_from=args.checkpoint), args.data)
     shards = [str(p) for d in args.data for p in list_shards(d)]
     episodes = tqdm(whole_episodes(shards), total=len(shards), desc="episodes", disable=args.no_progress)
@@ -260,9 +279,31 @@ def _run_passability(args) -> int:
     if model.spawn is not None:
         print(f"spawn: {counted['paid_share']:.2%} of the move steps paid; {counted['collectibles']} collectible "
               f"codes placed, next to a tile at {counted['spawn_rate_mean']:.2%} on average")
+    if args.calibrate_spawn:
+        _calibrate_spawn(model, args)
     model.save(args.out)
     print(f"-> {args.out}")
     return 0
+
+
+def _calibrate_spawn(model, args) -> None:
+    """`passability --calibrate-spawn`: fit game.spawn_gain in place and say what was measured."""
+    from envs.evaluate.rollouts import text_encoder_of
+    from envs.spawn_gain import calibrate
+    from world.text import build_text_encoder
+
+    text = build_text_encoder(text_encoder_of(args.checkpoint, args.text_encoder))
+    fit = calibrate(model, text, args.calibrate_walks, args.calibrate_steps, progress=not args.no_progress)
+    t = fit["teacher"]
+    print(f"spawn gain: {t['gems']} of the teacher's {t['places']} new-ground places held a gem ({t['density']:.2%}) "
+          f"over {fit['walks']} walks of {fit['steps']} keys; it paid {t['per_1000']:.1f} per 1,000 new-ground steps")
+    for p in fit["points"]:
+        print(f"  gain {p['gain']:.2f}: the dream's {p['places']} places held {p['gems']} ({p['density']:.2%}, "
+              f"{p['ratio']:.0%} of the teacher's); it paid {p['per_1000']:.1f} per 1,000")
+    print(f"game.spawn_gain = {fit['gain']:.3g}")
+    if args.calibration_json is not None:
+        args.calibration_json.parent.mkdir(parents=True, exist_ok=True)
+        args.calibration_json.write_text(json.dumps(fit, indent=2) + "\n")
 
 
 def _add_restyle(sub) -> None:

@@ -381,6 +381,12 @@ class GameConfig:
     beyond the frame, also those the gate copies from a neighbour (about 3.6x the tokens: a dream
     walker meets a third of the teacher's new-ground gems instead of a seventh, at 0.1-0.3 dB of
     PSNR; PPO in World-v0 did not gain from it, docs/RESULTS.md, thirty-third session)."""
+    spawn_gain: float = 1.0
+    """Each counted spawn rate times this (a rate stays <= 1). The counted rate is what a tile's
+    neighbour shows in the recordings; how many collectibles the dream's new ground holds also
+    depends on `spawn_on` and on which codes the dream draws beside its edge, so `echo-infinity
+    passability --calibrate-spawn` fits this gain on calibration seeds until a walker's keys show
+    as many gems in the dream's new ground as in the teacher's (envs/spawn_gain.py)."""
     hazards: bool = False
     """The passability table also counts which tiles end an episode when walked onto (world/
     passability.py; `echo-infinity passability --hazards`): a move onto one ends the episode (done
@@ -407,6 +413,9 @@ class GameConfig:
         _check(isinstance(self.passability, bool), "game.passability", self.passability, "must be true or false")
         _check(isinstance(self.spawn, bool), "game.spawn", self.spawn, "must be true or false")
         _check(isinstance(self.hazards, bool), "game.hazards", self.hazards, "must be true or false")
+        _check(isinstance(self.spawn_gain, (int, float)) and not isinstance(self.spawn_gain, bool)
+               and math.isfinite(self.spawn_gain) and self.spawn_gain > 0, "game.spawn_gain", self.spawn_gain,
+               "must be a finite number > 0")
         _check(self.spawn_on in SPAWN_ON, "game.spawn_on", self.spawn_on, f"must be one of {SPAWN_ON}")
         _check(all(isinstance(n, int) and n >= 2 for n in self.restyle), "game.restyle", self.restyle,
                "must list each style field's number of values (each >= 2), or be empty")

@@ -616,7 +616,7 @@ class WorldModel(nn.Module):
                 new, pos = tile_map.entered(state.tile_map, origin, fresh, grid, fixed)
                 if self.cfg.game.spawn_on == "drawn":
                     new = new & (choice[:, i] == copy_gate.DRAW)
-                held = self.spawn.place(held, new, prev_idx, seeds, pos)
+                held = self.spawn.place(held, new, prev_idx, seeds, pos, self.cfg.game.spawn_gain)
             frames.append(torch.where((held >= 0)[..., None], book[held.clamp(min=0)], snapped[:, i]))
             if i + 1 < snapped.shape[1]:  # the chunk's next frame reads this one as its previous
                 prev, fresh = frames[-1], torch.zeros_like(fresh)

@@ -14,7 +14,8 @@ over every pair of neighbouring tokens of those frames, `rate` [K] is P(the neig
 is a collectible) and `code` [K] the collectible most often next to k (a gem on that biome's
 ground). At play time (`WorldModel._recall`, with `sampler.tile_map`) a token that came into
 view from beyond the frame, whose place the map does not know and whose code the copy gate
-draws, becomes `code[inward]` with probability `rate[inward]`, inward being the code the previous
+draws (`game.spawn_on`), becomes `code[inward]` with probability `rate[inward]` (times
+`game.spawn_gain`, envs/spawn_gain.py), inward being the code the previous
 frame showed at its screen place (its neighbour one token in). The draw is a hash of the world's
 seed and the token's world position (`place_uniform`), so a place far from the map's reach gets
 the same answer when the player comes back to it. A game that pays for nothing walked onto
@@ -66,12 +67,14 @@ class Spawn(nn.Module):
         return int(torch.unique(self.code[self.rate > 0]).numel())
 
     def place(self, held: torch.Tensor, new: torch.Tensor, inward: torch.Tensor, seed: torch.Tensor,
-              pos: torch.Tensor) -> torch.Tensor:
+              pos: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         """held int64 [B, N] the map's recall (-1 unknown); new bool [B, N] tokens that came into view
-        from beyond the frame and are drawn; inward int64 [B, N] the previous frame's code at each
-        token's screen place; seed int64 [B] each world's seed; pos int64 [B, N, 2] world positions
-        -> held with the placed collectibles written in."""
-        hit = new & (held < 0) & (place_uniform(seed, pos) < self.rate[inward])
+        from beyond the frame and may take one (`game.spawn_on`); inward int64 [B, N] the previous
+        frame's code at each token's screen place; seed int64 [B] each world's seed; pos int64 [B, N, 2]
+        world positions; gain the rate's factor (`game.spawn_gain`) -> held with the placed
+        collectibles written in. A place that takes one at some gain takes it at every larger gain."""
+        rate = (self.rate[inward] * gain).clamp(max=1.0)
+        hit = new & (held < 0) & (place_uniform(seed, pos) < rate)
         return torch.where(hit, self.code[inward], held)
 
 

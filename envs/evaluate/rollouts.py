@@ -51,17 +51,23 @@ def load_checkpoint(path: str | Path, text_encoder: str = "auto") -> Checkpoint:
         raise ValueError(f"checkpoint frames are {cfg.tokenizer.image_size}px; the teacher renders 64, 128 or 256")
     if cfg.dit.num_actions < TEACHER_ACTIONS or cfg.memory.chunk_frames != 1:
         raise ValueError("eval needs a model with >= 6 actions (the teacher's) and chunk_frames = 1")
-    if text_encoder == "auto":
-        text_encoder = "minilm"
-        meta = d / "trainer.json"
-        if meta.is_file():
-            try:
-                text_encoder = json.loads(meta.read_text())["train_config"]["text_encoder"]
-            except (KeyError, TypeError, ValueError):  # ValueError: not JSON, or not UTF-8
-                pass
-    ck = Checkpoint(d, cfg, text_encoder)
+    ck = Checkpoint(d, cfg, text_encoder_of(d, text_encoder))
     ck.model()  # weights must load and match the config: fail here, not mid-evaluation
     return ck
+
+
+def text_encoder_of(checkpoint: str | Path, text_encoder: str = "auto") -> str:
+    """The prompt encoder a checkpoint plays with: `text_encoder` itself unless "auto", then the one
+    in trainer.json beside the weights, else "minilm"."""
+    if text_encoder != "auto":
+        return text_encoder
+    meta = Path(checkpoint) / "trainer.json"
+    if meta.is_file():
+        try:
+            return json.loads(meta.read_text())["train_config"]["text_encoder"]
+        except (KeyError, TypeError, ValueError):  # ValueError: not JSON, or not UTF-8
+            pass
+    return "minilm"
 
 
 # --------------------------------------------------------------------------------------------
