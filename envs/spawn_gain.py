@@ -108,7 +108,9 @@ def teacher_walks(game, resolution: int, grid: int, walks: int, steps: int, seed
         walker.reset(info)
         x0, y0 = info["tile"]
         out.firsts[w] = frame
-        out.seeds.append(seed), out.captions.append(info["caption"]), out.styles.append(Style(**info["style"]))
+        out.seeds.append(seed)
+        out.captions.append(info["caption"])
+        out.styles.append(Style(**info["style"]))
         ground = NewGround(out.styles[-1], resolution, grid)
         for t in range(T):
             out.actions[w, t] = action = walker.act(info)
