@@ -39,10 +39,13 @@ test-all: $(STAMP)
 # frozen world (25 CPU-minutes; eighteenth session), and the passability table is counted from the
 # recordings (which tiles stop a move; world/passability.py, twenty-fifth session; ~4 CPU-minutes)
 # with the collectibles new ground shows (--spawn, world/spawn.py, twenty-sixth session; it turns the
-# tile map on) and the tiles that end an episode (--hazards, twenty-seventh session). Last, the restyle
+# tile map on; every token a move brings in may take one, at a gain fitted so that the dream's new
+# ground shows the teacher's gem density: --calibrate-spawn, envs/spawn_gain.py, thirty-fourth
+# session, ~13 CPU-minutes) and the tiles that end an episode (--hazards, twenty-seventh session).
+# The restyle changes no weight the calibration's walks use. Last, the restyle
 # (world/restyle.py, twenty-ninth session; ~15 CPU-minutes): a prompt switch repaints the world in the
 # new look, learned from teacher frames of one place in two looks.
-# About 515 CPU-minutes in all. Re-running resumes
+# About 530 CPU-minutes in all. Re-running resumes
 # (recording is skipped when its manifest exists, training continues its run).
 TRAIN_DATA := data/explore data/revisit
 TRAIN_OUT  ?= runs/tiny
@@ -86,7 +89,7 @@ train: $(STAMP)
 		--model '{"dit": {"copy_gate": true}}' --s2-train gate --s2-lr 1e-3 --threads 1 --s2-steps 3000 \
 		--s2-cpu-minutes 25 --self-rollout 0.5 --context-noise-max 0.2 --self-rollout-temperature 0.25 --ckpt-every 25 $(ARGS)
 	$(VENV)/bin/echo-infinity passability --checkpoint $(TRAIN_OUT)-gate --data $(TRAIN_DATA) data/slips \
-		--spawn --hazards --out $(TRAIN_OUT)-pass
+		--spawn --spawn-on entered --hazards --calibrate-spawn --threads 2 --out $(TRAIN_OUT)-pass
 	$(VENV)/bin/echo-infinity restyle --checkpoint $(TRAIN_OUT)-pass --threads 2 --out $(TRAIN_OUT)-restyle
 	mkdir -p checkpoints/tiny && cp $(TRAIN_OUT)-restyle/model.safetensors $(TRAIN_OUT)-restyle/config.json checkpoints/tiny/
 

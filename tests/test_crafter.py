@@ -139,6 +139,30 @@ def test_seen_mask_follows_the_player():
     assert not seen_mask((256 + 8 * 8, 256), (256, 256)).any()
 
 
+def test_status_bar_drawn_takes_any_real_bar_and_rejects_a_faded_moved_or_swapped_one(monkeypatch):
+    import envs.evaluate.crafter as C
+
+    monkeypatch.setattr(C, "REFERENCE_WORLDS", 2)
+    monkeypatch.setattr(C, "REFERENCE_FRAMES", 40)
+    C.tile_library.cache_clear()
+    C.status_thresholds.cache_clear()
+    lib, th = C.tile_library(), C.status_thresholds()
+    f = C.crafter_run(eval_seeds(1)[0], 8).frames  # a world the library never saw
+    y = C.STATUS_Y
+    faded = f.astype(np.float32)
+    faded[:, y:] = faded[:, y:].mean(axis=(1, 2), keepdims=True)  # the bar's mean colour: near an empty slot
+    moved = f.copy()
+    moved[:, y:, 1:] = f[:, y:, :-1]
+    swapped = f.copy()
+    swapped[:, y:y + C.TILE, :C.TILE] = f[:, y:y + C.TILE, C.TILE:2 * C.TILE]  # food where health belongs
+    noisy = np.clip(f + np.random.default_rng(0).normal(0, 6, f.shape), 0, 255).astype(np.uint8)
+    assert C.status_bar_drawn(f, lib, th).all() and C.status_bar_drawn(noisy, lib, th).all()
+    for bad in (faded.astype(np.uint8), moved, swapped):
+        assert not C.status_bar_drawn(bad, lib, th).any()
+    C.tile_library.cache_clear()
+    C.status_thresholds.cache_clear()
+
+
 def test_teacher_forced_split_on_the_real_frames():
     """The previous real frame moved with the camera is the next frame over the shown pixels (in
     the first frames' daylight only the few moving creatures differ); the split's ceiling is exact
@@ -182,6 +206,7 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "REFERENCE_WORLDS", 2)
     monkeypatch.setattr(C, "REFERENCE_FRAMES", 40)
     C.tile_library.cache_clear()
+    C.status_thresholds.cache_clear()
     data, run = tmp_path / "data", tmp_path / "run"
     assert main(["record", "--env", "crafter", "--episodes", "2", "--steps", "40", "--out", str(data),
                  "--no-progress"]) == 0
@@ -200,9 +225,10 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     det = result["fidelity_detail"]
     assert det["player_visible_true"] > 0.5 and 0 <= det["status_bar_kept_tokenizer"] <= 1
     assert det["status_bar_kept_frozen_by_horizon"]["1"] in (0.0, 0.5, 1.0)  # 2 worlds' true bars, frame 0 vs 1
+    assert det["status_bar_drawn_true"] == 1.0 and 0 <= result["stability"]["status_bar_drawn_share"] <= 1
     assert set(result["psnr_by_horizon"]) == {"1", "4", "16"} and result["stability"]["frames"] == 16
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "status bar kept" in report and "Over the pixels the previous true frame showed" in report
+    assert "status bar kept" in report and "status bar drawn" in report and "Over the pixels the previous true frame showed" in report
     # "moved" is the camera's move (Crafter's daylight changes every frame, so every frame differs)
     ep = C.crafter_run(eval_seeds(1)[0], 16)
     pos = np.array(ep.positions[:det["teacher_forced_frames"] + 1])
@@ -211,6 +237,7 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
             "copy_moved_psnr_shown", "teacher_forced_edge_share", "teacher_forced_psnr_known",
             "tokenizer_psnr_known", "teacher_forced_psnr_known_exact", "tokenizer_psnr_teacher_forced"} <= set(det)
     C.tile_library.cache_clear()
+    C.status_thresholds.cache_clear()
 
 
 # --- the front ends on a Crafter checkpoint ------------------------------------------------------

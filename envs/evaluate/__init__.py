@@ -166,7 +166,10 @@ JSON (`--json`), stable top-level names:
                            there are skipped; fidelity_detail then also has player_visible_true,
                            status_bar_kept_by_horizon, status_bar_kept_tokenizer, status_bar_psnr_by_horizon,
                            status_bar_kept_frozen_by_horizon / status_bar_psnr_frozen_by_horizon (the start
-                           frame's bar held still: the baseline a bar that never changes scores); the
+                           frame's bar held still: the baseline a bar that never changes scores),
+                           status_bar_drawn_by_horizon / _tokenizer / _true (every bar tile drawn as a real
+                           one its slot shows, whatever the counts; stability.status_bar_drawn_share and
+                           _first_last over the long run); the
                            teacher-forced shown / edge split keys as the teacher's, over the world view (the
                            status bar and both player tiles left out); it lacks the teacher's invented /
                            tile / object keys (envs/evaluate/crafter.py)

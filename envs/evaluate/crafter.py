@@ -10,16 +10,28 @@ have ground truth and reports the others (revisit, adherence, ablations, heads) 
   copy-previous baseline (also over the frames where the camera moved; and split into the
   world view's pixels the previous true frame showed and the edge a move brings in), seen content kept
   (PSNR over the pixels whose world tile the start frame showed), the player sprite kept and
-  the status bar kept by horizon;
+  the status bar kept and drawn by horizon;
 - stability: one long free rollout of random actions: no NaN, every frame's mean/std within
-  the real frames' ranges (+-15 levels, x0.5-1.5), the player kept, flat cost.
+  the real frames' ranges (+-15 levels, x0.5-1.5), the player kept, flat cost; the share of
+  frames whose status bar is drawn.
 
 Player and status bar are judged by nearest neighbours among tiles of *real* frames of
-reference worlds (`RANGE_SEED_BASE + k`, never eval seeds), so nothing is fitted to a model:
+reference worlds (`RANGE_SEED_BASE + k`, never eval seeds) and of Crafter's own renderer, so
+nothing is fitted to a model:
 - player kept: the frame's player tile (column 4, row 3) is nearer (MSE) to some real player
   tile than to every real tile of the world view where the player is not;
-- status bar kept: each of the 16 tiles of the bottom two rows is named by its nearest real
-  status tile; the bar is kept when every name equals the true frame's (the right counts).
+- status bar kept: each of the 16 tiles of the bottom two rows is named by its nearest status
+  tile (every tile Crafter's own renderer draws there, `bar_renders`); the bar is kept when
+  every name equals the true frame's (the right counts);
+- status bar drawn: every one of the 16 tiles is drawn as a status tile its slot can show (each
+  item has its own slot): nearer to it than half-way to that tile's nearest other status tile
+  (so the tile is named without doubt; half the distance is +6 dB of PSNR), health never empty
+  (the frames after a death are not counted), fixed from the
+  game's renderer alone, as the teacher's tile validity is from its atlases. A legible bar,
+  whatever counts it shows: the true counts at h64 depend on pickups the real game rolls (a
+  sapling is a 10% chance on each USE of grass), so "kept" cannot reach 1 there for any model;
+  "drawn" asks whether the bar is still a bar. (Crafter's bar tiles are small icons on black,
+  so a bar faded to its mean colour is near a row of empty slots: health is what rejects it.)
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import RANGE_SEED_BASE, EvalConfig, Game
+from .config import PSNR_CAP, RANGE_SEED_BASE, EvalConfig, Game
 from .content import masked_psnr, shown_edge_psnr
 from .metrics import mean_or_none, psnr, ssim
 from .rollouts import Episode, model_rollout, teacher_forced, teacher_run
@@ -65,23 +77,45 @@ def _nearest(x: np.ndarray, lib: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
+def bar_renders() -> np.ndarray:
+    """uint8 [11, 64, 64, 3]: Crafter's own render of one world with every inventory item at count
+    0 (an empty slot), 1 .. 9 and 10 (the glyph it draws for more than 9). Crafter gives each item
+    a fixed slot (health, food, drink, energy, then sapling, wood, ... in its item order) and
+    draws the bar undimmed, so these are every tile the bar can show."""
+    from envs.crafter import CrafterEnv
+
+    env = CrafterEnv()
+    env.reset(seed=RANGE_SEED_BASE)
+    inventory = env._game._player.inventory
+    frames = []
+    for n in range(11):
+        inventory.update(dict.fromkeys(inventory, n))
+        frames.append(env._game.render())
+    return np.stack(frames)
+
+
+@functools.lru_cache(maxsize=1)
 def tile_library() -> dict[str, np.ndarray]:
-    """Real tiles from reference worlds: player tiles, world tiles without the player (at most
-    20,000), and the distinct status-bar tiles (Crafter draws them undimmed, so exactly)."""
+    """Real tiles: player tiles and world tiles without the player (at most 20,000) from reference
+    worlds; the distinct status-bar tiles `status` [M, 192] and `status_slots` bool [16, M], which
+    of them each slot can show (`bar_renders`)."""
     rng = np.random.default_rng(0)
-    player, world, status = [], [], []
+    player, world = [], []
     for k in range(REFERENCE_WORLDS):
         ep = crafter_run(RANGE_SEED_BASE + k, REFERENCE_FRAMES)
-        f = ep.frames[:ep.alive + 1]
-        tiles = _tiles(f, range(VIEW_ROWS), range(COLS))
+        tiles = _tiles(ep.frames[:ep.alive + 1], range(VIEW_ROWS), range(COLS))
         p = PLAYER[0] * COLS + PLAYER[1]
         player.append(tiles[:, p])
         world.append(np.delete(tiles, p, axis=1).reshape(-1, tiles.shape[-1]))
-        status.append(_tiles(f, range(VIEW_ROWS, 8), range(COLS)).reshape(-1, tiles.shape[-1]))
     world_all = np.concatenate(world)
     world_all = world_all[rng.choice(len(world_all), min(20_000, len(world_all)), replace=False)]
+    bars = _tiles(bar_renders(), range(VIEW_ROWS, 8), range(COLS))  # [11, 16, 192]
+    status, which = np.unique(bars.reshape(-1, bars.shape[-1]), axis=0, return_inverse=True)
+    slots = np.zeros((bars.shape[1], len(status)), bool)
+    slots[np.tile(np.arange(bars.shape[1]), len(bars)), which.reshape(-1)] = True
+    slots[0, which.reshape(bars.shape[:2])[0, 0]] = False  # a living player's health slot is never empty
     return {"player": np.unique(np.concatenate(player), axis=0), "world": world_all,
-            "status": np.unique(np.concatenate(status), axis=0)}
+            "status": status, "status_slots": slots}
 
 
 def player_kept(frames: np.ndarray, lib: dict) -> np.ndarray:
@@ -94,6 +128,33 @@ def status_names(frames: np.ndarray, lib: dict) -> np.ndarray:
     """uint8 [T, 64, 64, 3] -> int [T, 16]: each status-bar tile named by its nearest real one."""
     s = _tiles(frames, range(VIEW_ROWS, 8), range(COLS))
     return _nearest(s.reshape(-1, s.shape[-1]), lib["status"]).reshape(len(frames), -1)
+
+
+def _psnr_to(x: np.ndarray, lib: np.ndarray) -> np.ndarray:
+    """[N, D] x [M, D] uint8-range floats -> [N, M] PSNR (dB, capped) of each row against each library row."""
+    xt, lt = torch.from_numpy(x).double(), torch.from_numpy(lib).double()  # float64: exact matches stay exact
+    mse = ((xt * xt).sum(1, keepdim=True) - 2 * xt @ lt.T + (lt * lt).sum(1)[None]).clamp(min=0) / x.shape[1]
+    with np.errstate(divide="ignore"):
+        return np.minimum(10 * np.log10(255.0**2 / mse.numpy()), PSNR_CAP)
+
+
+@functools.lru_cache(maxsize=1)
+def status_thresholds() -> np.ndarray:
+    """float [M]: per real status tile, the dB a drawn tile needs to be named it: its PSNR against its
+    nearest other real status tile + 6.02 dB (half that distance; fixed from real frames alone)."""
+    status = tile_library()["status"]
+    db = _psnr_to(status, status)
+    np.fill_diagonal(db, -np.inf)
+    return db.max(1) + 20 * np.log10(2.0)
+
+
+def status_bar_drawn(frames: np.ndarray, lib: dict, thresholds: np.ndarray) -> np.ndarray:
+    """uint8 [T, 64, 64, 3] -> bool [T]: every status-bar tile is named without doubt as a real status
+    tile that real frames show at its slot (`status_thresholds`, `tile_library`'s status_slots)."""
+    s = _tiles(frames, range(VIEW_ROWS, 8), range(COLS))  # [T, 16, 192]
+    db = _psnr_to(s.reshape(-1, s.shape[-1]), lib["status"]).reshape(*s.shape[:2], -1)  # [T, 16, M]
+    named = (db >= thresholds) & lib["status_slots"][None]
+    return named.any(-1).all(-1)
 
 
 def seen_mask(pos_t, pos_0) -> np.ndarray:
@@ -169,7 +230,8 @@ def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) 
             snapped = torch.cat([tok.decode(tok.snap(z)) for z in tokens]).cpu().numpy().reshape(true[:, 1:].shape)
     lib = tile_library()
     B = len(eps)
-    per_world = lambda fn, frames: np.stack([fn(frames[b], lib) for b in range(B)])  # noqa: E731
+    per_world = lambda fn, frames, *a: np.stack([fn(frames[b], lib, *a) for b in range(B)])  # noqa: E731
+    bar_th = status_thresholds()
     true_names = per_world(status_names, true[:, 1:])
     status_ok = lambda frames: (per_world(status_names, frames) == true_names).all(-1)  # noqa: E731
     seen = np.stack([np.stack([seen_mask(e.positions[t], e.positions[0]) for t in range(1, T + 1)]) for e in eps])
@@ -196,6 +258,9 @@ def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) 
                "status_bar_kept_tokenizer": mean_or_none(live(status_ok(recon))),
                # the start frame's bar held still: how often the true counts have not changed yet
                "status_bar_kept_frozen_by_horizon": by_h(status_ok(frozen)),
+               "status_bar_drawn_by_horizon": by_h(per_world(status_bar_drawn, gen[:, 1:], bar_th)),
+               "status_bar_drawn_tokenizer": mean_or_none(live(per_world(status_bar_drawn, recon, bar_th))),
+               "status_bar_drawn_true": mean_or_none(live(per_world(status_bar_drawn, true[:, 1:], bar_th))),
                "status_bar_psnr_by_horizon": by_h(psnr(gen[:, 1:, STATUS_Y:], true[:, 1:, STATUS_Y:])),
                "status_bar_psnr_frozen_by_horizon": by_h(psnr(frozen[:, :, STATUS_Y:], true[:, 1:, STATUS_Y:]))}}
     tf_T = min(ev.teacher_forced_frames, T)
@@ -234,7 +299,8 @@ def eval_crafter_stability(model, ev: EvalConfig, text, seed: int, steps) -> dic
     actions = torch.from_numpy(np.random.default_rng(seed).integers(0, A, (N, 1), dtype=np.int64))
     state = model.init_state(1, text(start.caption), [seed], first_frame=torch.from_numpy(start.frames[:1]))
     lib = tile_library()
-    stats, player = np.empty((N, 2)), np.empty(N, bool)
+    bar_th = status_thresholds()
+    stats, player, bar = np.empty((N, 2)), np.empty(N, bool), np.empty(N, bool)
     finite, cpu, wall = np.empty(N, bool), np.empty(N), np.empty(N)
     for i in tqdm(range(N), desc="stability", disable=not ev.progress, mininterval=1.0, leave=False):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -243,6 +309,7 @@ def eval_crafter_stability(model, ev: EvalConfig, text, seed: int, steps) -> dic
         frame = out.frame.cpu().numpy()
         stats[i] = frame.mean(), frame.std()
         player[i] = player_kept(frame, lib)[0]
+        bar[i] = status_bar_drawn(frame, lib, bar_th)[0]
         finite[i] = bool(torch.isfinite(out.reward).all() & torch.isfinite(out.done_prob).all())
     real = np.concatenate([ep.frames[:ep.alive + 1] for ep in
                            (crafter_run(RANGE_SEED_BASE + k, REFERENCE_FRAMES) for k in range(4))])
@@ -263,6 +330,8 @@ def eval_crafter_stability(model, ev: EvalConfig, text, seed: int, steps) -> dic
          "flat_ratio_max": ev.flat_ratio_max,
          "player_visible_share": float(player.mean()),
          "player_visible_share_first_last": [float(player[:k].mean()), float(player[-k:].mean())],
-         "player_ok": bool(player.mean() >= ev.player_visible_min), "player_visible_min": ev.player_visible_min}
+         "player_ok": bool(player.mean() >= ev.player_visible_min), "player_visible_min": ev.player_visible_min,
+         "status_bar_drawn_share": float(bar.mean()),
+         "status_bar_drawn_share_first_last": [float(bar[:k].mean()), float(bar[-k:].mean())]}
     r["ok"] = r["nan_free"] and r["range_ok"] and r["flat_ok"] and r["player_ok"]
     return r

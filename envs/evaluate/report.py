@@ -35,6 +35,7 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                 ("worlds still showing the player", "player_visible_by_horizon", 2),
                 ("status bar kept (every count right)", "status_bar_kept_by_horizon", 2),
                 ("... the start frame's bar held still (baseline)", "status_bar_kept_frozen_by_horizon", 2),
+                ("status bar drawn (every tile a real one, any counts)", "status_bar_drawn_by_horizon", 2),
                 ("status bar, PSNR dB", "status_bar_psnr_by_horizon", 1),
                 ("... the start frame's bar held still", "status_bar_psnr_frozen_by_horizon", 1),
                 ("seen content kept, PSNR dB", "seen_psnr_by_horizon", 1),
@@ -60,8 +61,9 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"Tokenizer round trip of the true frames (the ceiling): {fmt(det['tokenizer_psnr_heldout'])} dB"
                   + (f" ({fmt(snapped)} dB through the codebook the model snaps to)" if snapped is not None else "")
                   + (f"; the player check passes on {fmt(det['player_visible_tokenizer'], 2)} of its frames "
-                     f"({fmt(det['player_visible_true'], 2)} of the true ones), the status bar on "
-                     f"{fmt(det['status_bar_kept_tokenizer'], 2)}." if crafter else
+                     f"({fmt(det['player_visible_true'], 2)} of the true ones), the status bar kept on "
+                     f"{fmt(det['status_bar_kept_tokenizer'], 2)} and drawn on {fmt(det.get('status_bar_drawn_tokenizer'), 2)} "
+                     f"({fmt(det.get('status_bar_drawn_true'), 2)} of the true ones)." if crafter else
                      f"; its tile validity {fmt(det['tile_valid_tokenizer'], 2)} (the teacher's own "
                      f"{fmt(det['tile_valid_teacher'], 2)})."), "",
                   f"Teacher-forced (the true past as context, {det['teacher_forced_frames']} "
@@ -205,7 +207,10 @@ def write_report(result: dict, art: dict, out_dir: str | Path) -> Path:
                   f"{s['latency_ratio_last_first']:.2f}, CPU p50 {s['cpu_ratio_last_first_p50']:.2f}. "
                   f"The player is still drawn in {s['player_visible_share']:.1%} of the frames (first / last "
                   f"{s['ratio_window_frames']}: {s['player_visible_share_first_last'][0]:.1%} / "
-                  f"{s['player_visible_share_first_last'][1]:.1%}; needed {s['player_visible_min']:.0%}).", ""]
+                  f"{s['player_visible_share_first_last'][1]:.1%}; needed {s['player_visible_min']:.0%})."
+                  + (f" The status bar is drawn in {s['status_bar_drawn_share']:.1%} (first / last: "
+                     f"{s['status_bar_drawn_share_first_last'][0]:.1%} / {s['status_bar_drawn_share_first_last'][1]:.1%})."
+                     if "status_bar_drawn_share" in s else ""), ""]
 
     if result.get("heads"):
         h = result["heads"]
