@@ -25,9 +25,9 @@ nothing is fitted to a model:
   every name equals the true frame's (the right counts);
 - status bar drawn: every one of the 16 tiles is drawn as a status tile its slot can show (each
   item has its own slot): nearer to it than half-way to that tile's nearest other status tile
-  (so the tile is named without doubt; half the distance is +6 dB of PSNR), health never empty
-  (the frames after a death are not counted), fixed from the
-  game's renderer alone, as the teacher's tile validity is from its atlases. A legible bar,
+  (so the tile is named without doubt; half the distance is +6 dB of PSNR), and health never
+  empty (a living player's; the true frame a player dies on fails), fixed from the game's
+  renderer alone, as the teacher's tile validity is from its atlases. A legible bar,
   whatever counts it shows: the true counts at h64 depend on pickups the real game rolls (a
   sapling is a 10% chance on each USE of grass), so "kept" cannot reach 1 there for any model;
   "drawn" asks whether the bar is still a bar. (Crafter's bar tiles are small icons on black,
@@ -86,7 +86,7 @@ def bar_renders() -> np.ndarray:
 
     env = CrafterEnv()
     env.reset(seed=RANGE_SEED_BASE)
-    inventory = env._game._player.inventory
+    inventory = env._game._player.inventory  # Crafter's own dict: its renderer reads it as is
     frames = []
     for n in range(11):
         inventory.update(dict.fromkeys(inventory, n))
@@ -140,8 +140,8 @@ def _psnr_to(x: np.ndarray, lib: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def status_thresholds() -> np.ndarray:
-    """float [M]: per real status tile, the dB a drawn tile needs to be named it: its PSNR against its
-    nearest other real status tile + 6.02 dB (half that distance; fixed from real frames alone)."""
+    """float [M]: per status tile, the dB a drawn tile needs to be named it: its PSNR against its
+    nearest other status tile + 6.02 dB (half that distance; fixed from the game's renderer alone)."""
     status = tile_library()["status"]
     db = _psnr_to(status, status)
     np.fill_diagonal(db, -np.inf)
@@ -149,8 +149,8 @@ def status_thresholds() -> np.ndarray:
 
 
 def status_bar_drawn(frames: np.ndarray, lib: dict, thresholds: np.ndarray) -> np.ndarray:
-    """uint8 [T, 64, 64, 3] -> bool [T]: every status-bar tile is named without doubt as a real status
-    tile that real frames show at its slot (`status_thresholds`, `tile_library`'s status_slots)."""
+    """uint8 [T, 64, 64, 3] -> bool [T]: every status-bar tile is named without doubt as a status tile
+    its slot can show (`status_thresholds`, `tile_library`'s status_slots)."""
     s = _tiles(frames, range(VIEW_ROWS, 8), range(COLS))  # [T, 16, 192]
     db = _psnr_to(s.reshape(-1, s.shape[-1]), lib["status"]).reshape(*s.shape[:2], -1)  # [T, 16, M]
     named = (db >= thresholds) & lib["status_slots"][None]
