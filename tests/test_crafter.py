@@ -145,8 +145,7 @@ def test_status_bar_drawn_takes_any_real_bar_and_rejects_a_faded_moved_or_swappe
     monkeypatch.setattr(C, "REFERENCE_WORLDS", 2)
     monkeypatch.setattr(C, "REFERENCE_FRAMES", 40)
     C.tile_library.cache_clear()
-    C.status_thresholds.cache_clear()
-    lib, th = C.tile_library(), C.status_thresholds()
+    lib = C.tile_library()
     f = C.crafter_run(eval_seeds(1)[0], 8).frames  # a world the library never saw
     y = C.STATUS_Y
     faded = f.astype(np.float32)
@@ -156,11 +155,10 @@ def test_status_bar_drawn_takes_any_real_bar_and_rejects_a_faded_moved_or_swappe
     swapped = f.copy()
     swapped[:, y:y + C.TILE, :C.TILE] = f[:, y:y + C.TILE, C.TILE:2 * C.TILE]  # food where health belongs
     noisy = np.clip(f + np.random.default_rng(0).normal(0, 6, f.shape), 0, 255).astype(np.uint8)
-    assert C.status_bar_drawn(f, lib, th).all() and C.status_bar_drawn(noisy, lib, th).all()
+    assert C.status_bar_drawn(f, lib).all() and C.status_bar_drawn(noisy, lib).all()
     for bad in (faded.astype(np.uint8), moved, swapped):
-        assert not C.status_bar_drawn(bad, lib, th).any()
+        assert not C.status_bar_drawn(bad, lib).any()
     C.tile_library.cache_clear()
-    C.status_thresholds.cache_clear()
 
 
 def test_teacher_forced_split_on_the_real_frames():
@@ -206,7 +204,6 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "REFERENCE_WORLDS", 2)
     monkeypatch.setattr(C, "REFERENCE_FRAMES", 40)
     C.tile_library.cache_clear()
-    C.status_thresholds.cache_clear()
     data, run = tmp_path / "data", tmp_path / "run"
     assert main(["record", "--env", "crafter", "--episodes", "2", "--steps", "40", "--out", str(data),
                  "--no-progress"]) == 0
@@ -237,7 +234,6 @@ def test_train_and_eval_a_tiny_crafter_model(tmp_path, monkeypatch):
             "copy_moved_psnr_shown", "teacher_forced_edge_share", "teacher_forced_psnr_known",
             "tokenizer_psnr_known", "teacher_forced_psnr_known_exact", "tokenizer_psnr_teacher_forced"} <= set(det)
     C.tile_library.cache_clear()
-    C.status_thresholds.cache_clear()
 
 
 # --- the front ends on a Crafter checkpoint ------------------------------------------------------

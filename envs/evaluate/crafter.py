@@ -97,8 +97,8 @@ def bar_renders() -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def tile_library() -> dict[str, np.ndarray]:
     """Real tiles: player tiles and world tiles without the player (at most 20,000) from reference
-    worlds; the distinct status-bar tiles `status` [M, 192] and `status_slots` bool [16, M], which
-    of them each slot can show (`bar_renders`)."""
+    worlds; the distinct status-bar tiles `status` [M, 192], `status_slots` bool [16, M], which of
+    them each slot can show (`bar_renders`), and `status_thresholds` [M] (`status_thresholds`)."""
     rng = np.random.default_rng(0)
     player, world = [], []
     for k in range(REFERENCE_WORLDS):
@@ -115,7 +115,7 @@ def tile_library() -> dict[str, np.ndarray]:
     slots[np.tile(np.arange(bars.shape[1]), len(bars)), which.reshape(-1)] = True
     slots[0, which.reshape(bars.shape[:2])[0, 0]] = False  # a living player's health slot is never empty
     return {"player": np.unique(np.concatenate(player), axis=0), "world": world_all,
-            "status": status, "status_slots": slots}
+            "status": status, "status_slots": slots, "status_thresholds": status_thresholds(status)}
 
 
 def player_kept(frames: np.ndarray, lib: dict) -> np.ndarray:
@@ -138,22 +138,20 @@ def _psnr_to(x: np.ndarray, lib: np.ndarray) -> np.ndarray:
         return np.minimum(10 * np.log10(255.0**2 / mse.numpy()), PSNR_CAP)
 
 
-@functools.lru_cache(maxsize=1)
-def status_thresholds() -> np.ndarray:
-    """float [M]: per status tile, the dB a drawn tile needs to be named it: its PSNR against its
-    nearest other status tile + 6.02 dB (half that distance; fixed from the game's renderer alone)."""
-    status = tile_library()["status"]
+def status_thresholds(status: np.ndarray) -> np.ndarray:
+    """status [M, 192] -> float [M]: per status tile, the dB a drawn tile needs to be named it: its PSNR
+    against its nearest other status tile + 6.02 dB (half that distance; fixed from the game's renderer)."""
     db = _psnr_to(status, status)
     np.fill_diagonal(db, -np.inf)
     return db.max(1) + 20 * np.log10(2.0)
 
 
-def status_bar_drawn(frames: np.ndarray, lib: dict, thresholds: np.ndarray) -> np.ndarray:
+def status_bar_drawn(frames: np.ndarray, lib: dict) -> np.ndarray:
     """uint8 [T, 64, 64, 3] -> bool [T]: every status-bar tile is named without doubt as a status tile
-    its slot can show (`status_thresholds`, `tile_library`'s status_slots)."""
+    its slot can show (`tile_library`'s status_thresholds and status_slots)."""
     s = _tiles(frames, range(VIEW_ROWS, 8), range(COLS))  # [T, 16, 192]
     db = _psnr_to(s.reshape(-1, s.shape[-1]), lib["status"]).reshape(*s.shape[:2], -1)  # [T, 16, M]
-    named = (db >= thresholds) & lib["status_slots"][None]
+    named = (db >= lib["status_thresholds"]) & lib["status_slots"][None]
     return named.any(-1).all(-1)
 
 
@@ -230,8 +228,7 @@ def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) 
             snapped = torch.cat([tok.decode(tok.snap(z)) for z in tokens]).cpu().numpy().reshape(true[:, 1:].shape)
     lib = tile_library()
     B = len(eps)
-    per_world = lambda fn, frames, *a: np.stack([fn(frames[b], lib, *a) for b in range(B)])  # noqa: E731
-    bar_th = status_thresholds()
+    per_world = lambda fn, frames: np.stack([fn(frames[b], lib) for b in range(B)])  # noqa: E731
     true_names = per_world(status_names, true[:, 1:])
     status_ok = lambda frames: (per_world(status_names, frames) == true_names).all(-1)  # noqa: E731
     seen = np.stack([np.stack([seen_mask(e.positions[t], e.positions[0]) for t in range(1, T + 1)]) for e in eps])
@@ -258,9 +255,9 @@ def eval_crafter_fidelity(model, ev: EvalConfig, text, seeds: list[int], steps) 
                "status_bar_kept_tokenizer": mean_or_none(live(status_ok(recon))),
                # the start frame's bar held still: how often the true counts have not changed yet
                "status_bar_kept_frozen_by_horizon": by_h(status_ok(frozen)),
-               "status_bar_drawn_by_horizon": by_h(per_world(status_bar_drawn, gen[:, 1:], bar_th)),
-               "status_bar_drawn_tokenizer": mean_or_none(live(per_world(status_bar_drawn, recon, bar_th))),
-               "status_bar_drawn_true": mean_or_none(live(per_world(status_bar_drawn, true[:, 1:], bar_th))),
+               "status_bar_drawn_by_horizon": by_h(per_world(status_bar_drawn, gen[:, 1:])),
+               "status_bar_drawn_tokenizer": mean_or_none(live(per_world(status_bar_drawn, recon))),
+               "status_bar_drawn_true": mean_or_none(live(per_world(status_bar_drawn, true[:, 1:]))),
                "status_bar_psnr_by_horizon": by_h(psnr(gen[:, 1:, STATUS_Y:], true[:, 1:, STATUS_Y:])),
                "status_bar_psnr_frozen_by_horizon": by_h(psnr(frozen[:, :, STATUS_Y:], true[:, 1:, STATUS_Y:]))}}
     tf_T = min(ev.teacher_forced_frames, T)
@@ -299,7 +296,6 @@ def eval_crafter_stability(model, ev: EvalConfig, text, seed: int, steps) -> dic
     actions = torch.from_numpy(np.random.default_rng(seed).integers(0, A, (N, 1), dtype=np.int64))
     state = model.init_state(1, text(start.caption), [seed], first_frame=torch.from_numpy(start.frames[:1]))
     lib = tile_library()
-    bar_th = status_thresholds()
     stats, player, bar = np.empty((N, 2)), np.empty(N, bool), np.empty(N, bool)
     finite, cpu, wall = np.empty(N, bool), np.empty(N), np.empty(N)
     for i in tqdm(range(N), desc="stability", disable=not ev.progress, mininterval=1.0, leave=False):
@@ -309,7 +305,7 @@ def eval_crafter_stability(model, ev: EvalConfig, text, seed: int, steps) -> dic
         frame = out.frame.cpu().numpy()
         stats[i] = frame.mean(), frame.std()
         player[i] = player_kept(frame, lib)[0]
-        bar[i] = status_bar_drawn(frame, lib, bar_th)[0]
+        bar[i] = status_bar_drawn(frame, lib)[0]
         finite[i] = bool(torch.isfinite(out.reward).all() & torch.isfinite(out.done_prob).all())
     real = np.concatenate([ep.frames[:ep.alive + 1] for ep in
                            (crafter_run(RANGE_SEED_BASE + k, REFERENCE_FRAMES) for k in range(4))])
